@@ -1,0 +1,16 @@
+# serverless-variant-calling: BAM -> per-region calls in serverless functions -> one VCF.
+# The rules are thin; the work is in pipeline/ and functions/. See README.md.
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/stage.smk"
+include: "rules/plan.smk"
+include: "rules/call.smk"
+include: "rules/merge.smk"
+
+
+rule all:
+    input:
+        get_final_outputs(),

@@ -1,0 +1,125 @@
+"""The ``bcftools`` engine: pysam's bundled ``bcftools mpileup | bcftools call -m``.
+
+Contract: :class:`BcftoolsParams` holds every parameter that changes a call;
+:func:`run_bcftools` runs the two commands on a BAM and a reference, over one region
+or the whole genome, and writes an uncompressed VCF. The same argument lists serve
+the per-region functions and the whole-genome reference run, which is what makes
+their records comparable.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pysam
+import pysam.bcftools
+
+
+class EngineError(RuntimeError):
+    """bcftools failed; the message carries its own stderr."""
+
+
+@dataclass(frozen=True)
+class BcftoolsParams:
+    min_mapq: int = 0
+    min_baseq: int = 13
+    max_depth: int = 250
+    ploidy: int = 2
+    annotations: tuple[str, ...] = ("FORMAT/AD", "FORMAT/DP")
+    variants_only: bool = True
+    extra_mpileup: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BcftoolsParams:
+        d = dict(d)
+        for k in ("annotations", "extra_mpileup"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["annotations"] = list(self.annotations)
+        d["extra_mpileup"] = list(self.extra_mpileup)
+        return d
+
+    def mpileup_args(self) -> list[str]:
+        args = [
+            "--min-MQ", str(self.min_mapq),
+            "--min-BQ", str(self.min_baseq),
+            "--max-depth", str(self.max_depth),
+        ]
+        if self.annotations:
+            args += ["--annotate", ",".join(self.annotations)]
+        return args + list(self.extra_mpileup)
+
+    def call_args(self, workdir: str) -> list[str]:
+        args = ["--multiallelic-caller"]
+        if self.variants_only:
+            args.append("--variants-only")
+        if self.ploidy == 1:
+            args += ["--ploidy", "1"]
+        elif self.ploidy != 2:
+            ploidy_file = os.path.join(workdir, "ploidy.txt")
+            with open(ploidy_file, "w") as fh:
+                fh.write(f"* * * * {self.ploidy}\n")
+            args += ["--ploidy-file", ploidy_file]
+        return args
+
+    def describe(self) -> str:
+        """The two command lines, for VCF headers and logs."""
+        return (
+            "bcftools mpileup " + " ".join(self.mpileup_args())
+            + " | bcftools call " + " ".join(self.call_args("."))
+        )
+
+
+def bcftools_version() -> str:
+    return f"bcftools {pysam.__samtools_version__} (pysam {pysam.__version__})"
+
+
+def run_bcftools(
+    bam: str,
+    reference: str,
+    params: BcftoolsParams,
+    out_vcf: str,
+    region: str | None = None,
+    workdir: str | None = None,
+) -> str:
+    """``mpileup | call`` on ``bam`` (optionally one region); uncompressed VCF at out_vcf."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        bcf = os.path.join(tmp, "pileup.bcf")
+        mp = ["--fasta-ref", reference, *params.mpileup_args(), "-Ou", "-o", bcf]
+        if region:
+            mp += ["--regions", region]
+        _bcftools(pysam.bcftools.mpileup, [*mp, bam], tmp, f"mpileup {region or ''}")
+        _bcftools(
+            pysam.bcftools.call,
+            [*params.call_args(tmp), "-Ov", "-o", out_vcf, bcf],
+            tmp,
+            f"call {region or ''}",
+        )
+    return out_vcf
+
+
+def _bcftools(tool: Any, args: list[str], tmp: str, what: str) -> None:
+    """Run one bcftools subcommand, capturing its stderr for the error message."""
+    err_path = os.path.join(tmp, "stderr.txt")
+    saved = os.dup(2)
+    with open(err_path, "wb") as err:
+        os.dup2(err.fileno(), 2)
+        try:
+            tool(*args, catch_stdout=False)
+            failed = None
+        except pysam.utils.SamtoolsError as exc:
+            failed = exc
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    if failed is not None:
+        with open(err_path, errors="replace") as fh:
+            msg = " ".join(line.strip() for line in fh if line.strip())
+        raise EngineError(f"bcftools {what} failed: {msg or failed}")

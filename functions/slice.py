@@ -1,0 +1,109 @@
+"""Give htslib a valid local view of a region from a few ranged GETs.
+
+Contract:
+
+* :func:`fetch_bam_slice` fetches the BAM header range and a region's byte ranges
+  (both from the plan, both bounded) and writes them at their true offsets into a
+  sparse local file of the BAM's size, ended by the BGZF EOF block, beside a pruned
+  index (:func:`pipeline.bai.write_bai`) that lists only the region's chunks.
+  htslib reads that file like the real BAM for any query inside the region.
+* :func:`fetch_reference_window` fetches the bases [start, end) of one contig
+  through its ``.fai`` entry in one ranged GET and writes a local FASTA in which
+  the contig keeps its name and coordinates: positions before ``start`` are ``N``
+  and the contig ends at ``end``. Callers choose a window that covers every read
+  they pile up, so no read ever sees an ``N`` that the real reference does not have.
+
+Nothing here downloads a whole BAM, reference or index.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pipeline.bai import Chunk, write_bai
+from pipeline.bgzf import EOF_BLOCK
+from pipeline.storage import ObjectStore
+
+
+@dataclass(frozen=True)
+class FaiEntry:
+    """One line of a ``.fai`` index."""
+
+    name: str
+    length: int
+    offset: int
+    linebases: int
+    linewidth: int
+
+    def byte_offset(self, pos: int) -> int:
+        """File offset of 0-based position ``pos`` of this contig."""
+        return self.offset + pos // self.linebases * self.linewidth + pos % self.linebases
+
+
+def parse_fai(text: str) -> dict[str, FaiEntry]:
+    entries = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        f = line.split("\t")
+        entries[f[0]] = FaiEntry(f[0], int(f[1]), int(f[2]), int(f[3]), int(f[4]))
+    return entries
+
+
+def fetch_bam_slice(
+    store: ObjectStore,
+    bam_key: str,
+    bam_size: int,
+    n_ref: int,
+    header: tuple[int, int],
+    tid: int,
+    chunks: list[Chunk],
+    ranges: list[tuple[int, int]],
+    path: str,
+) -> str:
+    """Write the local view of a region's slice at ``path`` (+ ``.bai``); returns path."""
+    with open(path, "wb") as out:
+        out.truncate(bam_size)
+        for start, end in [header, *ranges]:
+            out.seek(start)
+            out.write(store.get_range(bam_key, start, end))
+        if bam_size >= len(EOF_BLOCK):
+            out.seek(bam_size - len(EOF_BLOCK))
+            out.write(EOF_BLOCK)
+    with open(path + ".bai", "wb") as out:
+        out.write(write_bai(n_ref, tid, chunks))
+    return path
+
+
+def fetch_reference_window(
+    store: ObjectStore, fasta_key: str, entry: FaiEntry, start: int, end: int, path: str
+) -> str:
+    """Write a local FASTA (+ ``.fai``) holding ``entry``'s bases [start, end)."""
+    start, end = max(0, start), min(entry.length, end)
+    raw = store.get_range(fasta_key, entry.byte_offset(start), entry.byte_offset(end - 1) + 1)
+    seq = raw.replace(b"\n", b"").replace(b"\r", b"")
+    if len(seq) != end - start:
+        raise ValueError(
+            f"reference {fasta_key}: expected {end - start} bases of {entry.name} at "
+            f"{start}, got {len(seq)}; the .fai does not match the FASTA"
+        )
+    head = f">{entry.name}\n".encode()
+    with open(path, "wb") as out:
+        out.write(head)
+        # One line for the whole contig: cheap to write, and the .fai stays exact.
+        chunk = b"N" * min(start, 1 << 20)
+        left = start
+        while left > 0:
+            out.write(chunk[:left])
+            left -= len(chunk)
+        out.write(seq)
+        out.write(b"\n")
+    with open(path + ".fai", "w") as out:
+        out.write(f"{entry.name}\t{end}\t{len(head)}\t{end}\t{end + 1}\n")
+    return path
+
+
+def local_size(path: str) -> int:
+    """Bytes a sparse file really occupies (for diagnostics)."""
+    return os.stat(path).st_blocks * 512

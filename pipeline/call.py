@@ -1,0 +1,174 @@
+"""Fan the calling out: one function per (sample, region), skipping finished work.
+
+Contract: :func:`call_samples` builds one task per region of every sample's plan,
+keys each fragment by what produced it (:func:`fragment_key`: the BAM and reference
+fingerprints, the region, the engine and its parameters, the code version), reuses
+fragments already in the store whose stats record says they are complete, runs the
+rest in one map through the given runner, and writes one JSON manifest per sample
+listing its fragments in plan order. It returns a :class:`CallSummary`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pipeline
+from functions.bcftools_engine import BcftoolsParams, bcftools_version
+from functions.call_region import call_region
+from functions.slice import parse_fai
+from pipeline.executor import LithopsRunner, SerialRunner
+from pipeline.plan import SamplePlan
+from pipeline.storage import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+
+class CallError(RuntimeError):
+    """The calls cannot start; the message names the problem and the fix."""
+
+
+@dataclass
+class CallSummary:
+    samples: int
+    regions: int
+    computed: int
+    reused: int
+    get_bytes: int
+    gets: int
+    bam_bytes: int
+    seconds: float
+
+    def line(self) -> str:
+        ratio = self.get_bytes / self.bam_bytes if self.bam_bytes else 0.0
+        return (
+            f"called {self.samples} sample(s) in {self.regions} regions: "
+            f"{self.computed} functions run, {self.reused} fragments reused; "
+            f"read {self.get_bytes / 1e6:.2f} MB in {self.gets} GETs "
+            f"({ratio:.2f} x BAM size) in {self.seconds:.1f} s"
+        )
+
+
+def code_version() -> str:
+    return f"serverless-variant-calling {pipeline.__version__}; {bcftools_version()}"
+
+
+def fragment_key(bam_fp: str, ref_fp: str, chrom: str, start: int, end: int,
+                 engine: str, params: dict[str, Any]) -> str:
+    blob = json.dumps(
+        {"bam": bam_fp, "ref": ref_fp, "region": [chrom, start, end], "engine": engine,
+         "params": params, "code": code_version()},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def make_tasks(
+    store: ObjectStore,
+    plan: SamplePlan,
+    sample_manifest: dict[str, Any],
+    ref_manifest: dict[str, Any],
+    fai: dict[str, Any],
+    params: BcftoolsParams,
+) -> list[dict[str, Any]]:
+    bam = sample_manifest["bam"]
+    tasks = []
+    for r in plan.regions:
+        entry = fai.get(r.chrom)
+        if entry is None:
+            raise CallError(
+                f"contig {r.chrom!r} of sample {plan.sample}'s BAM is not in the reference "
+                f"{ref_manifest['fasta']['path']}; use the reference the reads were aligned to"
+            )
+        key = fragment_key(bam["fingerprint"], ref_manifest["fasta"]["fingerprint"],
+                           r.chrom, r.start, r.end, "bcftools",
+                           {**params.as_dict(), "context": [r.context_start, r.context_end]})
+        tasks.append({
+            "sample": plan.sample,
+            "store": store.describe(),
+            "bam": {"key": bam["key"], "size": bam["size"], "n_ref": plan.n_ref,
+                    "header": [plan.header.start, plan.header.end]},
+            "reference": {"key": ref_manifest["fasta"]["key"], "fai": vars(entry)},
+            "region": {"index": r.index, "name": r.name, "chrom": r.chrom, "tid": r.tid,
+                       "start": r.start, "end": r.end,
+                       "context_start": r.context_start, "context_end": r.context_end,
+                       "chunks": [[c.beg, c.end] for c in r.chunks],
+                       "ranges": [[b.start, b.end] for b in r.ranges]},
+            "params": params.as_dict(),
+            "key": key,
+            "out_key": store.key("fragments", plan.sample, f"{r.index:05d}-{key}"),
+        })
+    return tasks
+
+
+def existing_fragment(store: ObjectStore, task: dict[str, Any], present: set[str]) -> dict[str, Any] | None:
+    """The stats of a finished fragment for this task, or None."""
+    vcf, meta = task["out_key"] + ".vcf.gz", task["out_key"] + ".json"
+    if vcf not in present or meta not in present:
+        return None
+    stats = dict(json.loads(store.get(meta)))
+    if stats.get("key") != task["key"] or store.head(vcf).size != stats.get("size"):
+        return None
+    return stats
+
+
+def call_samples(
+    store: ObjectStore,
+    plans: list[SamplePlan],
+    sample_manifests: dict[str, dict[str, Any]],
+    ref_manifest: dict[str, Any],
+    params: BcftoolsParams,
+    runner: SerialRunner | LithopsRunner,
+    out_manifests: dict[str, str | Path],
+) -> CallSummary:
+    t0 = time.monotonic()
+    fai = parse_fai(store.get(ref_manifest["fai"]["key"]).decode())
+    tasks: list[dict[str, Any]] = []
+    for plan in plans:
+        tasks += make_tasks(store, plan, sample_manifests[plan.sample], ref_manifest, fai, params)
+    present: set[str] = set()
+    for plan in plans:
+        present.update(store.list(store.key("fragments", plan.sample) + "/"))
+    done: dict[str, dict[str, Any]] = {}
+    todo = []
+    for t in tasks:
+        stats = existing_fragment(store, t, present)
+        if stats is None:
+            todo.append(t)
+        else:
+            done[t["out_key"]] = {**stats, "reused": True}
+    fetch = sum(p.fetch_bytes for p in plans)
+    logger.info(
+        "plan: %d samples, %d regions, %.2f MB to fetch; %d fragments already done, %d functions to run with %r",
+        len(plans), len(tasks), fetch / 1e6, len(done), len(todo), runner,
+    )
+    for t in todo:
+        logger.debug("region %s %s: %d ranges", t["sample"], t["region"]["name"], len(t["region"]["ranges"]))
+    for t, stats in zip(todo, runner.run(call_region, todo, what="calling regions")):
+        done[t["out_key"]] = {**stats, "reused": False}
+    for plan in plans:
+        frags = [
+            {**done[t["out_key"]], "out_key": t["out_key"]}
+            for t in tasks if t["sample"] == plan.sample
+        ]
+        out = out_manifests[plan.sample]
+        tmp = f"{out}.tmp"
+        Path(tmp).write_text(json.dumps(
+            {"sample": plan.sample, "code": code_version(), "engine": "bcftools",
+             "params": params.as_dict(), "command": params.describe(),
+             "fragments": frags}, indent=1) + "\n")
+        os.replace(tmp, out)
+    computed = [s for s in done.values() if not s["reused"]]
+    return CallSummary(
+        samples=len(plans), regions=len(tasks), computed=len(computed),
+        reused=len(done) - len(computed),
+        get_bytes=sum(s["get_bytes"] for s in computed), gets=sum(s["gets"] for s in computed),
+        bam_bytes=sum(sample_manifests[p.sample]["bam"]["size"] for p in plans),
+        seconds=time.monotonic() - t0,
+    )

@@ -1,0 +1,175 @@
+"""Command-line entry of each workflow step; the one place errors become messages.
+
+Contract: ``python -m pipeline.cli STEP --settings JSON ...`` runs one step (the
+Snakemake rules call these). The settings are the workflow config as JSON; they are
+validated again here. Domain errors (bad config, bad input, storage, failed
+functions, damaged fragments) are printed as one line ``error: ...`` naming the
+problem and the fix, with exit status 1; ``--debug`` adds the traceback. Logs go to
+``--log`` (full detail) and to stderr (progress and summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from pipeline.bai import IndexFormatError
+from pipeline.bamheader import BamHeaderError
+from pipeline.bgzf import BgzfError
+from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.executor import FanOutError, make_runner
+from pipeline.storage import ObjectStore, StorageError
+
+logger = logging.getLogger("pipeline")
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, StorageError, FanOutError, IndexFormatError, BamHeaderError, BgzfError,
+)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from functions.bcftools_engine import EngineError
+    from pipeline.call import CallError
+    from pipeline.merge import MergeError
+    from pipeline.plan import PlanError
+    from pipeline.stage import StageError
+
+    return (*USER_ERRORS, StageError, PlanError, CallError, MergeError, EngineError)
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    st = settings.storage
+    return ObjectStore(settings.lithops, st.get("bucket"), st.get("prefix", "svc"))
+
+
+def cmd_stage_reference(settings: Settings, args: argparse.Namespace) -> None:
+    from pipeline.stage import stage_reference
+
+    stage_reference(open_store(settings), settings.reference, args.out)
+
+
+def cmd_stage_sample(settings: Settings, args: argparse.Namespace) -> None:
+    from pipeline.stage import stage_sample
+
+    s = settings.sample(args.sample)
+    stage_sample(open_store(settings), s.name, s.bam, s.bai, args.out)
+
+
+def cmd_plan(settings: Settings, args: argparse.Namespace) -> None:
+    from pipeline.plan import PlanSettings, plan_from_store, write_plan
+    from pipeline.stage import read_manifest
+
+    p = settings.plan
+    ps = PlanSettings(
+        n_regions=None if p.get("target_bytes") else p.get("n_regions"),
+        target_bytes=p.get("target_bytes"),
+        max_region_length=p["max_region_length"],
+        padding=p["padding"],
+    )
+    t0 = time.monotonic()
+    plan = plan_from_store(open_store(settings), args.sample, read_manifest(args.staged), ps)
+    tmp = f"{args.out}.tmp"
+    write_plan(plan, tmp)
+    os.replace(tmp, args.out)
+    logger.info(
+        "planned %s: %d regions, %.2f MB to fetch of a %.2f MB BAM, in %.2f s",
+        args.sample, len(plan.regions), plan.fetch_bytes / 1e6, plan.bam_size / 1e6,
+        time.monotonic() - t0,
+    )
+
+
+def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
+    from functions.bcftools_engine import BcftoolsParams
+    from pipeline.call import call_samples
+    from pipeline.plan import read_plan
+    from pipeline.stage import read_manifest
+
+    calling = settings.calling
+    calling.pop("engine")
+    params = BcftoolsParams.from_dict(calling)
+    plans = [read_plan(p) for p in args.plans]
+    staged = {m["sample"]: m for m in (read_manifest(p) for p in args.staged)}
+    outs = dict(zip([p.sample for p in plans], args.out))
+    runner = make_runner(settings.executor, settings.lithops)
+    summary = call_samples(
+        open_store(settings), plans, staged, read_manifest(args.reference), params, runner, outs
+    )
+    logger.info(summary.line())
+
+
+def cmd_merge(settings: Settings, args: argparse.Namespace) -> None:
+    from pipeline.merge import merge_sample
+
+    merge_sample(open_store(settings), args.calls, settings.reference, args.out, args.stats)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.cli", description=__doc__)
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="step", required=True)
+
+    def step(name: str, func: Callable[[Settings, argparse.Namespace], None]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name)
+        p.add_argument("--settings", required=True, help="workflow config as JSON")
+        p.add_argument("--log", help="log file")
+        p.set_defaults(func=func)
+        return p
+
+    step("stage-reference", cmd_stage_reference).add_argument("--out", required=True)
+    p = step("stage-sample", cmd_stage_sample)
+    p.add_argument("--sample", required=True)
+    p.add_argument("--out", required=True)
+    p = step("plan", cmd_plan)
+    p.add_argument("--sample", required=True)
+    p.add_argument("--staged", required=True)
+    p.add_argument("--out", required=True)
+    p = step("call", cmd_call)
+    p.add_argument("--plans", nargs="+", required=True)
+    p.add_argument("--staged", nargs="+", required=True)
+    p.add_argument("--reference", required=True)
+    p.add_argument("--out", nargs="+", required=True)
+    p = step("merge", cmd_merge)
+    p.add_argument("--calls", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--stats", required=True)
+    return ap
+
+
+def setup_logging(log: str | None, debug: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if debug else logging.INFO)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.addFilter(lambda r: r.name.startswith("pipeline") or r.levelno >= logging.WARNING)
+    root.addHandler(console)
+    if log:
+        os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
+        fh = logging.FileHandler(log, mode="w")
+        fh.setLevel(logging.DEBUG)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(fh)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log, args.debug)
+    try:
+        settings = load_settings(json.loads(args.settings))
+        args.func(settings, args)
+    except _user_errors() as exc:
+        if args.debug:
+            logger.exception("failed")
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        logging.getLogger(__name__).debug("failed", exc_info=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

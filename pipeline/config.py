@@ -1,0 +1,166 @@
+"""Load and validate the workflow configuration and the sample sheet.
+
+Contract: :func:`load_settings` takes the config mapping Snakemake loaded (or any
+dict), validates it against ``config/schemas/config.schema.yaml`` (defaults filled
+in, unknown keys rejected), reads and validates the sample sheet row by row
+against ``config/schemas/samples.schema.yaml``, reads the Lithops configuration
+file, and returns :class:`Settings`. Every problem raises :class:`ConfigError`
+whose message is one line naming the key or the row and how to fix it.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
+
+
+class ConfigError(ValueError):
+    """The configuration or the sample sheet is wrong; the message says how."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    bam: str  # local path as given in the sheet
+
+    @property
+    def bai(self) -> str:
+        for cand in (self.bam + ".bai", os.path.splitext(self.bam)[0] + ".bai"):
+            if os.path.exists(cand):
+                return cand
+        return self.bam + ".bai"
+
+
+@dataclass(frozen=True)
+class Settings:
+    raw: dict[str, Any]  # the validated config, defaults filled in
+    samples: tuple[Sample, ...]
+    lithops: dict[str, Any]
+
+    @property
+    def reference(self) -> str:
+        return str(self.raw["reference"])
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        return dict(self.raw["plan"])
+
+    @property
+    def calling(self) -> dict[str, Any]:
+        return dict(self.raw["calling"])
+
+    @property
+    def storage(self) -> dict[str, Any]:
+        return dict(self.raw["storage"])
+
+    @property
+    def executor(self) -> dict[str, Any]:
+        return dict(self.raw["executor"])
+
+    def sample(self, name: str) -> Sample:
+        for s in self.samples:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def _schema(name: str) -> dict[str, Any]:
+    with open(SCHEMA_DIR / name) as fh:
+        return dict(yaml.safe_load(fh))
+
+
+def _where(path: Any) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _fill_defaults(schema: dict[str, Any], data: dict[str, Any]) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in data and "default" in sub:
+            data[key] = copy.deepcopy(sub["default"])
+        if isinstance(data.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(sub, data[key])
+
+
+def validate(data: dict[str, Any], schema_name: str, what: str) -> dict[str, Any]:
+    """Validated copy of ``data`` with defaults filled in, or ConfigError (one line)."""
+    schema = _schema(schema_name)
+    data = copy.deepcopy(dict(data))
+    _fill_defaults(schema, data)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        if err.validator == "additionalProperties":
+            allowed = ", ".join(sorted(err.schema.get("properties", {})))
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            where = _where(err.absolute_path)
+            raise ConfigError(
+                f"{what}: unknown key {', '.join(repr(k) for k in extra)} in {where} "
+                f"(allowed: {allowed}); fix the spelling or remove it"
+            )
+        raise ConfigError(f"{what}: {_where(err.absolute_path)}: {err.message}")
+    return data
+
+
+def read_sample_sheet(path: str) -> tuple[Sample, ...]:
+    if not os.path.exists(path):
+        raise ConfigError(f"sample sheet {path} not found; set 'samples' in the config")
+    with open(path, newline="") as fh:
+        lines = [ln for ln in fh if ln.strip() and not ln.startswith("#")]
+    reader = csv.DictReader(lines, delimiter="\t")
+    header = reader.fieldnames or []
+    for col in ("sample", "bam"):
+        if col not in header:
+            raise ConfigError(
+                f"sample sheet {path}: missing column {col!r} in the header line "
+                f"(found: {', '.join(header) or 'nothing'}); columns are tab-separated"
+            )
+    samples: list[Sample] = []
+    seen: set[str] = set()
+    for lineno, row in enumerate(reader, start=2):
+        if None in row or any(v is None for v in row.values()):
+            raise ConfigError(
+                f"sample sheet {path} row {lineno}: expected {len(header)} tab-separated "
+                f"fields, found {len([v for v in row.values() if v is not None])}"
+            )
+        clean = {k: v.strip() for k, v in row.items() if v is not None}
+        validate(clean, "samples.schema.yaml", f"sample sheet {path} row {lineno}")
+        name = clean["sample"]
+        if name in seen:
+            raise ConfigError(f"sample sheet {path} row {lineno}: duplicate sample {name!r}")
+        seen.add(name)
+        samples.append(Sample(name=name, bam=clean["bam"]))
+    if not samples:
+        raise ConfigError(f"sample sheet {path} lists no samples")
+    return tuple(samples)
+
+
+def load_lithops_config(path: str) -> dict[str, Any]:
+    if not os.path.exists(path):
+        raise ConfigError(f"Lithops config {path} not found; set 'lithops_config' in the config")
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict) or "lithops" not in data:
+        raise ConfigError(f"Lithops config {path} has no 'lithops:' section")
+    return data
+
+
+def load_settings(config: dict[str, Any]) -> Settings:
+    raw = validate(config, "config.schema.yaml", "config")
+    if "reference" not in raw:
+        raise ConfigError("config: 'reference' is not set; name the reference FASTA")
+    if raw["plan"].get("target_bytes") is None and raw["plan"].get("n_regions") is None:
+        raise ConfigError("config: plan: set n_regions or target_bytes")
+    samples = read_sample_sheet(raw["samples"])
+    lithops = load_lithops_config(raw["lithops_config"])
+    return Settings(raw=raw, samples=samples, lithops=lithops)

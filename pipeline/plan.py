@@ -1,0 +1,356 @@
+"""Cut a sample's genome into regions of roughly equal data, from the BAM index alone.
+
+Contract: :func:`plan_sample` takes a parsed BAI, the BAM's contigs and size and a
+:class:`PlanSettings`, and returns a :class:`SamplePlan`: regions (0-based,
+half-open, never across contigs, never wider than the maximum length) that together
+cover every contig holding reads, each with the chunks (virtual offsets) and the
+compressed byte ranges a function must fetch to see every read overlapping it. The
+BAM body is never read. Contigs without reads get no region, so they cost no
+function. Plans are written to and read from a TSV a person can read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.bai import MIN_SHIFT, BamIndex, Chunk, coffset, uoffset
+
+if TYPE_CHECKING:
+    from pipeline.storage import ObjectStore
+
+
+class PlanError(ValueError):
+    """A plan cannot be made or read."""
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes [start, end) of an object."""
+
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __repr__(self) -> str:
+        return f"ByteRange({self.start}-{self.end})"
+
+
+@dataclass(frozen=True)
+class Region:
+    """One unit of work: positions [start, end) of ``chrom`` (0-based, half-open)."""
+
+    index: int
+    chrom: str
+    tid: int
+    start: int
+    end: int
+    est_bytes: int
+    chunks: tuple[Chunk, ...]
+    ranges: tuple[ByteRange, ...]
+    context_start: int  # reads overlapping [context_start, context_end) are piled up
+    context_end: int
+
+    @property
+    def name(self) -> str:
+        """samtools-style 1-based inclusive region string."""
+        return f"{self.chrom}:{self.start + 1}-{self.end}"
+
+    @property
+    def fetch_bytes(self) -> int:
+        return sum(len(r) for r in self.ranges)
+
+    @property
+    def chunk_bytes(self) -> int:
+        """Compressed bytes the index assigns to the region's chunks."""
+        return sum(coffset(c.end) - coffset(c.beg) for c in self.chunks)
+
+    def __repr__(self) -> str:
+        return f"Region(#{self.index} {self.name}, {self.fetch_bytes} B in {len(self.ranges)} ranges)"
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """How to cut: by a number of regions or a target of bytes per region."""
+
+    n_regions: int | None = None
+    target_bytes: int | None = None
+    max_region_length: int = 10_000_000
+    padding: int = 1000
+
+    def __post_init__(self) -> None:
+        if (self.n_regions is None) == (self.target_bytes is None):
+            raise PlanError("set exactly one of plan.n_regions and plan.target_bytes")
+        if self.max_region_length < 1:
+            raise PlanError("plan.max_region_length must be positive")
+        if self.padding < 0:
+            raise PlanError("plan.padding must not be negative")
+
+
+@dataclass
+class SamplePlan:
+    sample: str
+    bam_key: str
+    bam_size: int
+    contigs: tuple[tuple[str, int], ...]
+    header: ByteRange
+    regions: list[Region] = field(default_factory=list)
+
+    @property
+    def n_ref(self) -> int:
+        return len(self.contigs)
+
+    @property
+    def fetch_bytes(self) -> int:
+        return self.header.end * len(self.regions) + sum(r.fetch_bytes for r in self.regions)
+
+
+def plan_sample(
+    sample: str,
+    index: BamIndex,
+    contigs: tuple[tuple[str, int], ...],
+    bam_key: str,
+    bam_size: int,
+    settings: PlanSettings,
+    cuts: dict[str, list[int]] | None = None,
+) -> SamplePlan:
+    """Plan one sample. ``cuts`` (tests, expert use) fixes the cut positions per contig."""
+    if len(index.refs) != len(contigs):
+        raise PlanError(
+            f"index lists {len(index.refs)} contigs but the BAM header {len(contigs)}: "
+            "the index does not belong to this BAM; rebuild it with `samtools index`"
+        )
+    first = index.first_record
+    if first is None:
+        raise PlanError("the BAM has no aligned reads")
+    header = ByteRange(0, _range_end(index, first, bam_size))
+    weights = {
+        tid: index.window_bytes(tid, length)
+        for tid, (_, length) in enumerate(contigs)
+        if index.refs[tid].has_reads
+    }
+    if cuts is None:
+        counts = _allocate(weights, settings)
+        bounds = {tid: _cut(weights[tid], contigs[tid][1], n) for tid, n in counts.items()}
+    else:
+        bounds = {}
+        for tid in weights:
+            name, length = contigs[tid]
+            inner = sorted({c for c in cuts.get(name, []) if 0 < c < length})
+            bounds[tid] = [0, *inner, length]
+    plan = SamplePlan(sample, bam_key, bam_size, contigs, header)
+    for tid in sorted(bounds):
+        name, length = contigs[tid]
+        cum = _cumulative(weights[tid], length)
+        for start, end in _limit(bounds[tid], settings.max_region_length):
+            if not index.query(tid, start, end):
+                continue  # no read overlaps: nothing to call
+            ctx_start, ctx_end = max(0, start - settings.padding), min(length, end + settings.padding)
+            chunks = tuple(index.query(tid, ctx_start, ctx_end))
+            est = float(np.interp(end, cum[0], cum[1]) - np.interp(start, cum[0], cum[1]))
+            plan.regions.append(
+                Region(
+                    index=len(plan.regions),
+                    chrom=name,
+                    tid=tid,
+                    start=start,
+                    end=end,
+                    est_bytes=round(est),
+                    chunks=chunks,
+                    ranges=_byte_ranges(index, chunks, bam_size),
+                    context_start=ctx_start,
+                    context_end=ctx_end,
+                )
+            )
+    return plan
+
+
+def _range_end(index: BamIndex, voffset: int, bam_size: int) -> int:
+    """End of the bytes to fetch so that reading stops at ``voffset``."""
+    if uoffset(voffset) == 0:
+        return coffset(voffset)
+    return index.block_end_bound(coffset(voffset), bam_size)
+
+
+def _byte_ranges(index: BamIndex, chunks: tuple[Chunk, ...], bam_size: int) -> tuple[ByteRange, ...]:
+    ranges: list[list[int]] = []
+    for c in chunks:
+        start, end = coffset(c.beg), _range_end(index, c.end, bam_size)
+        if ranges and start <= ranges[-1][1]:
+            ranges[-1][1] = max(ranges[-1][1], end)
+        else:
+            ranges.append([start, end])
+    return tuple(ByteRange(s, e) for s, e in ranges)
+
+
+def _cumulative(weights: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, cumulative bytes) at window edges, for linear interpolation."""
+    edges = np.minimum(np.arange(len(weights) + 1, dtype=np.int64) << MIN_SHIFT, length)
+    return edges, np.concatenate([[0.0], np.cumsum(weights)])
+
+
+def _allocate(weights: dict[int, np.ndarray], settings: PlanSettings) -> dict[int, int]:
+    """Regions per contig, in proportion to its bytes, at least one each."""
+    totals = {tid: float(w.sum()) for tid, w in weights.items()}
+    grand = sum(totals.values()) or 1.0
+    if settings.target_bytes is not None:
+        return {tid: max(1, math.ceil(t / settings.target_bytes)) for tid, t in totals.items()}
+    n = max(settings.n_regions or 1, len(totals))
+    share = {tid: n * t / grand for tid, t in totals.items()}
+    counts = {tid: max(1, math.floor(s)) for tid, s in share.items()}
+    by_remainder = sorted(share, key=lambda tid: share[tid] - math.floor(share[tid]), reverse=True)
+    i = 0
+    while sum(counts.values()) < n:
+        counts[by_remainder[i % len(by_remainder)]] += 1
+        i += 1
+    return counts
+
+
+def _cut(weights: np.ndarray, length: int, n: int) -> list[int]:
+    """Boundaries splitting one contig into ``n`` parts of equal estimated bytes."""
+    pos, cum = _cumulative(weights, length)
+    if n <= 1 or cum[-1] <= 0:
+        return [0, length]
+    targets = cum[-1] * np.arange(1, n) / n
+    # np.interp needs increasing x: flat stretches (empty windows) collapse harmlessly.
+    keep = np.concatenate([[True], np.diff(cum) > 0])
+    inner = np.interp(targets, cum[keep], pos[keep]).round().astype(np.int64)
+    return [0, *sorted({int(c) for c in inner if 0 < c < length}), length]
+
+
+def _limit(bounds: list[int], max_len: int) -> list[tuple[int, int]]:
+    """Consecutive (start, end) pairs, any wider than ``max_len`` split evenly."""
+    out = []
+    for start, end in zip(bounds, bounds[1:]):
+        parts = max(1, math.ceil((end - start) / max_len))
+        edges = [start + (end - start) * k // parts for k in range(parts + 1)]
+        out.extend(zip(edges, edges[1:]))
+    return out
+
+
+# -- TSV -------------------------------------------------------------------------
+COLUMNS = (
+    "region", "chrom", "start", "end", "length", "context_start", "context_end",
+    "est_bytes", "fetch_bytes", "ranges", "chunks",
+)
+
+
+def write_plan(plan: SamplePlan, path: str | Path) -> None:
+    """Write the plan as TSV: ``#key=value`` lines, then one row per region."""
+    lines = [
+        "# serverless-variant-calling region plan; regions are 0-based, half-open (BED style).",
+        "# A region's function piles up the reads overlapping [context_start, context_end)",
+        "# and keeps the records whose POS lies in [start, end).",
+        f"#sample={plan.sample}",
+        f"#bam_key={plan.bam_key}",
+        f"#bam_size={plan.bam_size}",
+        "#contigs=" + ",".join(f"{name}:{length}" for name, length in plan.contigs),
+        f"#header_bytes={plan.header.start}-{plan.header.end}",
+        "\t".join(COLUMNS),
+    ]
+    for r in plan.regions:
+        lines.append(
+            "\t".join(
+                str(x)
+                for x in (
+                    r.index,
+                    r.chrom,
+                    r.start,
+                    r.end,
+                    r.end - r.start,
+                    r.context_start,
+                    r.context_end,
+                    r.est_bytes,
+                    r.fetch_bytes,
+                    ",".join(f"{b.start}-{b.end}" for b in r.ranges),
+                    ",".join(
+                        f"{coffset(c.beg)}:{uoffset(c.beg)}-{coffset(c.end)}:{uoffset(c.end)}"
+                        for c in r.chunks
+                    ),
+                )
+            )
+        )
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def read_plan(path: str | Path) -> SamplePlan:
+    meta: dict[str, str] = {}
+    rows: list[list[str]] = []
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("#"):
+            if "=" in line:
+                k, v = line[1:].split("=", 1)
+                meta[k] = v
+        elif line and not line.startswith("region\t"):
+            rows.append(line.split("\t"))
+    try:
+        hs, he = meta["header_bytes"].split("-")
+        plan = SamplePlan(
+            sample=meta["sample"],
+            bam_key=meta["bam_key"],
+            bam_size=int(meta["bam_size"]),
+            contigs=tuple(
+                (name, int(length))
+                for name, length in (c.rsplit(":", 1) for c in meta["contigs"].split(","))
+            ),
+            header=ByteRange(int(hs), int(he)),
+        )
+        tids = {name: i for i, (name, _) in enumerate(plan.contigs)}
+        for row in rows:
+            rec = dict(zip(COLUMNS, row))
+            chunks = tuple(_parse_chunk(c) for c in rec["chunks"].split(",") if c)
+            ranges = tuple(
+                ByteRange(*map(int, b.split("-"))) for b in rec["ranges"].split(",") if b
+            )
+            plan.regions.append(
+                Region(
+                    index=int(rec["region"]),
+                    chrom=rec["chrom"],
+                    tid=tids[rec["chrom"]],
+                    start=int(rec["start"]),
+                    end=int(rec["end"]),
+                    est_bytes=int(rec["est_bytes"]),
+                    chunks=chunks,
+                    ranges=ranges,
+                    context_start=int(rec["context_start"]),
+                    context_end=int(rec["context_end"]),
+                )
+            )
+    except (KeyError, ValueError) as exc:
+        raise PlanError(f"plan {path} is malformed ({exc}); delete it and rerun") from exc
+    return plan
+
+
+def _parse_chunk(text: str) -> Chunk:
+    a, b = text.split("-")
+    ac, au = map(int, a.split(":"))
+    bc, bu = map(int, b.split(":"))
+    return Chunk((ac << 16) | au, (bc << 16) | bu)
+
+
+def plan_from_store(
+    store: ObjectStore,
+    sample: str,
+    manifest: dict[str, Any],
+    settings: PlanSettings,
+    cuts: dict[str, list[int]] | None = None,
+) -> SamplePlan:
+    """Plan a staged sample: read its BAI and BAM header (only) from the store."""
+    from pipeline.bai import parse_bai
+    from pipeline.bamheader import parse_header
+    from pipeline.bgzf import inflate
+
+    bam = manifest["bam"]
+    index = parse_bai(store.get(manifest["bai"]["key"]))
+    first = index.first_record
+    if first is None:
+        raise PlanError(f"BAM {bam['path']} of sample {sample} has no aligned reads; nothing to call")
+    raw = store.get_range(bam["key"], 0, _range_end(index, first, bam["size"]))
+    header = parse_header(inflate(raw, allow_partial=True))
+    return plan_sample(sample, index, header.contigs, bam["key"], bam["size"], settings, cuts)

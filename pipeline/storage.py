@@ -1,0 +1,212 @@
+"""One facade over object storage: the only code that knows which backend is in use.
+
+Contract: :class:`ObjectStore` wraps Lithops' ``Storage`` (localhost, Ceph, MinIO,
+AWS S3, IBM COS, ... chosen by the Lithops configuration) and offers what the
+pipeline needs — head, whole and ranged GETs, puts, staging of local files, listing
+and deletion — under one key prefix. Every GET is counted (requests and bytes) so
+functions and the run summary can report what was read.
+
+A store is described by a plain dict (:meth:`ObjectStore.describe`) that can be
+sent to a serverless function, which rebuilds the store with
+:meth:`ObjectStore.from_description`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class StorageError(RuntimeError):
+    """Object storage could not do what was asked."""
+
+
+class ObjectMissingError(StorageError):
+    """The key does not exist in the bucket."""
+
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(f"object {key!r} not found in bucket {bucket!r}")
+        self.bucket = bucket
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        """What identifies this object's content cheaply: its ETag, else its size."""
+        return self.etag.strip('"') if self.etag else f"size:{self.size}"
+
+
+@dataclass
+class IoCounts:
+    """Requests and bytes moved through one store object."""
+
+    gets: int = 0
+    get_bytes: int = 0
+    puts: int = 0
+    put_bytes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "gets": self.gets,
+            "get_bytes": self.get_bytes,
+            "puts": self.puts,
+            "put_bytes": self.put_bytes,
+        }
+
+
+class ObjectStore:
+    """Object storage under one bucket and key prefix, through Lithops ``Storage``."""
+
+    def __init__(
+        self, lithops_config: dict[str, Any], bucket: str | None = None, prefix: str = ""
+    ) -> None:
+        import lithops  # imported here: importing lithops is slow and logs
+
+        self._lithops_config = lithops_config
+        try:
+            self._storage = lithops.Storage(config=_copy(lithops_config))
+        except Exception as exc:  # Lithops raises bare exceptions for bad configs
+            raise StorageError(f"cannot open object storage: {exc}") from exc
+        self.backend: str = self._storage.backend
+        self.bucket: str = bucket or self._storage.bucket
+        self.prefix = prefix.strip("/")
+        self.counts = IoCounts()
+
+    def __repr__(self) -> str:
+        return f"ObjectStore(backend={self.backend!r}, bucket={self.bucket!r}, prefix={self.prefix!r})"
+
+    # -- description, so a function can rebuild the same store -------------------
+    def describe(self) -> dict[str, Any]:
+        return {"lithops": self._lithops_config, "bucket": self.bucket, "prefix": self.prefix}
+
+    @classmethod
+    def from_description(cls, desc: dict[str, Any]) -> ObjectStore:
+        return cls(desc["lithops"], desc.get("bucket"), desc.get("prefix", ""))
+
+    # -- keys --------------------------------------------------------------------
+    def key(self, *parts: str) -> str:
+        return "/".join(p.strip("/") for p in (self.prefix, *parts) if p)
+
+    # -- reads -------------------------------------------------------------------
+    def head(self, key: str) -> ObjectInfo:
+        try:
+            meta = self._storage.head_object(self.bucket, key)
+        except Exception as exc:
+            raise self._translate(exc, key) from exc
+        lower = {k.lower(): v for k, v in meta.items()}
+        size = int(lower.get("content-length", 0))
+        etag = lower.get("etag")
+        if etag is None and self.backend == "localhost":
+            st = os.stat(self._local_path(key))
+            etag = f"{st.st_size}-{st.st_mtime_ns}"
+        return ObjectInfo(key, size, etag)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.head(key)
+        except ObjectMissingError:
+            return False
+        return True
+
+    def get(self, key: str) -> bytes:
+        """A whole object: only for small ones (metadata, fragments, indexes)."""
+        data = self._get(key, {})
+        return data
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of an object, in one ranged GET."""
+        if end <= start:
+            return b""
+        return self._get(key, {"Range": f"bytes={start}-{end - 1}"})
+
+    def _get(self, key: str, extra: dict[str, str]) -> bytes:
+        try:
+            data = self._storage.get_object(self.bucket, key, extra_get_args=extra)
+        except Exception as exc:
+            raise self._translate(exc, key) from exc
+        if isinstance(data, str):
+            data = data.encode()
+        self.counts.gets += 1
+        self.counts.get_bytes += len(data)
+        return bytes(data)
+
+    def list(self, prefix: str) -> list[str]:
+        try:
+            return list(self._storage.list_keys(self.bucket, prefix))
+        except Exception as exc:
+            raise self._translate(exc, prefix) from exc
+
+    # -- writes ------------------------------------------------------------------
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self._storage.put_object(self.bucket, key, data)
+        except Exception as exc:
+            raise self._translate(exc, key) from exc
+        self.counts.puts += 1
+        self.counts.put_bytes += len(data)
+
+    def put_file(self, key: str, path: str) -> bool:
+        """Stage a local file at ``key``; False when an object of that size is there.
+
+        With the local store the object is a symbolic link to the file (always
+        refreshed, so it can never go stale); elsewhere the file is uploaded.
+        """
+        path = os.path.abspath(path)
+        size = os.path.getsize(path)
+        if self.backend == "localhost":
+            dest = self._local_path(key)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if os.path.islink(dest) and os.readlink(dest) == path:
+                return False
+            tmp = f"{dest}.tmp{os.getpid()}"
+            os.symlink(path, tmp)
+            os.replace(tmp, dest)
+            return True
+        try:
+            if self.head(key).size == size:
+                return False
+        except ObjectMissingError:
+            pass
+        try:
+            self._storage.upload_file(path, self.bucket, key)
+        except Exception as exc:
+            raise self._translate(exc, key) from exc
+        self.counts.puts += 1
+        self.counts.put_bytes += size
+        return True
+
+    def delete(self, key: str) -> None:
+        try:
+            self._storage.delete_object(self.bucket, key)
+        except Exception as exc:
+            raise self._translate(exc, key) from exc
+
+    # -- internals ---------------------------------------------------------------
+    def _local_path(self, key: str) -> str:
+        from lithops.constants import LITHOPS_TEMP_DIR
+
+        return os.path.join(LITHOPS_TEMP_DIR, self.bucket, key)
+
+    def _translate(self, exc: Exception, key: str) -> StorageError:
+        from lithops.storage.utils import StorageNoSuchKeyError
+
+        if isinstance(exc, StorageError):
+            return exc
+        if isinstance(exc, StorageNoSuchKeyError) or "NoSuchKey" in str(exc) or "404" in str(exc):
+            return ObjectMissingError(self.bucket, key)
+        return StorageError(f"{self.backend} storage failed on {key!r}: {exc}")
+
+
+def _copy(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Deep-enough copy: Lithops mutates the config dict it is given."""
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}

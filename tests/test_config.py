@@ -1,0 +1,76 @@
+"""Config and sample-sheet validation: one line that names the key or the row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_settings, read_sample_sheet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_config() -> dict:
+    with open(ROOT / "config" / "config.yaml") as fh:
+        return dict(yaml.safe_load(fh))
+
+
+@pytest.fixture(autouse=True)
+def in_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+
+
+def test_default_config_is_valid() -> None:
+    s = load_settings(default_config())
+    assert [x.name for x in s.samples] == ["sampleA", "sampleB"]
+    assert s.lithops["lithops"]["backend"] == "localhost"
+    assert s.calling["min_baseq"] == 13
+
+
+def test_defaults_are_filled_in() -> None:
+    cfg = default_config()
+    del cfg["calling"], cfg["plan"]
+    s = load_settings(cfg)
+    assert s.plan["n_regions"] == 8 and s.calling["max_depth"] == 250
+
+
+@pytest.mark.parametrize(
+    "mutate, expect",
+    [
+        (lambda c: c.update(threads=4), "unknown key 'threads' in (top level)"),
+        (lambda c: c["plan"].update(n_region=3), "unknown key 'n_region' in plan"),
+        (lambda c: c["calling"].update(min_baseq="high"), "calling.min_baseq: 'high' is not of type 'integer'"),
+        (lambda c: c["calling"].update(engine="gatk"), "calling.engine"),
+        (lambda c: c.pop("reference"), "'reference' is not set"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(mutate, expect: str) -> None:
+    cfg = default_config()
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert expect in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "sheet, expect",
+    [
+        ("sample\tbam\nA\ta.bam\nA\tb.bam\n", "row 3: duplicate sample 'A'"),
+        ("name\tbam\nA\ta.bam\n", "missing column 'sample'"),
+        ("sample\tbam\nA\ta.bam\textra\n", "row 2: expected 2 tab-separated fields"),
+        ("sample\tbam\nA\n", "row 2: expected 2 tab-separated fields"),
+        ("sample\tbam\n../x\ta.bam\n", "row 2: sample: '../x' does not match"),
+        ("sample\tbam\nmy sample\ta.bam\n", "row 2: sample: 'my sample' does not match"),
+        ("sample\tbam\n", "lists no samples"),
+    ],
+)
+def test_bad_sample_sheet_is_one_line_naming_the_row(tmp_path: Path, sheet: str, expect: str) -> None:
+    path = tmp_path / "samples.tsv"
+    path.write_text(sheet)
+    with pytest.raises(ConfigError) as err:
+        read_sample_sheet(str(path))
+    assert expect in str(err.value)
+    assert "\n" not in str(err.value)

@@ -1,0 +1,100 @@
+"""The test of the whole design: the merged VCF equals one whole-genome run, record
+for record, whatever the plan — including cuts on a SNV, inside a deletion and
+inside an insertion — through the serial runner and through Lithops."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import LITHOPS_LOCAL, SAMPLES
+from helpers import DATA, run_core, whole_genome
+
+from pipeline.executor import LithopsRunner, SerialRunner
+from pipeline.vcfcompare import vcf_body
+
+
+@pytest.fixture(scope="module")
+def wg(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    out = tmp_path_factory.mktemp("whole")
+    return {s: whole_genome(s, out) for s in SAMPLES}
+
+
+def assert_same(vcf: str, whole: str) -> None:
+    got, want = vcf_body(vcf), vcf_body(whole)
+    assert len(want) > 100, "the whole-genome run should call plenty of variants"
+    missing = [r[:60] for r in want if r not in set(got)][:3]
+    extra = [r[:60] for r in got if r not in set(want)][:3]
+    assert got == want, f"{len(got)} vs {len(want)} records; missing {missing}, extra {extra}"
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+@pytest.mark.parametrize("n_regions", [1, 3, 17, 60])
+def test_serial_plan_sizes(store, tmp_path, wg, sample: str, n_regions: int) -> None:
+    vcf, plan, summary = run_core(store, sample, tmp_path, SerialRunner(progress=False), n_regions)
+    # One region per contig at least: three contigs hold reads.
+    assert len(plan.regions) == max(n_regions, 3)
+    assert summary.computed == len(plan.regions)
+    assert_same(vcf, wg[sample])
+
+
+def tricky_cuts(sample: str, whole: str) -> tuple[dict[str, list[int]], list[str]]:
+    """0-based cut positions on a SNV, inside deletions and inside insertions."""
+    cuts: dict[str, list[int]] = {}
+    kinds: list[str] = []
+    seen = set()
+    for line in vcf_body(whole):
+        f = line.split("\t")
+        chrom, pos, ref, alt = f[0], int(f[1]), f[3], f[4].split(",")[0]
+        if len(ref) == 1 and len(alt) == 1:
+            kind, at = "snv", [pos - 1, pos]  # the SNV opens one region and closes another
+        elif len(ref) > len(alt):
+            kind, at = "deletion", [pos + 1]  # between two deleted bases
+        elif len(alt) > len(ref) and len(ref) == 1:
+            kind, at = "insertion", [pos]  # right after the anchor: inside the insertion
+        elif len(alt) > len(ref):
+            kind, at = "insertion-in-repeat", [pos + len(ref) // 2]  # inside the REF span
+        else:
+            continue
+        if (chrom, kind) in seen:
+            continue
+        seen.add((chrom, kind))
+        kinds.append(kind)
+        cuts.setdefault(chrom, []).extend(at)
+    return cuts, kinds
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_cuts_on_snv_and_inside_indels(store, tmp_path, wg, sample: str) -> None:
+    cuts, kinds = tricky_cuts(sample, wg[sample])
+    assert {"snv", "deletion", "insertion"} <= set(kinds)
+    vcf, plan, _ = run_core(store, sample, tmp_path, SerialRunner(progress=False), cuts=cuts)
+    starts = {(r.chrom, r.start) for r in plan.regions}
+    assert all((c, p) in starts for c, ps in cuts.items() for p in ps), "every cut is a region edge"
+    assert_same(vcf, wg[sample])
+
+
+def test_lithops_runner_same_result(store, tmp_path, wg) -> None:
+    runner = LithopsRunner(LITHOPS_LOCAL, retries=0, progress=False)
+    vcf, plan, summary = run_core(store, "sampleA", tmp_path, runner, 17)
+    assert summary.computed == 17
+    assert_same(vcf, wg["sampleA"])
+
+
+def test_resume_recomputes_only_deleted_fragments(store, tmp_path, wg) -> None:
+    runner = SerialRunner(progress=False)
+    run_core(store, "sampleB", tmp_path, runner, 9)
+    frags = sorted(k for k in store.list(store.key("fragments", "sampleB") + "/") if k.endswith(".vcf.gz"))
+    assert len(frags) == 9
+    for k in (frags[1], frags[6]):
+        store.delete(k)
+    vcf, _, summary = run_core(store, "sampleB", tmp_path, runner, 9)
+    assert (summary.computed, summary.reused) == (2, 7)
+    assert_same(vcf, wg["sampleB"])
+    # A change of parameters is other work: nothing is reused.
+    from functions.bcftools_engine import BcftoolsParams
+
+    _, _, summary = run_core(store, "sampleB", tmp_path, runner, 9, params=BcftoolsParams(min_baseq=20))
+    assert (summary.computed, summary.reused) == (9, 0)
+
+
+def test_data_is_there() -> None:
+    assert (DATA / "sampleA.bam.bai").exists()
