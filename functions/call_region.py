@@ -11,7 +11,7 @@ whole-genome run), keeps the records whose POS lies in [start, end), and writes
 back to the store
 
 * ``<out_key>.vcf.gz`` — a bgzipped VCF (full header, owned records only), and
-* ``<out_key>.json`` — stats: records, reads, bytes and GETs (all, and of the BAM
+* ``<out_key>.json`` — stats: records, bytes and GETs (all, and of the BAM
   alone), seconds, the fragment's md5.
 
 It returns the stats. Any failure raises :class:`RegionError` naming the sample,
@@ -76,14 +76,14 @@ def _call(task: dict[str, Any]) -> dict[str, Any]:
         )
         bam_gets, bam_bytes = store.counts.gets, store.counts.get_bytes
         ctx_start, ctx_end = region["context_start"], region["context_end"]
-        lo, hi, n_reads = read_extent(bam_path, chrom, ctx_start, ctx_end)
+        lo, hi = read_extent(bam_path, chrom, ctx_start, ctx_end, REFERENCE_MARGIN)
         entry = FaiEntry(**ref["fai"])
         ref_path = fetch_reference_window(
             store,
             ref["key"],
             entry,
             lo - REFERENCE_MARGIN,
-            hi + REFERENCE_MARGIN,
+            hi,
             os.path.join(tmp, "ref.fa"),
         )
         raw_vcf = run_bcftools(
@@ -99,7 +99,6 @@ def _call(task: dict[str, Any]) -> dict[str, Any]:
             "region": region["index"],
             "name": region["name"],
             "records": records,
-            "reads": n_reads,
             "md5": hashlib.md5(data).hexdigest(),
             "size": len(data),
             "gets": store.counts.gets,
@@ -116,21 +115,28 @@ def _call(task: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_extent(bam_path: str, chrom: str, start: int, end: int) -> tuple[int, int, int]:
-    """Leftmost start, rightmost end and count of reads overlapping [start, end)."""
-    lo, hi, n = start, end, 0
+def read_extent(bam_path: str, chrom: str, start: int, end: int, margin: int) -> tuple[int, int]:
+    """A span [lo, hi) holding every read that overlaps [start, end), and ``end + margin``.
+
+    Cheap and exact: in a sorted BAM the first read returned has the leftmost
+    start; a read overlapping [start, end) can end past ``end + margin`` only if it
+    also covers position ``end + margin - 1``, so only the reads there are looked at.
+    """
     with pysam.AlignmentFile(bam_path, "rb") as bam:
-        for read in bam.fetch(chrom, start, end):
-            n += 1
-            lo = min(lo, read.reference_start)
-            hi = max(hi, read.reference_end or read.reference_start + 1)
-    return lo, hi, n
+        first = next(bam.fetch(chrom, start, end), None)
+        if first is None:
+            return start, end + margin
+        lo, hi = first.reference_start, end + margin
+        for read in bam.fetch(chrom, hi - 1, hi):
+            if read.reference_start < end:
+                hi = max(hi, read.reference_end or hi)
+    return min(lo, start), hi
 
 
 def keep_owned(vcf_path: str, chrom: str, start: int, end: int, out_path: str) -> int:
     """Bgzip ``vcf_path`` to ``out_path`` keeping header and records with POS in [start, end)."""
     kept = 0
-    with open(vcf_path) as src, pysam.BGZFile(out_path, "wb") as out:
+    with open(vcf_path) as src, pysam.BGZFile(out_path, "wb") as out:  # type: ignore[call-arg]
         for line in src:
             if not line.startswith("#"):
                 f = line.split("\t", 2)

@@ -158,7 +158,7 @@ class BamIndex:
         new[1:] = (cb[1:] >> np.uint64(16)) > (reach[:-1] >> np.uint64(16))
         starts = np.flatnonzero(new)
         ends = np.append(starts[1:], len(cb)) - 1
-        return [Chunk(int(cb[s]), int(reach[e])) for s, e in zip(starts, ends)]
+        return [Chunk(int(cb[s]), int(reach[e])) for s, e in zip(starts, ends, strict=True)]
 
     def window_bytes(self, tid: int, length: int) -> np.ndarray:
         """Estimated compressed bytes of reads starting in each 16 kb window.

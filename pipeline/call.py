@@ -96,6 +96,7 @@ def make_tasks(
                     "header": [plan.header.start, plan.header.end]},
             "reference": {"key": ref_manifest["fasta"]["key"], "fai": vars(entry)},
             "region": {"index": r.index, "name": r.name, "chrom": r.chrom, "tid": r.tid,
+                       "est_bytes": r.est_bytes,
                        "start": r.start, "end": r.end,
                        "context_start": r.context_start, "context_end": r.context_end,
                        "chunks": [[c.beg, c.end] for c in r.chunks],
@@ -150,7 +151,9 @@ def call_samples(
     )
     for t in todo:
         logger.debug("region %s %s: %d ranges", t["sample"], t["region"]["name"], len(t["region"]["ranges"]))
-    for t, stats in zip(todo, runner.run(call_region, todo, what="calling regions")):
+    # Heaviest regions first: the last functions to finish are then the light ones.
+    todo.sort(key=lambda t: -t["region"]["est_bytes"])
+    for t, stats in zip(todo, runner.run(call_region, todo, what="calling regions"), strict=True):
         done[t["out_key"]] = {**stats, "reused": False}
     for plan in plans:
         frags = [

@@ -94,7 +94,7 @@ def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
     params = BcftoolsParams.from_dict(calling)
     plans = [read_plan(p) for p in args.plans]
     staged = {m["sample"]: m for m in (read_manifest(p) for p in args.staged)}
-    outs = dict(zip([p.sample for p in plans], args.out))
+    outs = dict(zip([p.sample for p in plans], args.out, strict=True))
     runner = make_runner(settings.executor, settings.lithops)
     summary = call_samples(
         open_store(settings), plans, staged, read_manifest(args.reference), params, runner, outs

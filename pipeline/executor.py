@@ -108,7 +108,7 @@ class LithopsRunner:
                     bar.update(len(done))
             results: list[Any] = []
             failures: dict[str, str] = {}
-            for task, fut in zip(tasks, futures):
+            for task, fut in zip(tasks, futures, strict=True):
                 if fut.error:
                     exc = fut._exception[1] if fut._exception else None
                     failures[task_label(task)] = str(exc) if exc else "function failed"

@@ -41,7 +41,8 @@ def _fragment_body(store: ObjectStore, frag: dict[str, Any], sample: str) -> tup
     if hashlib.md5(data).hexdigest() != frag["md5"]:
         raise MergeError(f"sample {sample} region {frag['name']}: fragment {key} is damaged (md5 mismatch); {fix}")
     text = gzip.decompress(data).decode()
-    header, body = [], []
+    header: list[str] = []
+    body: list[str] = []
     for line in text.splitlines(keepends=True):
         (header if line.startswith("#") else body).append(line)
     return header, body
@@ -92,12 +93,12 @@ def merge_sample(
     if header is None:
         raise MergeError(f"sample {sample}: no fragments to merge; the plan has no regions")
     tmp_vcf = out_vcf + ".part.vcf.gz"
-    with pysam.BGZFile(tmp_vcf, "wb") as out:
+    with pysam.BGZFile(tmp_vcf, "wb") as out:  # type: ignore[call-arg]
         out.write("".join(merged_header(header, manifest, reference)).encode())
         for line in body:
             out.write(line.encode())
     pysam.tabix_index(tmp_vcf, preset="vcf", force=True)
-    stats = pysam.bcftools.stats(tmp_vcf)
+    stats = str(pysam.bcftools.stats(tmp_vcf))
     Path(out_stats + ".tmp").write_text(stats)
     os.replace(out_stats + ".tmp", out_stats)
     os.replace(tmp_vcf + ".tbi", out_vcf + ".tbi")

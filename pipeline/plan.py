@@ -11,6 +11,8 @@ function. Plans are written to and read from a TSV a person can read.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,19 +198,22 @@ def _cumulative(weights: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _allocate(weights: dict[int, np.ndarray], settings: PlanSettings) -> dict[int, int]:
-    """Regions per contig, in proportion to its bytes, at least one each."""
+    """Regions per contig, at least one each, keeping the largest region small.
+
+    With a byte target: as many as the target asks. With a number of regions: each
+    next region goes to the contig whose regions are currently the largest, so the
+    regions of all contigs come out about equally heavy (what balances the workers).
+    """
     totals = {tid: float(w.sum()) for tid, w in weights.items()}
-    grand = sum(totals.values()) or 1.0
     if settings.target_bytes is not None:
         return {tid: max(1, math.ceil(t / settings.target_bytes)) for tid, t in totals.items()}
-    n = max(settings.n_regions or 1, len(totals))
-    share = {tid: n * t / grand for tid, t in totals.items()}
-    counts = {tid: max(1, math.floor(s)) for tid, s in share.items()}
-    by_remainder = sorted(share, key=lambda tid: share[tid] - math.floor(share[tid]), reverse=True)
-    i = 0
-    while sum(counts.values()) < n:
-        counts[by_remainder[i % len(by_remainder)]] += 1
-        i += 1
+    counts = dict.fromkeys(totals, 1)
+    heap = [(-t, tid) for tid, t in totals.items()]
+    heapq.heapify(heap)
+    for _ in range(max(0, (settings.n_regions or 1) - len(totals))):
+        _, tid = heapq.heappop(heap)
+        counts[tid] += 1
+        heapq.heappush(heap, (-totals[tid] / counts[tid], tid))
     return counts
 
 
@@ -226,11 +231,11 @@ def _cut(weights: np.ndarray, length: int, n: int) -> list[int]:
 
 def _limit(bounds: list[int], max_len: int) -> list[tuple[int, int]]:
     """Consecutive (start, end) pairs, any wider than ``max_len`` split evenly."""
-    out = []
-    for start, end in zip(bounds, bounds[1:]):
+    out: list[tuple[int, int]] = []
+    for start, end in itertools.pairwise(bounds):
         parts = max(1, math.ceil((end - start) / max_len))
         edges = [start + (end - start) * k // parts for k in range(parts + 1)]
-        out.extend(zip(edges, edges[1:]))
+        out.extend(itertools.pairwise(edges))
     return out
 
 
@@ -303,7 +308,7 @@ def read_plan(path: str | Path) -> SamplePlan:
         )
         tids = {name: i for i, (name, _) in enumerate(plan.contigs)}
         for row in rows:
-            rec = dict(zip(COLUMNS, row))
+            rec = dict(zip(COLUMNS, row, strict=True))
             chunks = tuple(_parse_chunk(c) for c in rec["chunks"].split(",") if c)
             ranges = tuple(
                 ByteRange(*map(int, b.split("-"))) for b in rec["ranges"].split(",") if b

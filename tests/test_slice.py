@@ -7,9 +7,9 @@ import os
 
 import pysam
 from conftest import SAMPLES
+from helpers import DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from helpers import DATA
 
 from functions.slice import fetch_bam_slice
 from pipeline.bai import MAX_BGZF_BLOCK, coffset, parse_bai, reg2bins
@@ -29,8 +29,8 @@ def test_reg2bins_matches_spec_examples() -> None:
 def test_index_counts_match_idxstats() -> None:
     for s in SAMPLES:
         index = parse_bai((DATA / f"{s}.bam.bai").read_bytes())
-        stats = pysam.idxstats(str(DATA / f"{s}.bam")).splitlines()
-        for ref, line in zip(index.refs, stats):
+        stats = [ln for ln in pysam.idxstats(str(DATA / f"{s}.bam")).splitlines() if not ln.startswith("*")]
+        for ref, line in zip(index.refs, stats, strict=True):
             assert ref.n_mapped == int(line.split("\t")[2])
 
 
@@ -53,7 +53,7 @@ def test_slice_holds_every_read_and_no_more_bytes_than_bound(store, tmp_path, re
                        tmp_path / "m.json")
     index = parse_bai(store.get(man["bai"]["key"]))
     header = CONTIGS[sample]
-    contigs = tuple(zip(header.references, header.lengths))
+    contigs = tuple(zip(header.references, header.lengths, strict=True))
     plan = plan_sample(sample, index, contigs, man["bam"]["key"], man["bam"]["size"],
                        PlanSettings(n_regions=1), cuts={chrom: [start, end]})
     tid = header.get_tid(chrom)
