@@ -25,7 +25,7 @@ from functions.call_region import call_region
 from functions.slice import parse_fai
 from pipeline.executor import LithopsRunner, SerialRunner
 from pipeline.plan import SamplePlan
-from pipeline.storage import ObjectStore
+from pipeline.storage import ObjectMissingError, ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +81,12 @@ def make_tasks(
     tasks = []
     for r in plan.regions:
         entry = fai.get(r.chrom)
-        if entry is None:
+        bam_length = dict(plan.contigs)[r.chrom]
+        if entry is None or entry.length != bam_length:
+            found = "is not in" if entry is None else f"has length {entry.length} in"
             raise CallError(
-                f"contig {r.chrom!r} of sample {plan.sample}'s BAM is not in the reference "
-                f"{ref_manifest['fasta']['path']}; use the reference the reads were aligned to"
+                f"contig {r.chrom!r} ({bam_length} bp in sample {plan.sample}'s BAM) {found} the "
+                f"reference {ref_manifest['fasta']['path']}; use the reference the reads were aligned to"
             )
         key = fragment_key(bam["fingerprint"], ref_manifest["fasta"]["fingerprint"],
                            r.chrom, r.start, r.end, "bcftools",
@@ -108,6 +110,24 @@ def make_tasks(
     return tasks
 
 
+def check_staged(store: ObjectStore, manifests: list[dict[str, Any]]) -> None:
+    """Every staged object is still in the store with the size it was staged with."""
+    for manifest in manifests:
+        for obj in manifest.values():
+            if not isinstance(obj, dict) or "key" not in obj:
+                continue
+            try:
+                size = store.head(obj["key"]).size
+            except ObjectMissingError:
+                size = None
+            if size != obj["size"]:
+                raise CallError(
+                    f"staged input {obj['key']} ({obj['path']}) is "
+                    f"{'missing from' if size is None else 'changed in'} the object store; "
+                    "stage it again with `snakemake --cores 2 --forcerun stage_sample stage_reference`"
+                )
+
+
 def existing_fragment(store: ObjectStore, task: dict[str, Any], present: set[str]) -> dict[str, Any] | None:
     """The stats of a finished fragment for this task, or None."""
     vcf, meta = task["out_key"] + ".vcf.gz", task["out_key"] + ".json"
@@ -129,6 +149,7 @@ def call_samples(
     out_manifests: dict[str, str | Path],
 ) -> CallSummary:
     t0 = time.monotonic()
+    check_staged(store, [ref_manifest, *(sample_manifests[p.sample] for p in plans)])
     fai = parse_fai(store.get(ref_manifest["fai"]["key"]).decode())
     tasks: list[dict[str, Any]] = []
     for plan in plans:

@@ -4,11 +4,17 @@ inside an insertion — through the serial runner and through Lithops."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import LITHOPS_LOCAL, SAMPLES
 from helpers import DATA, run_core, whole_genome
 
+from functions.bcftools_engine import BcftoolsParams
+from functions.slice import parse_fai
+from pipeline.call import CallError, call_samples, make_tasks
 from pipeline.executor import LithopsRunner, SerialRunner
+from pipeline.plan import read_plan
 from pipeline.vcfcompare import vcf_body
 
 
@@ -90,11 +96,30 @@ def test_resume_recomputes_only_deleted_fragments(store, tmp_path, wg) -> None:
     assert (summary.computed, summary.reused) == (2, 7)
     assert_same(vcf, wg["sampleB"])
     # A change of parameters is other work: nothing is reused.
-    from functions.bcftools_engine import BcftoolsParams
-
     _, _, summary = run_core(store, "sampleB", tmp_path, runner, 9, params=BcftoolsParams(min_baseq=20))
     assert (summary.computed, summary.reused) == (9, 0)
 
 
 def test_data_is_there() -> None:
     assert (DATA / "sampleA.bam.bai").exists()
+
+
+
+def test_inputs_lost_from_the_store_stop_the_run_before_any_function(store, tmp_path) -> None:
+    runner = SerialRunner(progress=False)
+    run_core(store, "sampleA", tmp_path, runner, 3)
+    store.delete(store.key("inputs", "sampleA", "sampleA.bam"))
+    man = json.loads((tmp_path / "sampleA.json").read_text())
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    plan = read_plan(tmp_path / "sampleA.plan.tsv")
+    with pytest.raises(CallError, match=r"staged input .*sampleA.bam .* is missing from the object store; stage"):
+        call_samples(store, [plan], {"sampleA": man}, ref, BcftoolsParams(), runner, {"sampleA": tmp_path / "c.json"})
+
+
+def test_reference_of_another_length_is_refused(store, tmp_path) -> None:
+    run_core(store, "sampleB", tmp_path, SerialRunner(progress=False), 3)
+    fai = parse_fai((DATA / "ref.fa.fai").read_text().replace("\t97000\t", "\t96000\t"))
+    man = json.loads((tmp_path / "sampleB.json").read_text())
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    with pytest.raises(CallError, match=r"contig 'chr2' \(97000 bp in sample sampleB's BAM\) has length 96000"):
+        make_tasks(store, read_plan(tmp_path / "sampleB.plan.tsv"), man, ref, fai, BcftoolsParams())
