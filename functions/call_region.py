@@ -1,7 +1,7 @@
 """The calling function: one (sample, region) in, one VCF fragment and its stats out.
 
 Contract: :func:`call_region` takes a plain dict (built by
-:func:`pipeline.call.make_task`) naming the store, the BAM slice (header range,
+:func:`pipeline.call.make_tasks`) naming the store, the BAM slice (header range,
 chunks, byte ranges), the reference's ``.fai`` entry, the region and the engine
 parameters. It fetches only those bytes, runs the engine on a local view over the
 region's context (the region widened by the plan's padding, so that every read
