@@ -44,7 +44,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def open_store(settings: Settings) -> ObjectStore:
     st = settings.storage
-    return ObjectStore(settings.lithops, st.get("bucket"), st.get("prefix", "svc"))
+    store = ObjectStore(settings.lithops, st.get("bucket"), st.get("prefix", "svc"))
+    store.check()
+    return store
+
+
+def cmd_check_storage(settings: Settings, args: argparse.Namespace) -> None:
+    store = open_store(settings)
+    logger.info("object storage ready: %r", store)
+    with open(args.out, "w") as fh:
+        fh.write(f"{store!r}\n")
 
 
 def cmd_stage_reference(settings: Settings, args: argparse.Namespace) -> None:
@@ -120,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    step("check-storage", cmd_check_storage).add_argument("--out", required=True)
     step("stage-reference", cmd_stage_reference).add_argument("--out", required=True)
     p = step("stage-sample", cmd_stage_sample)
     p.add_argument("--sample", required=True)

@@ -197,14 +197,46 @@ class ObjectStore:
 
         return os.path.join(LITHOPS_TEMP_DIR, self.bucket, key)
 
-    def _translate(self, exc: Exception, key: str) -> StorageError:
+    def check(self) -> None:
+        """Fail early, with the fix in the message, if the bucket cannot be used."""
+        if self.backend == "localhost":
+            return  # a folder, created on the first write
+        try:
+            self._storage.head_bucket(self.bucket)
+        except Exception as exc:
+            raise self._translate(exc, "", bucket_level=True) from exc
+
+    @property
+    def endpoint(self) -> str:
+        section = self._lithops_config.get(self.backend) or {}
+        return str(section.get("endpoint") or section.get("region") or self.backend)
+
+    def _translate(self, exc: Exception, key: str, bucket_level: bool = False) -> StorageError:
         from lithops.storage.utils import StorageNoSuchKeyError
 
         if isinstance(exc, StorageError):
             return exc
-        if isinstance(exc, StorageNoSuchKeyError) or "NoSuchKey" in str(exc) or "404" in str(exc):
+        text = str(exc)
+        where = f"{self.backend} storage at {self.endpoint}"
+        if any(s in text for s in ("403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")):
+            return StorageError(
+                f"access to bucket {self.bucket!r} denied by {where}: check the access key and "
+                f"secret in the '{self.backend}' section of the Lithops config"
+            )
+        if "NoSuchBucket" in text or (bucket_level and (isinstance(exc, StorageNoSuchKeyError) or "404" in text)):
+            return StorageError(
+                f"bucket {self.bucket!r} does not exist on {where}: create it, or set "
+                "storage.bucket (or the Lithops storage_bucket) to an existing bucket"
+            )
+        if any(s in text for s in ("Could not connect", "Connection refused", "EndpointConnectionError",
+                                   "Connect timeout", "Name or service not known")):
+            return StorageError(
+                f"cannot reach {where}: check that the server is running and that the "
+                f"endpoint in the '{self.backend}' section of the Lithops config is right"
+            )
+        if isinstance(exc, StorageNoSuchKeyError) or "NoSuchKey" in text or "404" in text:
             return ObjectMissingError(self.bucket, key)
-        return StorageError(f"{self.backend} storage failed on {key!r}: {exc}")
+        return StorageError(f"{where} failed on {key!r}: {text}")
 
 
 def _copy(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,23 @@
 # Stage inputs into object storage; later steps read them from the store only.
 
 
+# One job checks the store first, so a wrong key, bucket or endpoint gives one line.
+rule check_storage:
+    output:
+        temp(f"{WORK}/storage.checked"),
+    log:
+        f"{WORK}/logs/check_storage.log",
+    params:
+        settings=SETTINGS_JSON,
+        python=PY,
+    shell:
+        "{params.python} -m pipeline.cli check-storage --settings {params.settings:q} --out {output} --log {log}"
+
+
 rule stage_reference:
     input:
         SETTINGS.reference,
+        f"{WORK}/storage.checked",
     output:
         f"{WORK}/staged/reference.json",
     log:
@@ -18,6 +32,7 @@ rule stage_reference:
 rule stage_sample:
     input:
         bam=get_bam,
+        checked=f"{WORK}/storage.checked",
     output:
         f"{WORK}/staged/{{sample}}.json",
     log:

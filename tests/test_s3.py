@@ -58,8 +58,47 @@ def test_workflow_on_s3_matches_local_store_and_whole_genome(ceph_s3: dict, tmp_
             assert frag["gets"] <= 4
             assert frag["bam_get_bytes"] <= r.chunk_bytes + header + MAX_BGZF_BLOCK * len(r.ranges)
 
+    # The secret is in no file the workflow wrote (logs, .snakemake/, results, plans,
+    # manifests). Lithops' own temporary files under $TMPDIR are not covered yet.
+    secret = ceph_s3["secret_key"].encode()
+    written = [p for d in ("results", "work", ".snakemake") for p in (wd / d).rglob("*") if p.is_file()]
+    assert len(written) > 20
+    assert [str(p) for p in written if secret in p.read_bytes()] == []
+
     # The objects are really in the bucket, under the configured prefix.
     store = ObjectStore(ceph_lithops_config(ceph_s3), ceph_s3["bucket"], prefix="svc")
     keys = store.list("svc/")
     assert "svc/inputs/sampleA/sampleA.bam" in keys
     assert sum(k.startswith("svc/fragments/") and k.endswith(".vcf.gz") for k in keys) == 14
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "case, change, expect",
+    [
+        ("wrong secret", {"secret_access_key": "not-the-secret"},
+         "error: access to bucket 'svc-test' denied by ceph storage at http://127.0.0.1:7480: check the access "
+         "key and secret in the 'ceph' section of the Lithops config"),
+        ("missing bucket", {"storage_bucket": "no-such-bucket"},
+         "error: bucket 'no-such-bucket' does not exist on ceph storage at http://127.0.0.1:7480: create it, or "
+         "set storage.bucket (or the Lithops storage_bucket) to an existing bucket"),
+        ("unreachable endpoint", {"endpoint": "http://127.0.0.1:7999"},
+         "error: cannot reach ceph storage at http://127.0.0.1:7999: check that the server is running and that "
+         "the endpoint in the 'ceph' section of the Lithops config is right"),
+    ],
+)
+def test_storage_errors_stop_the_run_with_one_line(ceph_s3: dict, tmp_path: Path, case: str, change: dict,
+                                                   expect: str) -> None:
+    import time
+
+    wd = make_workdir(tmp_path, lithops_config="config/lithops/ceph-test.yaml")
+    cfg = ceph_lithops_config(ceph_s3)
+    cfg["ceph"].update(change)
+    (wd / "config" / "lithops" / "ceph-test.yaml").write_text(yaml.safe_dump(cfg))
+    t0 = time.monotonic()
+    res = snakemake(wd)
+    elapsed = time.monotonic() - t0
+    assert res.returncode != 0
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("error:")] == [expect]
+    assert elapsed < 30, f"{case}: took {elapsed:.0f} s"
+    assert not list((wd / "results").glob("*.vcf.gz")) if (wd / "results").exists() else True
