@@ -73,6 +73,7 @@ def _call(task: dict[str, Any]) -> dict[str, Any]:
             [Chunk(b, e) for b, e in region["chunks"]],
             [tuple(r) for r in region["ranges"]],
             os.path.join(tmp, "slice.bam"),
+            bam.get("bucket"),
         )
         bam_gets, bam_bytes = store.counts.gets, store.counts.get_bytes
         ctx_start, ctx_end = region["context_start"], region["context_end"]
@@ -85,6 +86,7 @@ def _call(task: dict[str, Any]) -> dict[str, Any]:
             lo - REFERENCE_MARGIN,
             hi,
             os.path.join(tmp, "ref.fa"),
+            ref.get("bucket"),
         )
         raw_vcf = run_bcftools(
             bam_path, ref_path, params, os.path.join(tmp, "raw.vcf"),

@@ -61,13 +61,14 @@ def fetch_bam_slice(
     chunks: list[Chunk],
     ranges: list[tuple[int, int]],
     path: str,
+    bucket: str | None = None,
 ) -> str:
     """Write the local view of a region's slice at ``path`` (+ ``.bai``); returns path."""
     with open(path, "wb") as out:
         out.truncate(bam_size)
         for start, end in [header, *ranges]:
             out.seek(start)
-            out.write(store.get_range(bam_key, start, end))
+            out.write(store.get_range(bam_key, start, end, bucket))
         if bam_size >= len(EOF_BLOCK):
             out.seek(bam_size - len(EOF_BLOCK))
             out.write(EOF_BLOCK)
@@ -77,11 +78,12 @@ def fetch_bam_slice(
 
 
 def fetch_reference_window(
-    store: ObjectStore, fasta_key: str, entry: FaiEntry, start: int, end: int, path: str
+    store: ObjectStore, fasta_key: str, entry: FaiEntry, start: int, end: int, path: str,
+    bucket: str | None = None,
 ) -> str:
     """Write a local FASTA (+ ``.fai``) holding ``entry``'s bases [start, end)."""
     start, end = max(0, start), min(entry.length, end)
-    raw = store.get_range(fasta_key, entry.byte_offset(start), entry.byte_offset(end - 1) + 1)
+    raw = store.get_range(fasta_key, entry.byte_offset(start), entry.byte_offset(end - 1) + 1, bucket)
     seq = raw.replace(b"\n", b"").replace(b"\r", b"")
     if len(seq) != end - start:
         raise ValueError(

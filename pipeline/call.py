@@ -94,9 +94,10 @@ def make_tasks(
         tasks.append({
             "sample": plan.sample,
             "store": store.describe(),
-            "bam": {"key": bam["key"], "size": bam["size"], "n_ref": plan.n_ref,
+            "bam": {"bucket": bam.get("bucket"), "key": bam["key"], "size": bam["size"], "n_ref": plan.n_ref,
                     "header": [plan.header.start, plan.header.end]},
-            "reference": {"key": ref_manifest["fasta"]["key"], "fai": vars(entry)},
+            "reference": {"bucket": ref_manifest["fasta"].get("bucket"), "key": ref_manifest["fasta"]["key"],
+                          "fai": vars(entry)},
             "region": {"index": r.index, "name": r.name, "chrom": r.chrom, "tid": r.tid,
                        "est_bytes": r.est_bytes,
                        "start": r.start, "end": r.end,
@@ -117,7 +118,7 @@ def check_staged(store: ObjectStore, manifests: list[dict[str, Any]]) -> None:
             if not isinstance(obj, dict) or "key" not in obj:
                 continue
             try:
-                size = store.head(obj["key"]).size
+                size = store.head(obj["key"], obj.get("bucket")).size
             except ObjectMissingError:
                 size = None
             if size != obj["size"]:
@@ -150,7 +151,7 @@ def call_samples(
 ) -> CallSummary:
     t0 = time.monotonic()
     check_staged(store, [ref_manifest, *(sample_manifests[p.sample] for p in plans)])
-    fai = parse_fai(store.get(ref_manifest["fai"]["key"]).decode())
+    fai = parse_fai(store.get(ref_manifest["fai"]["key"], ref_manifest["fai"].get("bucket")).decode())
     tasks: list[dict[str, Any]] = []
     for plan in plans:
         tasks += make_tasks(store, plan, sample_manifests[plan.sample], ref_manifest, fai, params)

@@ -33,7 +33,13 @@ class Sample:
     bam: str  # local path as given in the sheet
 
     @property
+    def remote(self) -> bool:
+        return self.bam.startswith("s3://")
+
+    @property
     def bai(self) -> str:
+        if self.remote:
+            return self.bam + ".bai"
         for cand in (self.bam + ".bai", os.path.splitext(self.bam)[0] + ".bai"):
             if os.path.exists(cand):
                 return cand
@@ -49,6 +55,10 @@ class Settings:
     @property
     def reference(self) -> str:
         return str(self.raw["reference"])
+
+    @property
+    def reference_is_remote(self) -> bool:
+        return self.reference.startswith("s3://")
 
     @property
     def plan(self) -> dict[str, Any]:

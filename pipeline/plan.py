@@ -352,10 +352,10 @@ def plan_from_store(
     from pipeline.bgzf import inflate
 
     bam = manifest["bam"]
-    index = parse_bai(store.get(manifest["bai"]["key"]))
+    index = parse_bai(store.get(manifest["bai"]["key"], manifest["bai"].get("bucket")))
     first = index.first_record
     if first is None:
         raise PlanError(f"BAM {bam['path']} of sample {sample} has no aligned reads; nothing to call")
-    raw = store.get_range(bam["key"], 0, _range_end(index, first, bam["size"]))
+    raw = store.get_range(bam["key"], 0, _range_end(index, first, bam["size"]), bam.get("bucket"))
     header = parse_header(inflate(raw, allow_partial=True))
     return plan_sample(sample, index, header.contigs, bam["key"], bam["size"], settings, cuts)

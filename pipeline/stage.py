@@ -18,7 +18,7 @@ from typing import Any
 
 import pysam
 
-from pipeline.storage import ObjectStore
+from pipeline.storage import ObjectMissingError, ObjectStore, split_url
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,24 @@ def _staged(store: ObjectStore, path: str, key: str) -> dict[str, Any]:
     uploaded = store.put_file(key, path)
     info = store.head(key)
     logger.info("%s %s -> %s (%d bytes)", "staged" if uploaded else "already staged", path, key, info.size)
-    return {"path": os.path.abspath(path), "key": key, "size": info.size, "fingerprint": info.fingerprint}
+    return {"path": os.path.abspath(path), "bucket": store.bucket, "key": key, "size": info.size,
+            "fingerprint": info.fingerprint}
+
+
+def _in_place(store: ObjectStore, url: str, what: str, fix: str) -> dict[str, Any]:
+    """An input already in object storage: used where it is, never copied."""
+    if store.backend == "localhost":
+        raise StageError(
+            f"{what} {url} is in object storage, but the Lithops config uses the local store; "
+            "set an S3 storage backend (e.g. config/lithops/ceph.yaml)"
+        )
+    bucket, key = split_url(url) or ("", "")
+    try:
+        info = store.head(key, bucket)
+    except ObjectMissingError as exc:
+        raise StageError(f"{what} {url} not found in object storage; {fix}") from exc
+    logger.info("using %s in place (%d bytes)", url, info.size)
+    return {"path": url, "bucket": bucket, "key": key, "size": info.size, "fingerprint": info.fingerprint}
 
 
 def _write(manifest: dict[str, Any], out: str | Path) -> None:
@@ -41,6 +58,15 @@ def _write(manifest: dict[str, Any], out: str | Path) -> None:
 
 
 def stage_sample(store: ObjectStore, sample: str, bam: str, bai: str, out: str | Path) -> dict[str, Any]:
+    if split_url(bam):
+        manifest = {
+            "sample": sample,
+            "bam": _in_place(store, bam, "BAM", "fix the path in the sample sheet"),
+            "bai": _in_place(store, bam + ".bai", "index of BAM",
+                             f"index it with `samtools index` and upload the .bai beside {bam}"),
+        }
+        _write(manifest, out)
+        return manifest
     if not os.path.exists(bam):
         raise StageError(f"BAM {bam} of sample {sample} not found; fix the path in the sample sheet")
     if not os.path.exists(bai):
@@ -57,6 +83,14 @@ def stage_sample(store: ObjectStore, sample: str, bam: str, bai: str, out: str |
 
 
 def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> dict[str, Any]:
+    if split_url(fasta):
+        manifest = {
+            "fasta": _in_place(store, fasta, "reference", "fix 'reference' in the config"),
+            "fai": _in_place(store, fasta + ".fai", "index of reference",
+                             f"index it with `samtools faidx` and upload the .fai beside {fasta}"),
+        }
+        _write(manifest, out)
+        return manifest
     if not os.path.exists(fasta):
         raise StageError(f"reference {fasta} not found; fix 'reference' in the config")
     fai = fasta + ".fai"

@@ -34,6 +34,16 @@ class ObjectMissingError(StorageError):
         self.key = key
 
 
+def split_url(path: str) -> tuple[str, str] | None:
+    """(bucket, key) of an ``s3://bucket/key`` URL; None for a local path."""
+    if not path.startswith("s3://"):
+        return None
+    bucket, _, key = path[5:].partition("/")
+    if not bucket or not key:
+        raise StorageError(f"{path!r} is not a valid object URL; write s3://BUCKET/KEY")
+    return bucket, key
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -98,11 +108,11 @@ class ObjectStore:
         return "/".join(p.strip("/") for p in (self.prefix, *parts) if p)
 
     # -- reads -------------------------------------------------------------------
-    def head(self, key: str) -> ObjectInfo:
+    def head(self, key: str, bucket: str | None = None) -> ObjectInfo:
         try:
-            meta = self._storage.head_object(self.bucket, key)
+            meta = self._storage.head_object(bucket or self.bucket, key)
         except Exception as exc:
-            raise self._translate(exc, key) from exc
+            raise self._translate(exc, key, bucket=bucket) from exc
         lower = {k.lower(): v for k, v in meta.items()}
         size = int(lower.get("content-length", 0))
         etag = lower.get("etag")
@@ -118,22 +128,21 @@ class ObjectStore:
             return False
         return True
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, bucket: str | None = None) -> bytes:
         """A whole object: only for small ones (metadata, fragments, indexes)."""
-        data = self._get(key, {})
-        return data
+        return self._get(key, {}, bucket)
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
+    def get_range(self, key: str, start: int, end: int, bucket: str | None = None) -> bytes:
         """Bytes [start, end) of an object, in one ranged GET."""
         if end <= start:
             return b""
-        return self._get(key, {"Range": f"bytes={start}-{end - 1}"})
+        return self._get(key, {"Range": f"bytes={start}-{end - 1}"}, bucket)
 
-    def _get(self, key: str, extra: dict[str, str]) -> bytes:
+    def _get(self, key: str, extra: dict[str, str], bucket: str | None) -> bytes:
         try:
-            data = self._storage.get_object(self.bucket, key, extra_get_args=extra)
+            data = self._storage.get_object(bucket or self.bucket, key, extra_get_args=extra)
         except Exception as exc:
-            raise self._translate(exc, key) from exc
+            raise self._translate(exc, key, bucket=bucket) from exc
         if isinstance(data, str):
             data = data.encode()
         self.counts.gets += 1
@@ -211,21 +220,24 @@ class ObjectStore:
         section = self._lithops_config.get(self.backend) or {}
         return str(section.get("endpoint") or section.get("region") or self.backend)
 
-    def _translate(self, exc: Exception, key: str, bucket_level: bool = False) -> StorageError:
+    def _translate(
+        self, exc: Exception, key: str, bucket_level: bool = False, bucket: str | None = None
+    ) -> StorageError:
         from lithops.storage.utils import StorageNoSuchKeyError
 
         if isinstance(exc, StorageError):
             return exc
         text = str(exc)
         where = f"{self.backend} storage at {self.endpoint}"
+        bucket = bucket or self.bucket
         if any(s in text for s in ("403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")):
             return StorageError(
-                f"access to bucket {self.bucket!r} denied by {where}: check the access key and "
+                f"access to bucket {bucket!r} denied by {where}: check the access key and "
                 f"secret in the '{self.backend}' section of the Lithops config"
             )
         if "NoSuchBucket" in text or (bucket_level and (isinstance(exc, StorageNoSuchKeyError) or "404" in text)):
             return StorageError(
-                f"bucket {self.bucket!r} does not exist on {where}: create it, or set "
+                f"bucket {bucket!r} does not exist on {where}: create it, or set "
                 "storage.bucket (or the Lithops storage_bucket) to an existing bucket"
             )
         if any(s in text for s in ("Could not connect", "Connection refused", "EndpointConnectionError",
@@ -235,7 +247,7 @@ class ObjectStore:
                 f"endpoint in the '{self.backend}' section of the Lithops config is right"
             )
         if isinstance(exc, StorageNoSuchKeyError) or "NoSuchKey" in text or "404" in text:
-            return ObjectMissingError(self.bucket, key)
+            return ObjectMissingError(bucket, key)
         return StorageError(f"{where} failed on {key!r}: {text}")
 
 

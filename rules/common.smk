@@ -21,11 +21,19 @@ wildcard_constraints:
 
 
 def get_bam(wildcards):
+    """The local BAM to stage; none for a BAM already in object storage (s3://)."""
+    sample = SETTINGS.sample(wildcards.sample)
+    return [] if sample.remote else sample.bam
+
+
+def get_bam_source(wildcards):
+    """Where the sample's BAM is (path or URL): a change re-stages the sample."""
     return SETTINGS.sample(wildcards.sample).bam
 
 
-def get_bai(wildcards):
-    return SETTINGS.sample(wildcards.sample).bai
+def get_reference():
+    """The local reference to stage; none for one already in object storage."""
+    return [] if SETTINGS.reference_is_remote else SETTINGS.reference
 
 
 def get_final_outputs():

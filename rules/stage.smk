@@ -16,7 +16,7 @@ rule check_storage:
 
 rule stage_reference:
     input:
-        SETTINGS.reference,
+        get_reference(),
         f"{WORK}/storage.checked",
     output:
         f"{WORK}/staged/reference.json",
@@ -38,6 +38,7 @@ rule stage_sample:
     log:
         f"{WORK}/logs/stage_{{sample}}.log",
     params:
+        source=get_bam_source,
         settings=SETTINGS_JSON,
         python=PY,
     shell:

@@ -102,3 +102,36 @@ def test_storage_errors_stop_the_run_with_one_line(ceph_s3: dict, tmp_path: Path
     assert [ln for ln in res.stderr.splitlines() if ln.startswith("error:")] == [expect]
     assert elapsed < 30, f"{case}: took {elapsed:.0f} s"
     assert not list((wd / "results").glob("*.vcf.gz")) if (wd / "results").exists() else True
+
+
+@pytest.mark.e2e
+def test_inputs_already_in_the_bucket_are_used_in_place(ceph_s3: dict, tmp_path: Path) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=ceph_s3["endpoint"], aws_access_key_id=ceph_s3["access_key"],
+                      aws_secret_access_key=ceph_s3["secret_key"], region_name="us-east-1")
+    s3.create_bucket(Bucket="lab-data")
+    for name in ("sampleA.bam", "sampleA.bam.bai", "ref.fa", "ref.fa.fai"):
+        s3.upload_file(str(DATA / name), "lab-data", f"run1/{name}")
+    wd = make_workdir(tmp_path, plan__n_regions=5, lithops_config="config/lithops/ceph-test.yaml",
+                      storage__bucket=ceph_s3["bucket"], storage__prefix="inplace",
+                      reference="s3://lab-data/run1/ref.fa")
+    (wd / "config" / "lithops" / "ceph-test.yaml").write_text(yaml.safe_dump(ceph_lithops_config(ceph_s3)))
+    (wd / "config" / "samples.tsv").write_text(
+        "sample\tbam\nsampleA\ts3://lab-data/run1/sampleA.bam\nsampleB\ttest_data/sampleB.bam\n")
+    res = snakemake(wd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for s in SAMPLES:
+        assert vcf_body(str(wd / "results" / f"{s}.vcf.gz")) == vcf_body(whole_genome(s, tmp_path))
+    keys = ObjectStore(ceph_lithops_config(ceph_s3), ceph_s3["bucket"], prefix="inplace").list("inplace/")
+    assert not [k for k in keys if k.startswith(("inplace/inputs/sampleA/", "inplace/reference/"))]
+    assert "inplace/inputs/sampleB/sampleB.bam" in keys  # local inputs are still staged
+    staged = json.loads((wd / "work" / "staged" / "sampleA.json").read_text())
+    assert (staged["bam"]["bucket"], staged["bam"]["key"]) == ("lab-data", "run1/sampleA.bam")
+
+    # A missing object is one line, before any function runs.
+    (wd / "config" / "samples.tsv").write_text("sample\tbam\nsampleA\ts3://lab-data/run1/nope.bam\n")
+    res = snakemake(wd)
+    assert res.returncode != 0
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("error:")] == [
+        "error: BAM s3://lab-data/run1/nope.bam not found in object storage; fix the path in the sample sheet"]
