@@ -61,6 +61,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each; medians are reported")
     ap.add_argument("--sample", default="sampleA")
     ap.add_argument("--keep", action="store_true", help="keep the scratch working directory")
+    ap.add_argument("--lithops-config", type=Path, default=None,
+                    help="Lithops config for the pipeline run (e.g. one with a Ceph/S3 store); "
+                         "default: config/lithops/localhost.yaml")
+    ap.add_argument("--bucket", default=None, help="storage.bucket for the pipeline run")
     args = ap.parse_args()
 
     ensure_data(args.data, args.genome_size, args.coverage, args.seed)
@@ -96,7 +100,10 @@ def run_once(args: argparse.Namespace, cfg: dict, params: BcftoolsParams, bam: P
     (work / "config" / "samples.tsv").write_text(f"sample\tbam\n{args.sample}\t{bam}\n")
     cfg = {**cfg, "reference": str(ref), "samples": "config/samples.tsv",
            "plan": {**cfg["plan"], "n_regions": args.regions},
-           "executor": {**cfg["executor"], "progress": False}}
+           "executor": {**cfg["executor"], "progress": False},
+           "storage": {**cfg["storage"], "prefix": f"bench-{work.name}", "bucket": args.bucket}}
+    if args.lithops_config:
+        cfg["lithops_config"] = str(args.lithops_config.resolve())
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     (work / "tmp").mkdir()
     env = dict(os.environ, TMPDIR=str(work / "tmp"))
@@ -122,7 +129,8 @@ def summarise(args: argparse.Namespace, bam: Path, work: Path, singles: list[flo
     n_records = len(vcf_body(str(work / "single.vcf")))
     t_single, t_pipe = statistics.median(singles), statistics.median(pipes)
     print(f"dataset: {args.genome_size / 1e6:.1f} Mb, {args.coverage}x, BAM {bam_size / 1e6:.1f} MB; "
-          f"{len(frags)} regions, 2 workers (Lithops localhost); median of {len(pipes)} run(s)")
+          f"{len(frags)} regions, 2 workers (Lithops localhost compute, "
+          f"{args.lithops_config or 'local'} store); median of {len(pipes)} run(s)")
     print(f"single-process bcftools mpileup | call : {t_single:8.1f} s")
     print(f"pipeline (snakemake, all steps)        : {t_pipe:8.1f} s")
     print(f"ratio pipeline / single                : {t_pipe / t_single:8.2f}")

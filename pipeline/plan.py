@@ -139,7 +139,10 @@ def plan_sample(
     }
     if cuts is None:
         counts = _allocate(weights, settings)
-        bounds = {tid: _cut(weights[tid], contigs[tid][1], n) for tid, n in counts.items()}
+        bounds = {
+            tid: _snap(_cut(weights[tid], contigs[tid][1], n), settings.padding)
+            for tid, n in counts.items()
+        }
     else:
         bounds = {}
         for tid in weights:
@@ -227,6 +230,25 @@ def _cut(weights: np.ndarray, length: int, n: int) -> list[int]:
     keep = np.concatenate([[True], np.diff(cum) > 0])
     inner = np.interp(targets, cum[keep], pos[keep]).round().astype(np.int64)
     return [0, *sorted({int(c) for c in inner if 0 < c < length}), length]
+
+
+def _snap(bounds: list[int], padding: int) -> list[int]:
+    """Move inner cuts to ``padding`` bases past a 16 kb window edge, where possible.
+
+    A region's reads are fetched from the first read of the 16 kb window holding
+    its context start. With the context starting exactly on a window edge, no
+    region fetches the tail of the previous window. Cuts move by at most half a
+    window and never past a neighbour, so regions stay balanced.
+    """
+    window = 1 << MIN_SHIFT
+    out = [bounds[0]]
+    for cut, nxt in itertools.pairwise(bounds[1:]):
+        snapped = round((cut - padding) / window) * window + padding
+        if out[-1] + window <= snapped <= nxt - window:
+            cut = snapped
+        out.append(cut)
+    out.append(bounds[-1])
+    return out
 
 
 def _limit(bounds: list[int], max_len: int) -> list[tuple[int, int]]:
