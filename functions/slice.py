@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 
 from pipeline.bai import Chunk, write_bai
-from pipeline.bgzf import EOF_BLOCK
+from pipeline.bgzf import BGZF_HEADER, EOF_BLOCK, block_size
 from pipeline.storage import ObjectStore
 
 
@@ -59,16 +59,27 @@ def fetch_bam_slice(
     header: tuple[int, int],
     tid: int,
     chunks: list[Chunk],
-    ranges: list[tuple[int, int]],
+    ranges: list[tuple[int, int, bool]],
     path: str,
     bucket: str | None = None,
 ) -> str:
-    """Write the local view of a region's slice at ``path`` (+ ``.bai``); returns path."""
+    """Write the local view of a region's slice at ``path`` (+ ``.bai``); returns path.
+
+    A range ``(start, end, tail)`` is fetched as bytes [start, end) and, with
+    ``tail``, the BGZF block at ``end``: the first GET reaches 18 bytes into that
+    block (its header, which holds its size) and a second GET fetches the rest.
+    """
     with open(path, "wb") as out:
         out.truncate(bam_size)
-        for start, end in [header, *ranges]:
+        for start, end, tail in [(*header, False), *ranges]:
             out.seek(start)
-            out.write(store.get_range(bam_key, start, end, bucket))
+            if not tail:
+                out.write(store.get_range(bam_key, start, end, bucket))
+                continue
+            first = store.get_range(bam_key, start, end + BGZF_HEADER, bucket)
+            out.write(first)
+            block_end = end + block_size(first[end - start :])
+            out.write(store.get_range(bam_key, start + len(first), block_end, bucket))
         if bam_size >= len(EOF_BLOCK):
             out.seek(bam_size - len(EOF_BLOCK))
             out.write(EOF_BLOCK)

@@ -14,8 +14,18 @@ EOF_BLOCK = bytes.fromhex(
 )
 
 
+BGZF_HEADER = 18  # gzip header with the BC extra field, which holds the block size
+
+
 class BgzfError(ValueError):
     """Bytes that should be BGZF blocks are not."""
+
+
+def block_size(header: bytes) -> int:
+    """Total size of the BGZF block whose first 18 bytes are ``header``."""
+    if len(header) < BGZF_HEADER or header[:4] != b"\x1f\x8b\x08\x04" or header[12:14] != b"BC":
+        raise BgzfError("no BGZF block header where the index points")
+    return int.from_bytes(header[16:18], "little") + 1
 
 
 def inflate(data: bytes, allow_partial: bool = False) -> bytes:

@@ -103,7 +103,7 @@ def make_tasks(
                        "start": r.start, "end": r.end,
                        "context_start": r.context_start, "context_end": r.context_end,
                        "chunks": [[c.beg, c.end] for c in r.chunks],
-                       "ranges": [[b.start, b.end] for b in r.ranges]},
+                       "ranges": [[b.start, b.end, b.tail] for b in r.ranges]},
             "params": params.as_dict(),
             "key": key,
             "out_key": store.key("fragments", plan.sample, f"{r.index:05d}-{key}"),

@@ -32,16 +32,31 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class ByteRange:
-    """Bytes [start, end) of an object."""
+    """Bytes [start, end) of an object, plus (``tail``) the BGZF block starting at end.
+
+    The index says where the last record of a chunk ends inside a block, not where
+    that block ends: a function learns the tail block's size from its header.
+    """
 
     start: int
     end: int
+    tail: bool = False
 
     def __len__(self) -> int:
+        """Bytes known from the index (the tail block, at most 64 KiB, comes on top)."""
         return self.end - self.start
 
+    def __str__(self) -> str:
+        return f"{self.start}-{self.end}{'+' if self.tail else ''}"
+
     def __repr__(self) -> str:
-        return f"ByteRange({self.start}-{self.end})"
+        return f"ByteRange({self})"
+
+    @classmethod
+    def parse(cls, text: str) -> ByteRange:
+        tail = text.endswith("+")
+        start, end = text.rstrip("+").split("-")
+        return cls(int(start), int(end), tail)
 
 
 @dataclass(frozen=True)
@@ -168,7 +183,7 @@ def plan_sample(
                     end=end,
                     est_bytes=round(est),
                     chunks=chunks,
-                    ranges=_byte_ranges(index, chunks, bam_size),
+                    ranges=_byte_ranges(chunks),
                     context_start=ctx_start,
                     context_end=ctx_end,
                 )
@@ -183,15 +198,21 @@ def _range_end(index: BamIndex, voffset: int, bam_size: int) -> int:
     return index.block_end_bound(coffset(voffset), bam_size)
 
 
-def _byte_ranges(index: BamIndex, chunks: tuple[Chunk, ...], bam_size: int) -> tuple[ByteRange, ...]:
-    ranges: list[list[int]] = []
-    for c in chunks:
-        start, end = coffset(c.beg), _range_end(index, c.end, bam_size)
-        if ranges and start <= ranges[-1][1]:
-            ranges[-1][1] = max(ranges[-1][1], end)
+def _byte_ranges(chunks: tuple[Chunk, ...]) -> tuple[ByteRange, ...]:
+    """The compressed bytes holding the chunks: whole blocks from each chunk's first
+    block up to its last, whose end only the block's own header tells."""
+    ranges: list[ByteRange] = []
+    for c in chunks:  # sorted, and merged where they share a block
+        start, end, tail = coffset(c.beg), coffset(c.end), uoffset(c.end) != 0
+        if ranges and start <= ranges[-1].end:
+            last = ranges.pop()
+            if end > last.end:
+                ranges.append(ByteRange(last.start, end, tail))
+            else:
+                ranges.append(ByteRange(last.start, last.end, last.tail or (end == last.end and tail)))
         else:
-            ranges.append([start, end])
-    return tuple(ByteRange(s, e) for s, e in ranges)
+            ranges.append(ByteRange(start, end, tail))
+    return tuple(ranges)
 
 
 def _cumulative(weights: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +294,8 @@ def write_plan(plan: SamplePlan, path: str | Path) -> None:
     lines = [
         "# serverless-variant-calling region plan; regions are 0-based, half-open (BED style).",
         "# A region's function piles up the reads overlapping [context_start, context_end)",
-        "# and keeps the records whose POS lies in [start, end).",
+        "# and keeps the records whose POS lies in [start, end). Byte ranges are [start-end);",
+        "# a '+' means the BGZF block starting at end is needed too (its size is in its header).",
         f"#sample={plan.sample}",
         f"#bam_key={plan.bam_key}",
         f"#bam_size={plan.bam_size}",
@@ -295,7 +317,7 @@ def write_plan(plan: SamplePlan, path: str | Path) -> None:
                     r.context_end,
                     r.est_bytes,
                     r.fetch_bytes,
-                    ",".join(f"{b.start}-{b.end}" for b in r.ranges),
+                    ",".join(str(b) for b in r.ranges),
                     ",".join(
                         f"{coffset(c.beg)}:{uoffset(c.beg)}-{coffset(c.end)}:{uoffset(c.end)}"
                         for c in r.chunks
@@ -332,9 +354,7 @@ def read_plan(path: str | Path) -> SamplePlan:
         for row in rows:
             rec = dict(zip(COLUMNS, row, strict=True))
             chunks = tuple(_parse_chunk(c) for c in rec["chunks"].split(",") if c)
-            ranges = tuple(
-                ByteRange(*map(int, b.split("-"))) for b in rec["ranges"].split(",") if b
-            )
+            ranges = tuple(ByteRange.parse(b) for b in rec["ranges"].split(",") if b)
             plan.regions.append(
                 Region(
                     index=int(rec["region"]),
