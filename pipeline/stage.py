@@ -59,46 +59,42 @@ def _write(manifest: dict[str, Any], out: str | Path) -> None:
 
 def stage_sample(store: ObjectStore, sample: str, bam: str, bai: str, out: str | Path) -> dict[str, Any]:
     if split_url(bam):
+        fix_bai = f"index it with `samtools index` and upload the .bai beside {bam}"
         manifest = {
             "sample": sample,
             "bam": _in_place(store, bam, "BAM", "fix the path in the sample sheet"),
-            "bai": _in_place(store, bam + ".bai", "index of BAM",
-                             f"index it with `samtools index` and upload the .bai beside {bam}"),
+            "bai": _in_place(store, bam + ".bai", "index of BAM", fix_bai),
         }
-        _write(manifest, out)
-        return manifest
-    if not os.path.exists(bam):
-        raise StageError(f"BAM {bam} of sample {sample} not found; fix the path in the sample sheet")
-    if not os.path.exists(bai):
-        raise StageError(f"BAM {bam} is not indexed; create the index with `samtools index {bam}`")
-    base = os.path.basename(bam)
-    bam_key = store.key("inputs", sample, base)
-    manifest = {
-        "sample": sample,
-        "bam": _staged(store, bam, bam_key),
-        "bai": _staged(store, bai, bam_key + ".bai"),
-    }
+    else:
+        if not os.path.exists(bam):
+            raise StageError(f"BAM {bam} of sample {sample} not found; fix the path in the sample sheet")
+        if not os.path.exists(bai):
+            raise StageError(f"BAM {bam} is not indexed; create the index with `samtools index {bam}`")
+        bam_key = store.key("inputs", sample, os.path.basename(bam))
+        manifest = {
+            "sample": sample,
+            "bam": _staged(store, bam, bam_key),
+            "bai": _staged(store, bai, bam_key + ".bai"),
+        }
     _write(manifest, out)
     return manifest
 
 
 def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> dict[str, Any]:
     if split_url(fasta):
+        fix_fai = f"index it with `samtools faidx` and upload the .fai beside {fasta}"
         manifest = {
             "fasta": _in_place(store, fasta, "reference", "fix 'reference' in the config"),
-            "fai": _in_place(store, fasta + ".fai", "index of reference",
-                             f"index it with `samtools faidx` and upload the .fai beside {fasta}"),
+            "fai": _in_place(store, fasta + ".fai", "index of reference", fix_fai),
         }
-        _write(manifest, out)
-        return manifest
-    if not os.path.exists(fasta):
-        raise StageError(f"reference {fasta} not found; fix 'reference' in the config")
-    fai = fasta + ".fai"
-    if not os.path.exists(fai):
-        logger.info("indexing %s", fasta)
-        pysam.faidx(fasta)
-    key = store.key("reference", os.path.basename(fasta))
-    manifest = {"fasta": _staged(store, fasta, key), "fai": _staged(store, fai, key + ".fai")}
+    else:
+        if not os.path.exists(fasta):
+            raise StageError(f"reference {fasta} not found; fix 'reference' in the config")
+        if not os.path.exists(fasta + ".fai"):
+            logger.info("indexing %s", fasta)
+            pysam.faidx(fasta)
+        key = store.key("reference", os.path.basename(fasta))
+        manifest = {"fasta": _staged(store, fasta, key), "fai": _staged(store, fasta + ".fai", key + ".fai")}
     _write(manifest, out)
     return manifest
 
