@@ -79,9 +79,10 @@ def make_tasks(
 ) -> list[dict[str, Any]]:
     bam = sample_manifest["bam"]
     tasks = []
+    bam_lengths = dict(plan.contigs)
     for r in plan.regions:
         entry = fai.get(r.chrom)
-        bam_length = dict(plan.contigs)[r.chrom]
+        bam_length = bam_lengths[r.chrom]
         if entry is None or entry.length != bam_length:
             found = "is not in" if entry is None else f"has length {entry.length} in"
             raise CallError(

@@ -20,6 +20,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from pipeline.storage import is_object_url
+
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
 
 
@@ -34,7 +36,7 @@ class Sample:
 
     @property
     def remote(self) -> bool:
-        return self.bam.startswith("s3://")
+        return is_object_url(self.bam)
 
     @property
     def bai(self) -> str:
@@ -58,7 +60,7 @@ class Settings:
 
     @property
     def reference_is_remote(self) -> bool:
-        return self.reference.startswith("s3://")
+        return is_object_url(self.reference)
 
     @property
     def plan(self) -> dict[str, Any]:

@@ -34,9 +34,14 @@ class ObjectMissingError(StorageError):
         self.key = key
 
 
+def is_object_url(path: str) -> bool:
+    """True for ``s3://...``: an input already in object storage, not a local path."""
+    return path.startswith("s3://")
+
+
 def split_url(path: str) -> tuple[str, str] | None:
     """(bucket, key) of an ``s3://bucket/key`` URL; None for a local path."""
-    if not path.startswith("s3://"):
+    if not is_object_url(path):
         return None
     bucket, _, key = path[5:].partition("/")
     if not bucket or not key:
