@@ -1,7 +1,8 @@
 """The calling function: one (sample, region) in, one VCF fragment and its stats out.
 
 Contract: :func:`call_region` takes a plain dict (built by
-:func:`pipeline.call.make_tasks`) naming the store, the BAM slice (header range,
+:func:`pipeline.call.make_tasks`) naming the store's bucket and prefix (no
+credentials: the open ``storage`` comes from Lithops in the worker), the BAM slice (header range,
 chunks, byte ranges), the reference's ``.fai`` entry, the region and the engine
 parameters. It fetches only those bytes, runs the engine on a local view over the
 region's context (the region widened by the plan's padding, so that every read
@@ -44,20 +45,21 @@ class RegionError(RuntimeError):
     """Calling one region failed."""
 
 
-def call_region(task: dict[str, Any]) -> dict[str, Any]:
+def call_region(task: dict[str, Any], storage: Any = None) -> dict[str, Any]:
+    """Call one region; ``storage`` is the worker's ``lithops.Storage`` (Lithops passes it)."""
     region = task["region"]
     label = f"sample {task['sample']} region {region['name']}"
     try:
-        return _call(task)
+        return _call(task, storage)
     except RegionError:
         raise
     except Exception as exc:
         raise RegionError(f"{label}: {type(exc).__name__}: {exc}") from exc
 
 
-def _call(task: dict[str, Any]) -> dict[str, Any]:
+def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
     t0 = time.monotonic()
-    store = ObjectStore.from_description(task["store"])
+    store = ObjectStore.from_description(task["store"], storage)
     bam, ref, region = task["bam"], task["reference"], task["region"]
     params = BcftoolsParams.from_dict(task["params"])
     start, end, chrom = region["start"], region["end"], region["chrom"]

@@ -81,14 +81,15 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> None:
         padding=p["padding"],
     )
     t0 = time.monotonic()
-    plan = plan_from_store(open_store(settings), args.sample, read_manifest(args.staged), ps)
+    store = open_store(settings)
+    plan = plan_from_store(store, args.sample, read_manifest(args.staged), ps)
     tmp = f"{args.out}.tmp"
-    write_plan(plan, tmp)
+    write_plan(plan, tmp, store.counts)
     os.replace(tmp, args.out)
     logger.info(
-        "planned %s: %d regions, %.2f MB to fetch of a %.2f MB BAM, in %.2f s",
+        "planned %s: %d regions, %.2f MB to fetch of a %.2f MB BAM, in %.2f s; read %s",
         args.sample, len(plan.regions), plan.fetch_bytes / 1e6, plan.bam_size / 1e6,
-        time.monotonic() - t0,
+        time.monotonic() - t0, store.counts.line(),
     )
 
 
@@ -105,10 +106,10 @@ def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
     staged = {m["sample"]: m for m in (read_manifest(p) for p in args.staged)}
     outs = dict(zip([p.sample for p in plans], args.out, strict=True))
     runner = make_runner(settings.executor, settings.lithops)
-    summary = call_samples(
-        open_store(settings), plans, staged, read_manifest(args.reference), params, runner, outs
-    )
+    store = open_store(settings)
+    summary = call_samples(store, plans, staged, read_manifest(args.reference), params, runner, outs)
     logger.info(summary.line())
+    logger.info("the call step itself (checks, reused fragments' stats): %s", store.counts.line())
 
 
 def cmd_merge(settings: Settings, args: argparse.Namespace) -> None:

@@ -1,7 +1,10 @@
 """Run one function over many tasks: serially in-process, or through Lithops.
 
 Contract: a runner's :meth:`run` takes a function of one ``task`` dict and a list of
-tasks, returns the results in task order, shows a progress bar while it waits, and
+tasks (a function that declares a ``storage`` parameter also gets an open
+``lithops.Storage``: Lithops passes the worker's own, built from the worker's
+config, so no credentials travel in the tasks; the serial runner passes the one it
+was given), returns the results in task order, shows a progress bar while it waits, and
 raises :class:`FanOutError` naming every task that still failed after its retries.
 *What* runs (the function, the tasks) is kept apart from *how* it runs, so the same
 tests go through both runners. Only :class:`LithopsRunner` knows about Lithops.
@@ -9,6 +12,7 @@ tests go through both runners. Only :class:`LithopsRunner` knows about Lithops.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from collections.abc import Callable
@@ -45,9 +49,10 @@ def _bar(total: int, show: bool, what: str) -> tqdm:
 class SerialRunner:
     """Calls the function in this process, one task after another (debugging, tests)."""
 
-    def __init__(self, retries: int = 0, progress: bool = True) -> None:
+    def __init__(self, retries: int = 0, progress: bool = True, storage: Any = None) -> None:
         self.retries = retries
         self.progress = progress
+        self.storage = storage
 
     def __repr__(self) -> str:
         return f"SerialRunner(retries={self.retries})"
@@ -55,11 +60,12 @@ class SerialRunner:
     def run(self, func: Callable[[Task], Any], tasks: list[Task], what: str = "calling") -> list[Any]:
         results: list[Any] = []
         failures: dict[str, str] = {}
+        extra = {"storage": self.storage} if "storage" in inspect.signature(func).parameters else {}
         with _bar(len(tasks), self.progress, what) as bar:
             for task in tasks:
                 for attempt in range(self.retries + 1):
                     try:
-                        results.append(func(task))
+                        results.append(func(task, **extra))
                         break
                     except Exception as exc:  # report, retry, then give up on this task
                         logger.debug("attempt %d of %s failed: %s", attempt + 1, task_label(task), exc)
@@ -122,5 +128,8 @@ class LithopsRunner:
 
 def make_runner(executor: dict[str, Any], lithops_config: dict[str, Any]) -> SerialRunner | LithopsRunner:
     if executor.get("runner", "lithops") == "serial":
-        return SerialRunner(executor.get("retries", 0), executor.get("progress", True))
+        from pipeline.storage import open_lithops_storage
+
+        storage = open_lithops_storage(lithops_config)
+        return SerialRunner(executor.get("retries", 0), executor.get("progress", True), storage)
     return LithopsRunner(lithops_config, executor.get("retries", 2), executor.get("progress", True))

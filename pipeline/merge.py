@@ -98,10 +98,12 @@ def merge_sample(
         for line in body:
             out.write(line.encode())
     pysam.tabix_index(tmp_vcf, preset="vcf", force=True)
-    stats = str(pysam.bcftools.stats(tmp_vcf))
+    io = f"# svc merge: {len(frags)} fragments read from object storage in {store.counts.line()}\n"
+    stats = io + str(pysam.bcftools.stats(tmp_vcf))
     Path(out_stats + ".tmp").write_text(stats)
     os.replace(out_stats + ".tmp", out_stats)
     os.replace(tmp_vcf + ".tbi", out_vcf + ".tbi")
     os.replace(tmp_vcf, out_vcf)
-    logger.info("merged %d fragments of %s: %d records -> %s", len(frags), sample, len(body), out_vcf)
+    logger.info("merged %d fragments of %s: %d records -> %s; read %s",
+                len(frags), sample, len(body), out_vcf, store.counts.line())
     return len(body)

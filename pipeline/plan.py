@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.bai import MIN_SHIFT, BamIndex, Chunk, coffset, uoffset
 
 if TYPE_CHECKING:
-    from pipeline.storage import ObjectStore
+    from pipeline.storage import IoCounts, ObjectStore
 
 
 class PlanError(ValueError):
@@ -289,8 +289,11 @@ COLUMNS = (
 )
 
 
-def write_plan(plan: SamplePlan, path: str | Path) -> None:
-    """Write the plan as TSV: ``#key=value`` lines, then one row per region."""
+def write_plan(plan: SamplePlan, path: str | Path, io: IoCounts | None = None) -> None:
+    """Write the plan as TSV: ``#key=value`` lines, then one row per region.
+
+    ``io``, the storage requests planning made, is recorded as ``#planning_*`` lines.
+    """
     lines = [
         "# serverless-variant-calling region plan; regions are 0-based, half-open (BED style).",
         "# A region's function piles up the reads overlapping [context_start, context_end)",
@@ -301,6 +304,7 @@ def write_plan(plan: SamplePlan, path: str | Path) -> None:
         f"#bam_size={plan.bam_size}",
         "#contigs=" + ",".join(f"{name}:{length}" for name, length in plan.contigs),
         f"#header_bytes={plan.header.start}-{plan.header.end}",
+        *([f"#planning_gets={io.gets}", f"#planning_get_bytes={io.get_bytes}"] if io else []),
         "\t".join(COLUMNS),
     ]
     for r in plan.regions:

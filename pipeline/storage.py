@@ -6,8 +6,10 @@ pipeline needs — head, whole and ranged GETs, puts, staging of local files, li
 and deletion — under one key prefix. Every GET is counted (requests and bytes) so
 functions and the run summary can report what was read.
 
-A store is described by a plain dict (:meth:`ObjectStore.describe`) that can be
-sent to a serverless function, which rebuilds the store with
+A store is described to a serverless function by a plain dict holding only its
+bucket and prefix (:meth:`ObjectStore.describe`): no credentials travel in task
+arguments. The function rebuilds the facade over the ``storage`` object Lithops
+hands it in the worker (built from the worker's own Lithops config) with
 :meth:`ObjectStore.from_description`.
 """
 
@@ -70,6 +72,11 @@ class IoCounts:
     puts: int = 0
     put_bytes: int = 0
 
+    def line(self) -> str:
+        """One line for logs and reports."""
+        return (f"{self.gets} GETs ({self.get_bytes / 1e6:.3f} MB), "
+                f"{self.puts} PUTs ({self.put_bytes / 1e6:.3f} MB)")
+
     def as_dict(self) -> dict[str, int]:
         return {
             "gets": self.gets,
@@ -83,30 +90,42 @@ class ObjectStore:
     """Object storage under one bucket and key prefix, through Lithops ``Storage``."""
 
     def __init__(
-        self, lithops_config: dict[str, Any], bucket: str | None = None, prefix: str = ""
+        self, lithops_config: dict[str, Any] | None, bucket: str | None = None, prefix: str = "",
+        storage: Any = None,
     ) -> None:
-        import lithops  # imported here: importing lithops is slow and logs
-
-        self._lithops_config = lithops_config
-        try:
-            self._storage = lithops.Storage(config=_copy(lithops_config))
-        except Exception as exc:  # Lithops raises bare exceptions for bad configs
-            raise StorageError(f"cannot open object storage: {exc}") from exc
+        """Open the store of ``lithops_config``, or wrap ``storage``, an open ``lithops.Storage``."""
+        if storage is None:
+            storage = open_lithops_storage(lithops_config or {})
+        self._storage = storage
         self.backend: str = self._storage.backend
         self.bucket: str = bucket or self._storage.bucket
         self.prefix = prefix.strip("/")
         self.counts = IoCounts()
+
+    @property
+    def lithops_storage(self) -> Any:
+        """The open ``lithops.Storage`` underneath (for an in-process runner)."""
+        return self._storage
 
     def __repr__(self) -> str:
         return f"ObjectStore(backend={self.backend!r}, bucket={self.bucket!r}, prefix={self.prefix!r})"
 
     # -- description, so a function can rebuild the same store -------------------
     def describe(self) -> dict[str, Any]:
-        return {"lithops": self._lithops_config, "bucket": self.bucket, "prefix": self.prefix}
+        """What a function needs to find this store's objects: no credentials, no endpoint."""
+        return {"backend": self.backend, "bucket": self.bucket, "prefix": self.prefix}
 
     @classmethod
-    def from_description(cls, desc: dict[str, Any]) -> ObjectStore:
-        return cls(desc["lithops"], desc.get("bucket"), desc.get("prefix", ""))
+    def from_description(cls, desc: dict[str, Any], storage: Any) -> ObjectStore:
+        """The store of :meth:`describe` over ``storage``, the worker's ``lithops.Storage``."""
+        if storage is None:
+            raise StorageError("no object storage handed to the function (Lithops passes it as `storage`)")
+        if storage.backend != desc["backend"]:
+            raise StorageError(
+                f"the function's Lithops storage is {storage.backend!r} but the pipeline's is "
+                f"{desc['backend']!r}: run both from the same Lithops config"
+            )
+        return cls(None, desc.get("bucket"), desc.get("prefix", ""), storage=storage)
 
     # -- keys --------------------------------------------------------------------
     def key(self, *parts: str) -> str:
@@ -222,7 +241,7 @@ class ObjectStore:
 
     @property
     def endpoint(self) -> str:
-        section = self._lithops_config.get(self.backend) or {}
+        section = self._storage.config.get(self.backend) or {}
         return str(section.get("endpoint") or section.get("region") or self.backend)
 
     def _translate(
@@ -256,6 +275,12 @@ class ObjectStore:
         return StorageError(f"{where} failed on {key!r}: {text}")
 
 
-def _copy(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Deep-enough copy: Lithops mutates the config dict it is given."""
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+def open_lithops_storage(lithops_config: dict[str, Any]) -> Any:
+    """A ``lithops.Storage`` for ``lithops_config``; a bad config becomes a StorageError."""
+    import lithops  # imported here: importing lithops is slow and logs
+
+    cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in lithops_config.items()}  # Lithops mutates it
+    try:
+        return lithops.Storage(config=cfg)
+    except Exception as exc:  # Lithops raises bare exceptions for bad configs
+        raise StorageError(f"cannot open object storage: {exc}") from exc

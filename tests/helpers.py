@@ -7,6 +7,7 @@ from pathlib import Path
 
 from functions.bcftools_engine import BcftoolsParams, run_bcftools
 from pipeline.call import CallSummary, call_samples
+from pipeline.executor import SerialRunner
 from pipeline.merge import merge_sample
 from pipeline.plan import PlanSettings, SamplePlan, plan_from_store, write_plan
 from pipeline.stage import stage_reference, stage_sample
@@ -47,3 +48,8 @@ def run_core(
     vcf = workdir / f"{sample}.vcf.gz"
     merge_sample(store, calls, str(DATA / "ref.fa"), str(vcf), str(workdir / f"{sample}.stats.txt"))
     return str(vcf), plan, summary
+
+
+def serial(store: ObjectStore, retries: int = 0) -> SerialRunner:
+    """The in-process runner over the test store's own Lithops storage."""
+    return SerialRunner(retries=retries, progress=False, storage=store.lithops_storage)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 from conftest import SAMPLES
-from helpers import DATA, run_core
+from helpers import DATA, run_core, serial
 
-from pipeline.executor import SerialRunner
 from pipeline.vcfcompare import accuracy
 
 FLOORS = {"snv": (0.99, 0.99), "indel": (0.98, 0.98)}  # (precision, recall)
@@ -20,7 +19,7 @@ FLOORS = {"snv": (0.99, 0.99), "indel": (0.98, 0.98)}  # (precision, recall)
 
 @pytest.mark.parametrize("sample", SAMPLES)
 def test_precision_recall_against_truth(store, tmp_path, sample: str, capsys) -> None:
-    vcf, _, _ = run_core(store, sample, tmp_path, SerialRunner(progress=False), 7)
+    vcf, _, _ = run_core(store, sample, tmp_path, serial(store), 7)
     scores = accuracy(vcf, str(DATA / "truth" / f"{sample}.vcf.gz"), str(DATA / "ref.fa"))
     with capsys.disabled():
         for s in scores.values():

@@ -69,6 +69,12 @@ def test_default_run_writes_indexed_vcfs_identical_to_whole_genome(finished_run:
     log = (finished_run / "work" / "logs" / "call.log").read_text()
     assert "called 2 sample(s) in 22 regions: 22 functions run, 0 fragments reused" in log
 
+    # Planning and merging report what they read: the BAI and the BAM header (2 GETs),
+    # and one GET per fragment.
+    assert "#planning_gets=2\n" in plan
+    stats = (finished_run / "results" / "sampleA.stats.txt").read_text().splitlines()
+    assert stats[0].startswith("# svc merge: 11 fragments read from object storage in 11 GETs")
+
 
 def test_rerun_after_losing_fragments_recomputes_only_those(finished_run: Path, tmp_path: Path) -> None:
     store_root = finished_run / "tmp" / f"lithops-{os.environ.get('USER', 'root')}" / "storage"

@@ -8,12 +8,12 @@ import json
 
 import pytest
 from conftest import LITHOPS_LOCAL, SAMPLES
-from helpers import DATA, run_core, whole_genome
+from helpers import DATA, run_core, serial, whole_genome
 
 from functions.bcftools_engine import BcftoolsParams
 from functions.slice import parse_fai
 from pipeline.call import CallError, call_samples, make_tasks
-from pipeline.executor import LithopsRunner, SerialRunner
+from pipeline.executor import LithopsRunner
 from pipeline.plan import read_plan
 from pipeline.vcfcompare import vcf_body
 
@@ -35,7 +35,7 @@ def assert_same(vcf: str, whole: str) -> None:
 @pytest.mark.parametrize("sample", SAMPLES)
 @pytest.mark.parametrize("n_regions", [1, 3, 17, 60])
 def test_serial_plan_sizes(store, tmp_path, wg, sample: str, n_regions: int) -> None:
-    vcf, plan, summary = run_core(store, sample, tmp_path, SerialRunner(progress=False), n_regions)
+    vcf, plan, summary = run_core(store, sample, tmp_path, serial(store), n_regions)
     # One region per contig at least: three contigs hold reads.
     assert len(plan.regions) == max(n_regions, 3)
     assert summary.computed == len(plan.regions)
@@ -72,7 +72,7 @@ def tricky_cuts(sample: str, whole: str) -> tuple[dict[str, list[int]], list[str
 def test_cuts_on_snv_and_inside_indels(store, tmp_path, wg, sample: str) -> None:
     cuts, kinds = tricky_cuts(sample, wg[sample])
     assert {"snv", "deletion", "insertion"} <= set(kinds)
-    vcf, plan, _ = run_core(store, sample, tmp_path, SerialRunner(progress=False), cuts=cuts)
+    vcf, plan, _ = run_core(store, sample, tmp_path, serial(store), cuts=cuts)
     starts = {(r.chrom, r.start) for r in plan.regions}
     assert all((c, p) in starts for c, ps in cuts.items() for p in ps), "every cut is a region edge"
     assert_same(vcf, wg[sample])
@@ -86,7 +86,7 @@ def test_lithops_runner_same_result(store, tmp_path, wg) -> None:
 
 
 def test_resume_recomputes_only_deleted_fragments(store, tmp_path, wg) -> None:
-    runner = SerialRunner(progress=False)
+    runner = serial(store)
     run_core(store, "sampleB", tmp_path, runner, 9)
     frags = sorted(k for k in store.list(store.key("fragments", "sampleB") + "/") if k.endswith(".vcf.gz"))
     assert len(frags) == 9
@@ -106,7 +106,7 @@ def test_data_is_there() -> None:
 
 
 def test_inputs_lost_from_the_store_stop_the_run_before_any_function(store, tmp_path) -> None:
-    runner = SerialRunner(progress=False)
+    runner = serial(store)
     run_core(store, "sampleA", tmp_path, runner, 3)
     store.delete(store.key("inputs", "sampleA", "sampleA.bam"))
     man = json.loads((tmp_path / "sampleA.json").read_text())
@@ -117,7 +117,7 @@ def test_inputs_lost_from_the_store_stop_the_run_before_any_function(store, tmp_
 
 
 def test_reference_of_another_length_is_refused(store, tmp_path) -> None:
-    run_core(store, "sampleB", tmp_path, SerialRunner(progress=False), 3)
+    run_core(store, "sampleB", tmp_path, serial(store), 3)
     fai = parse_fai((DATA / "ref.fa.fai").read_text().replace("\t97000\t", "\t96000\t"))
     man = json.loads((tmp_path / "sampleB.json").read_text())
     ref = json.loads((tmp_path / "ref.json").read_text())

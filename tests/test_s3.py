@@ -15,7 +15,7 @@ from test_e2e import make_workdir, snakemake
 
 from pipeline.bai import MAX_BGZF_BLOCK
 from pipeline.plan import read_plan
-from pipeline.storage import ObjectMissingError, ObjectStore
+from pipeline.storage import ObjectMissingError, ObjectStore, StorageError
 from pipeline.vcfcompare import vcf_body
 
 
@@ -33,6 +33,19 @@ def test_facade_ranged_reads_and_counts(ceph_s3: dict) -> None:
     assert store.list(store.key("")) == [key]
     with pytest.raises(ObjectMissingError):
         store.head(store.key("nope"))
+
+
+def test_function_gets_the_store_without_credentials(ceph_s3: dict, store: ObjectStore) -> None:
+    s3 = ObjectStore(ceph_lithops_config(ceph_s3), ceph_s3["bucket"], prefix="facade")
+    s3.put_file(s3.key("ref.fa"), str(DATA / "ref.fa"))
+    desc = s3.describe()
+    assert desc == {"backend": "ceph", "bucket": ceph_s3["bucket"], "prefix": "facade"}
+    # What a worker does with the storage Lithops hands it.
+    rebuilt = ObjectStore.from_description(desc, s3.lithops_storage)
+    assert rebuilt.head(rebuilt.key("ref.fa")).size == (DATA / "ref.fa").stat().st_size
+    # A worker whose Lithops storage is another backend refuses, naming both.
+    with pytest.raises(StorageError, match="'localhost' but the pipeline's is 'ceph'"):
+        ObjectStore.from_description(desc, store.lithops_storage)
 
 
 @pytest.mark.e2e
@@ -59,9 +72,9 @@ def test_workflow_on_s3_matches_local_store_and_whole_genome(ceph_s3: dict, tmp_
             assert frag["bam_get_bytes"] <= r.chunk_bytes + header + MAX_BGZF_BLOCK * len(r.ranges)
 
     # The secret is in no file the workflow wrote (logs, .snakemake/, results, plans,
-    # manifests). Lithops' own temporary files under $TMPDIR are not covered yet.
+    # manifests, and Lithops' job files under $TMPDIR).
     secret = ceph_s3["secret_key"].encode()
-    written = [p for d in ("results", "work", ".snakemake") for p in (wd / d).rglob("*") if p.is_file()]
+    written = [p for d in ("results", "work", ".snakemake", "tmp") for p in (wd / d).rglob("*") if p.is_file()]
     assert len(written) > 20
     assert [str(p) for p in written if secret in p.read_bytes()] == []
 
