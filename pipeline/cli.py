@@ -24,11 +24,12 @@ from pipeline.bgzf import BgzfError
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.executor import FanOutError, make_runner
 from pipeline.storage import ObjectStore, StorageError
+from pipeline.validate import InputError
 
 logger = logging.getLogger("pipeline")
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, StorageError, FanOutError, IndexFormatError, BamHeaderError, BgzfError,
+    ConfigError, StorageError, FanOutError, IndexFormatError, BamHeaderError, BgzfError, InputError,
 )
 
 
@@ -82,7 +83,8 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> None:
     )
     t0 = time.monotonic()
     store = open_store(settings)
-    plan = plan_from_store(store, args.sample, read_manifest(args.staged), ps)
+    reference = read_manifest(args.reference) if args.reference else None
+    plan = plan_from_store(store, args.sample, read_manifest(args.staged), ps, reference=reference)
     tmp = f"{args.out}.tmp"
     write_plan(plan, tmp, store.counts)
     os.replace(tmp, args.out)
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = step("plan", cmd_plan)
     p.add_argument("--sample", required=True)
     p.add_argument("--staged", required=True)
+    p.add_argument("--reference", help="the staged reference's manifest: its contigs are checked against the BAM")
     p.add_argument("--out", required=True)
     p = step("call", cmd_call)
     p.add_argument("--plans", nargs="+", required=True)

@@ -120,6 +120,11 @@ def validate(data: dict[str, Any], schema_name: str, what: str) -> dict[str, Any
                 f"{what}: unknown key {', '.join(repr(k) for k in extra)} in {where} "
                 f"(allowed: {allowed}); fix the spelling or remove it"
             )
+        if err.validator == "pattern" and "x-rule" in err.schema:
+            # The schema says in words what its pattern allows: say that, not the regex.
+            raise ConfigError(
+                f"{what}: {_where(err.absolute_path)} {err.instance!r} is not allowed: {err.schema['x-rule']}"
+            )
         raise ConfigError(f"{what}: {_where(err.absolute_path)}: {err.message}")
     return data
 
@@ -128,18 +133,21 @@ def read_sample_sheet(path: str) -> tuple[Sample, ...]:
     if not os.path.exists(path):
         raise ConfigError(f"sample sheet {path} not found; set 'samples' in the config")
     with open(path, newline="") as fh:
-        lines = [ln for ln in fh if ln.strip() and not ln.startswith("#")]
-    reader = csv.DictReader(lines, delimiter="\t")
+        numbered = [(n, ln) for n, ln in enumerate(fh, start=1) if ln.strip() and not ln.startswith("#")]
+    reader = csv.DictReader([ln for _, ln in numbered], delimiter="\t")
     header = reader.fieldnames or []
     for col in ("sample", "bam"):
         if col not in header:
             raise ConfigError(
                 f"sample sheet {path}: missing column {col!r} in the header line "
-                f"(found: {', '.join(header) or 'nothing'}); columns are tab-separated"
+                f"(found: {', '.join(header) or 'nothing'}): its first line must name the columns "
+                "sample and bam, separated by a tab"
             )
     samples: list[Sample] = []
-    seen: set[str] = set()
-    for lineno, row in enumerate(reader, start=2):
+    seen: dict[str, int] = {}
+    rows: list[int] = []
+    for i, row in enumerate(reader, start=1):
+        lineno = numbered[i][0]
         if None in row or any(v is None for v in row.values()):
             raise ConfigError(
                 f"sample sheet {path} row {lineno}: expected {len(header)} tab-separated "
@@ -149,11 +157,24 @@ def read_sample_sheet(path: str) -> tuple[Sample, ...]:
         validate(clean, "samples.schema.yaml", f"sample sheet {path} row {lineno}")
         name = clean["sample"]
         if name in seen:
-            raise ConfigError(f"sample sheet {path} row {lineno}: duplicate sample {name!r}")
-        seen.add(name)
+            raise ConfigError(
+                f"sample sheet {path} row {lineno}: duplicate sample {name!r} (also in row {seen[name]}): "
+                "give each sample its own name, or remove the repeated row"
+            )
+        seen[name] = lineno
         samples.append(Sample(name=name, bam=clean["bam"]))
+        rows.append(lineno)
     if not samples:
-        raise ConfigError(f"sample sheet {path} lists no samples")
+        raise ConfigError(
+            f"sample sheet {path} lists no samples: add one line per sample with its name and its BAM, "
+            "separated by a tab"
+        )
+    for lineno, s in zip(rows, samples, strict=True):
+        if not s.remote and not os.path.exists(s.bam):
+            raise ConfigError(
+                f"sample sheet {path} row {lineno}: BAM {s.bam} of sample {s.name!r} not found: fix the path "
+                f"(a relative path starts from the folder Snakemake runs in, {os.getcwd()})"
+            )
     return tuple(samples)
 
 

@@ -145,7 +145,8 @@ def plan_sample(
         )
     first = index.first_record
     if first is None:
-        raise PlanError("the BAM has no aligned reads")
+        raise PlanError(f"the BAM of sample {sample} has no aligned reads, so there is nothing to call: "
+                        "point the sample sheet at the BAM with the aligned reads, or remove the sample")
     header = ByteRange(0, _range_end(index, first, bam_size))
     weights = {
         tid: index.window_bytes(tid, length)
@@ -391,17 +392,29 @@ def plan_from_store(
     manifest: dict[str, Any],
     settings: PlanSettings,
     cuts: dict[str, list[int]] | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> SamplePlan:
-    """Plan a staged sample: read its BAI and BAM header (only) from the store."""
+    """Plan a staged sample: read its BAI and BAM header (only) from the store.
+
+    The header must not say the BAM is unsorted and, given the staged ``reference``'s
+    manifest, must agree with it on every contig (name, length, MD5 where both have one).
+    """
     from pipeline.bai import parse_bai
     from pipeline.bamheader import parse_header
     from pipeline.bgzf import inflate
+    from pipeline.stage import reference_contigs
+    from pipeline.validate import check_contigs, check_sort_order, sq_tags
 
     bam = manifest["bam"]
     index = parse_bai(store.get(manifest["bai"]["key"], manifest["bai"].get("bucket")))
     first = index.first_record
     if first is None:
-        raise PlanError(f"BAM {bam['path']} of sample {sample} has no aligned reads; nothing to call")
+        raise PlanError(f"BAM {bam['path']} of sample {sample} has no aligned reads, so there is nothing to call: "
+                        "point the sample sheet at the BAM with the aligned reads, or remove the sample")
     raw = store.get_range(bam["key"], 0, _range_end(index, first, bam["size"]), bam.get("bucket"))
     header = parse_header(inflate(raw, allow_partial=True))
+    check_sort_order(header.sort_order, sample, bam["path"])
+    if reference is not None:
+        check_contigs(sample, header.contigs, sq_tags(header.text, "M5"), reference["fasta"]["path"],
+                      reference_contigs(store, reference))
     return plan_sample(sample, index, header.contigs, bam["key"], bam["size"], settings, cuts)

@@ -5,22 +5,48 @@ store, link) local files into the store through :class:`pipeline.storage.ObjectS
 skipping objects already there with the same size, and write a small JSON manifest
 naming each object's key, size and fingerprint. Every later step reads the inputs
 from the store only, through these manifests. A missing FASTA index is built first;
-a missing BAM index is built when the BAM is coordinate-sorted.
+a missing BAM index is built when the BAM is local and coordinate-sorted (beside the
+BAM, or in the manifest's folder when the BAM's folder is not writable).
+
+Staging is also where inputs are checked (:mod:`pipeline.validate`): a BAM must be a
+BAM, end with the BGZF EOF block, be sorted by coordinate and have an index no older
+than itself. The reference manifest lists each contig's name, length and (for a
+local FASTA) MD5, which planning compares with every BAM header.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pysam
 
+from pipeline.bamheader import BamHeader, BamHeaderError, parse_header
+from pipeline.bgzf import EOF_BLOCK, inflate
 from pipeline.storage import ObjectMissingError, ObjectStore, split_url
+from pipeline.validate import (
+    HEAD_BYTES,
+    InputError,
+    check_bam_start,
+    check_eof,
+    check_index_age,
+    check_sort_order,
+    fasta_contigs,
+    sort_fix,
+)
 
 logger = logging.getLogger(__name__)
+
+# Beyond this a BAM header is taken for corrupt (one with 200,000 contigs takes about 10 MB).
+MAX_HEADER_READ = 64 << 20
 
 
 class StageError(RuntimeError):
@@ -57,19 +83,127 @@ def _write(manifest: dict[str, Any], out: str | Path) -> None:
     os.replace(tmp, out)
 
 
-def stage_sample(store: ObjectStore, sample: str, bam: str, bai: str, out: str | Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def _stderr_into(sink: IO[bytes]) -> Iterator[None]:
+    """Send what C code (htslib) writes to file descriptor 2 into ``sink`` meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(sink.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _samtools(tool: str, *args: str) -> str | None:
+    """Run ``pysam.<tool>(*args)``; None on success, else the reason htslib gave."""
+    with tempfile.TemporaryFile() as err:
+        try:
+            with _stderr_into(err):
+                getattr(pysam, tool)(*args)
+            return None
+        except pysam.utils.SamtoolsError as exc:
+            err.seek(0)
+            said = [ln.strip() for ln in err.read().decode(errors="replace").splitlines() if ln.strip()]
+            logger.debug("samtools %s %s failed: %s %s", tool, " ".join(args), exc, said)
+            reasons = [ln.split("] ", 1)[-1] for ln in said if ln.startswith("[E::")] or said or [str(exc)]
+            return reasons[0]
+
+
+def check_local_bam(sample: str, bam: str) -> None:
+    """A local BAM is a BAM, complete (BGZF EOF block at the end) and not declared unsorted."""
+    with open(bam, "rb") as fh:
+        check_bam_start(fh.read(HEAD_BYTES), sample, bam)
+        fh.seek(max(0, os.fstat(fh.fileno()).st_size - len(EOF_BLOCK)))
+        check_eof(fh.read(), sample, bam)
+    check_sort_order(_local_header(sample, bam).sort_order, sample, bam)
+
+
+def _local_header(sample: str, bam: str) -> BamHeader:
+    """The header of a local BAM, read with our parser (htslib would also open, and judge, the index).
+
+    Reads the first MiB, then 4, 16 and 64 MiB while the header runs past what was read.
+    """
+    size = 1 << 20
+    with open(bam, "rb") as fh:
+        while True:
+            fh.seek(0)
+            data = fh.read(size)
+            try:
+                return parse_header(inflate(data, allow_partial=True))
+            except BamHeaderError as exc:
+                if len(data) < size or size >= MAX_HEADER_READ:
+                    raise InputError(f"the header of BAM {bam} of sample {sample} cannot be read ({exc}): "
+                                     "copy it again from its source, or write it again with samtools") from exc
+            size *= 4
+
+
+def check_remote_bam(store: ObjectStore, sample: str, url: str, obj: dict[str, Any]) -> None:
+    """A BAM in object storage ends with the BGZF EOF block: one ranged GET of its last 28 bytes.
+
+    Only when it does not, a second GET of its first block tells a truncated BAM from a
+    file that is no BAM at all.
+    """
+    size = obj["size"]
+    tail = store.get_range(obj["key"], max(0, size - len(EOF_BLOCK)), size, obj["bucket"])
+    if tail != EOF_BLOCK:
+        check_bam_start(store.get_range(obj["key"], 0, min(size, HEAD_BYTES), obj["bucket"]), sample, url)
+        check_eof(tail, sample, url)
+
+
+def local_index(sample: str, bam: str, bai: str, index_dir: str | Path) -> str:
+    """The index of a local BAM: ``bai`` if it exists and is not older than the BAM,
+    else one built now (beside the BAM if its folder is writable, else in ``index_dir``)."""
+    if os.path.exists(bai):
+        check_index_age(bai, bam, "BAM", f"samtools index {bam}")
+        return bai
+    ours = os.path.join(index_dir, f"{sample}.bam.bai")
+    if os.path.exists(ours) and int(os.path.getmtime(ours)) >= int(os.path.getmtime(bam)):
+        logger.info("BAM %s has no index beside it: using the one built by an earlier run, %s", bam, ours)
+        return ours
+    writable = os.access(os.path.dirname(os.path.abspath(bam)), os.W_OK)
+    target = bam + ".bai" if writable else ours
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    tmp = f"{target}.tmp{os.getpid()}"
+    t0 = time.monotonic()
+    try:
+        failed = _samtools("index", "-o", tmp, bam)
+        if failed is None:
+            os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    if failed is not None:
+        if "unsorted" in failed.lower():
+            raise InputError(f"BAM {bam} of sample {sample} has no index and cannot be indexed: it is not "
+                             f"sorted by coordinate ({failed}): {sort_fix(bam)}")
+        raise InputError(f"BAM {bam} of sample {sample} has no index and `samtools index` failed on it "
+                         f"({failed}): check the file, then index it with `samtools index {bam}`")
+    logger.info("BAM %s had no index: built %s in %.1f s%s", bam, target, time.monotonic() - t0,
+                "" if writable else " (the BAM's folder is not writable)")
+    return target
+
+
+def stage_sample(
+    store: ObjectStore, sample: str, bam: str, bai: str, out: str | Path, index_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Check and stage one sample's BAM and index; a missing index of a local BAM is built
+    (in ``index_dir``, by default the manifest's folder, when the BAM's folder is not writable)."""
     if split_url(bam):
         fix_bai = f"index it with `samtools index` and upload the .bai beside {bam}"
+        bam_obj = _in_place(store, bam, "BAM", "fix the path in the sample sheet")
+        check_remote_bam(store, sample, bam, bam_obj)
         manifest = {
             "sample": sample,
-            "bam": _in_place(store, bam, "BAM", "fix the path in the sample sheet"),
+            "bam": bam_obj,
             "bai": _in_place(store, bam + ".bai", "index of BAM", fix_bai),
         }
     else:
         if not os.path.exists(bam):
             raise StageError(f"BAM {bam} of sample {sample} not found; fix the path in the sample sheet")
-        if not os.path.exists(bai):
-            raise StageError(f"BAM {bam} is not indexed; create the index with `samtools index {bam}`")
+        check_local_bam(sample, bam)
+        bai = local_index(sample, bam, bai, Path(out).parent if index_dir is None else index_dir)
         bam_key = store.key("inputs", sample, os.path.basename(bam))
         manifest = {
             "sample": sample,
@@ -81,22 +215,54 @@ def stage_sample(store: ObjectStore, sample: str, bam: str, bai: str, out: str |
 
 
 def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> dict[str, Any]:
+    """Stage the reference and its index; the manifest's ``contigs`` list each contig's
+    name, length and MD5 (None for a reference already in object storage)."""
     if split_url(fasta):
         fix_fai = f"index it with `samtools faidx` and upload the .fai beside {fasta}"
-        manifest = {
+        manifest: dict[str, Any] = {
             "fasta": _in_place(store, fasta, "reference", "fix 'reference' in the config"),
             "fai": _in_place(store, fasta + ".fai", "index of reference", fix_fai),
         }
+        # The MD5s would take reading the whole reference out of the store: for a
+        # reference used in place, only contig names and lengths (its .fai) are compared
+        # with the BAM headers.
+        manifest["contigs"] = contigs_from_fai(store, manifest)
     else:
         if not os.path.exists(fasta):
             raise StageError(f"reference {fasta} not found; fix 'reference' in the config")
-        if not os.path.exists(fasta + ".fai"):
+        if os.path.exists(fasta + ".fai"):
+            check_index_age(fasta + ".fai", fasta, "reference", f"samtools faidx {fasta}")
+        else:
             logger.info("indexing %s", fasta)
-            pysam.faidx(fasta)
+            failed = _samtools("faidx", fasta)
+            if failed is not None:
+                raise InputError(f"reference {fasta} cannot be indexed ({failed}): check that it is a FASTA "
+                                 "file (plain or bgzip-compressed), then fix 'reference' in the config")
+        t0 = time.monotonic()
+        try:
+            contigs = fasta_contigs(fasta)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"reference {fasta} cannot be read through its index ({exc}): rebuild the index "
+                             f"with `samtools faidx {fasta}`") from exc
+        logger.info("MD5 of %d reference contigs computed in %.1f s", len(contigs), time.monotonic() - t0)
         key = store.key("reference", os.path.basename(fasta))
-        manifest = {"fasta": _staged(store, fasta, key), "fai": _staged(store, fasta + ".fai", key + ".fai")}
+        manifest = {"fasta": _staged(store, fasta, key), "fai": _staged(store, fasta + ".fai", key + ".fai"),
+                    "contigs": contigs}
     _write(manifest, out)
     return manifest
+
+
+def contigs_from_fai(store: ObjectStore, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Name and length (no MD5) of each contig of a staged reference, from its .fai in the store."""
+    from functions.slice import parse_fai
+
+    fai = parse_fai(store.get(manifest["fai"]["key"], manifest["fai"].get("bucket")).decode())
+    return [{"name": e.name, "length": e.length, "md5": None} for e in fai.values()]
+
+
+def reference_contigs(store: ObjectStore, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The reference's contigs: from its manifest, or its .fai for a manifest staged without them."""
+    return list(manifest.get("contigs") or contigs_from_fai(store, manifest))
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

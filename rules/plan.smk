@@ -1,9 +1,11 @@
-# Plan each sample's regions from its BAM index (read from the store).
+# Plan each sample's regions from its BAM index (read from the store), after checking
+# its header against the reference: a wrong reference stops here, before any function.
 
 
 rule plan:
     input:
-        f"{WORK}/staged/{{sample}}.json",
+        staged=f"{WORK}/staged/{{sample}}.json",
+        reference=f"{WORK}/staged/reference.json",
     output:
         f"{WORK}/plans/{{sample}}.tsv",
     log:
@@ -13,4 +15,4 @@ rule plan:
         python=PY,
     shell:
         "{params.python} -m pipeline.cli plan --settings {params.settings:q} --sample {wildcards.sample}"
-        " --staged {input} --out {output} --log {log}"
+        " --staged {input.staged} --reference {input.reference} --out {output} --log {log}"

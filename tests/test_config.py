@@ -62,9 +62,12 @@ def test_bad_config_is_one_line_naming_the_key(mutate, expect: str) -> None:
         ("name\tbam\nA\ta.bam\n", "missing column 'sample'"),
         ("sample\tbam\nA\ta.bam\textra\n", "row 2: expected 2 tab-separated fields"),
         ("sample\tbam\nA\n", "row 2: expected 2 tab-separated fields"),
-        ("sample\tbam\n../x\ta.bam\n", "row 2: sample: '../x' does not match"),
-        ("sample\tbam\nmy sample\ta.bam\n", "row 2: sample: 'my sample' does not match"),
-        ("sample\tbam\n", "lists no samples"),
+        ("sample\tbam\n../x\ta.bam\n", "row 2: sample '../x' is not allowed: use only letters, digits"),
+        ("sample\tbam\nmy sample\ta.bam\n", "row 2: sample 'my sample' is not allowed: use only letters"),
+        ("sample\tbam\nA\ta.bam\nx/y\tb.bam\n", "row 3: sample 'x/y' is not allowed: use only letters"),
+        ("sample\tbam\n", "lists no samples: add one line per sample"),
+        ("# a comment\nsample\tbam\n\nA\ta.bam\nA\tb.bam\n", "row 5: duplicate sample 'A' (also in row 4)"),
+        ("sample\tbam\nA\tnot-there.bam\n", "row 2: BAM not-there.bam of sample 'A' not found: fix the path"),
     ],
 )
 def test_bad_sample_sheet_is_one_line_naming_the_row(tmp_path: Path, sheet: str, expect: str) -> None:

@@ -14,6 +14,7 @@ from functions.bcftools_engine import BcftoolsParams
 from functions.slice import parse_fai
 from pipeline.call import CallError, call_samples, make_tasks
 from pipeline.executor import LithopsRunner
+from pipeline.merge import MergeError, merge_sample
 from pipeline.plan import read_plan
 from pipeline.vcfcompare import vcf_body
 
@@ -123,3 +124,20 @@ def test_reference_of_another_length_is_refused(store, tmp_path) -> None:
     ref = json.loads((tmp_path / "ref.json").read_text())
     with pytest.raises(CallError, match=r"contig 'chr2' \(97000 bp in sample sampleB's BAM\) has length 96000"):
         make_tasks(store, read_plan(tmp_path / "sampleB.plan.tsv"), man, ref, fai, BcftoolsParams())
+
+
+@pytest.mark.parametrize("damage", ["missing", "altered", "truncated"])
+def test_merge_refuses_a_lost_or_damaged_fragment(store, tmp_path, damage: str) -> None:
+    run_core(store, "sampleA", tmp_path, serial(store), 3)
+    calls = tmp_path / "sampleA.calls.json"
+    key = sorted(k for k in store.list(store.key("fragments", "sampleA") + "/") if k.endswith(".vcf.gz"))[1]
+    data = store.get(key)
+    if damage == "missing":
+        store.delete(key)
+    else:
+        store.put(key, data[:-100] if damage == "truncated" else data[:50] + bytes([data[50] ^ 1]) + data[51:])
+    out = tmp_path / "again.vcf.gz"
+    word = "missing" if damage == "missing" else r"damaged \(md5 mismatch\)"
+    with pytest.raises(MergeError, match=rf"sample sampleA region .*: fragment .* is {word}; "):
+        merge_sample(store, calls, str(DATA / "ref.fa"), str(out), str(tmp_path / "again.stats.txt"))
+    assert not out.exists() and not (tmp_path / "again.stats.txt").exists()

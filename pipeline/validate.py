@@ -1,0 +1,179 @@
+"""Check the inputs (BAMs, their indexes, the reference) before any function runs.
+
+Contract: each ``check_*`` function tests one fact about an input and raises
+:class:`InputError`, whose message is one line naming the file, the problem and the
+fix. They write nothing. Those that take bytes or headers are pure, so one check
+serves a local file (read directly) and an object already in storage (read with a
+ranged GET). :func:`fasta_contigs` reads a local FASTA once for each contig's name,
+length and MD5 (SAM specification, section 1.3: the MD5 of the uppercase sequence
+without line breaks), which is what ``@SQ M5`` in a BAM header holds.
+
+Where each check runs: staging checks a BAM's first and last bytes, its sort order
+and its index (building a missing one when it can); planning checks the BAM header
+against the reference, sample by sample, before the call step fans out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.bgzf import EOF_BLOCK, inflate
+
+# Sequence read per fetch while hashing a reference contig: bounds the memory used.
+MD5_CHUNK = 8 << 20
+# A BGZF block is at most 64 KiB: the first one tells what a file holds.
+HEAD_BYTES = 65536
+UNSORTED = ("unsorted", "queryname")
+
+
+class InputError(ValueError):
+    """An input file cannot be used; the message names it, the problem and the fix."""
+
+
+def bam_name(sample: str, path: str) -> str:
+    return f"BAM {path} of sample {sample}"
+
+
+def sort_fix(path: str) -> str:
+    """The commands that make a coordinate-sorted, indexed copy of ``path``."""
+    base = os.path.basename(path)
+    out = (base[:-4] if base.endswith(".bam") else base) + ".sorted.bam"
+    return (f"sort and index it with `samtools sort -o {out} {path} && samtools index {out}` "
+            f"and put {out} in the sample sheet")
+
+
+# -- what a file holds -------------------------------------------------------------
+def sniff(head: bytes) -> str | None:
+    """None if ``head`` (a file's first bytes) starts a BAM, else what the file looks like."""
+    if not head:
+        return "the file is empty"
+    if head[:2] == b"\x1f\x8b":
+        text = inflate(head, allow_partial=True)
+        if text[:4] == b"BAM\x01":
+            return None
+        if not text and head[:4] == b"\x1f\x8b\x08\x04" and len(head) < HEAD_BYTES:
+            return "its first BGZF block is cut short"
+        kind = _text_kind(text)
+        return f"it is a compressed {kind} file" if kind else "it is gzip-compressed, but not a BAM"
+    if head[:4] == b"CRAM":
+        return "it is a CRAM file"
+    if head[:4] == b"BAI\x01":
+        return "it is a BAM index"
+    kind = _text_kind(head)
+    return f"it looks like a {kind} file" if kind else "it does not start with the BAM magic bytes"
+
+
+def _text_kind(text: bytes) -> str | None:
+    if text[:1] == b">":
+        return "FASTA"
+    if text[:16] == b"##fileformat=VCF":
+        return "VCF"
+    if text[:1] == b"@":
+        return "SAM" if b"\t" in text.split(b"\n", 1)[0] else "FASTQ"
+    return None
+
+
+def check_bam_start(head: bytes, sample: str, path: str) -> None:
+    """``head``: the first bytes (up to :data:`HEAD_BYTES`) of the sample's BAM."""
+    kind = sniff(head)
+    if kind is not None:
+        raise InputError(
+            f"{bam_name(sample, path)} is not a BAM file ({kind}): fix its path in the sample sheet "
+            "(`samtools view -b` converts SAM or CRAM to BAM)"
+        )
+
+
+def check_eof(tail: bytes, sample: str, path: str) -> None:
+    """``tail``: the last 28 bytes of the sample's BAM, which must be the BGZF EOF block."""
+    if tail != EOF_BLOCK:
+        raise InputError(
+            f"{bam_name(sample, path)} is truncated (it does not end with the BGZF end-of-file block): "
+            "copy it again from its source, or write it again with samtools"
+        )
+
+
+def check_sort_order(sort_order: str | None, sample: str, path: str) -> None:
+    """A BAM whose header says it is not sorted by coordinate cannot be indexed or sliced."""
+    if sort_order in UNSORTED:
+        raise InputError(
+            f"{bam_name(sample, path)} is not sorted by coordinate (its header says @HD SO:{sort_order}): "
+            + sort_fix(path)
+        )
+
+
+def check_index_age(index: str, data: str, kind: str, fix: str) -> None:
+    """A local index must not be older than its data file (compared in whole seconds, as htslib does).
+
+    ``kind`` names the data file (``BAM``, ``reference``); ``fix`` is the command that rebuilds the index.
+    """
+    if int(os.path.getmtime(index)) < int(os.path.getmtime(data)):
+        raise InputError(
+            f"index {index} is older than its {kind} {data} (the {kind} changed after it was indexed): "
+            f"rebuild the index with `{fix}`"
+        )
+
+
+# -- the BAM header against the reference --------------------------------------------
+def sq_tags(header_text: str, tag: str) -> dict[str, str]:
+    """``tag`` (e.g. ``M5``) of each ``@SQ`` line that has it, by contig name."""
+    out = {}
+    for line in header_text.splitlines():
+        if line.startswith("@SQ\t"):
+            fields = dict(f.split(":", 1) for f in line.split("\t")[1:] if ":" in f)
+            if "SN" in fields and tag in fields:
+                out[fields["SN"]] = fields[tag]
+    return out
+
+
+def check_contigs(
+    sample: str,
+    bam_contigs: Sequence[tuple[str, int]],
+    bam_md5: Mapping[str, str],
+    reference: str,
+    ref_contigs: Sequence[Mapping[str, Any]],
+) -> None:
+    """Every contig of the BAM header is in the reference, with the same length and,
+    where both sides know it, the same MD5.
+
+    ``ref_contigs``: ``{"name", "length", "md5"}`` per reference contig (``md5`` may be None).
+    """
+    ref = {c["name"]: c for c in ref_contigs}
+    fix = "use the reference the reads were aligned to"
+    for name, length in bam_contigs:
+        entry = ref.get(name)
+        if entry is None:
+            names = [c["name"] for c in ref_contigs]
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise InputError(
+                f"contig {name!r} of sample {sample}'s BAM is not in reference {reference} "
+                f"(its contigs: {shown}): {fix}"
+            )
+        if entry["length"] != length:
+            raise InputError(
+                f"contig {name!r} is {length:,} bp in sample {sample}'s BAM but {entry['length']:,} bp "
+                f"in reference {reference}: {fix}"
+            )
+        m5, md5 = bam_md5.get(name), entry.get("md5")
+        if m5 and md5 and m5.lower() != md5.lower():
+            raise InputError(
+                f"contig {name!r} has MD5 {m5.lower()} in sample {sample}'s BAM header (@SQ M5) but "
+                f"{md5} in reference {reference}: {fix}"
+            )
+
+
+# -- the reference -------------------------------------------------------------------
+def fasta_contigs(fasta: str) -> list[dict[str, Any]]:
+    """Name, length and MD5 of each contig of an indexed local FASTA, in .fai order."""
+    import pysam
+
+    out = []
+    with pysam.FastaFile(fasta) as fa:
+        for name, length in zip(fa.references, fa.lengths, strict=True):
+            md5 = hashlib.md5()
+            for start in range(0, length, MD5_CHUNK):
+                md5.update(fa.fetch(name, start, min(length, start + MD5_CHUNK)).upper().encode())
+            out.append({"name": name, "length": length, "md5": md5.hexdigest()})
+    return out
