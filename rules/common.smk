@@ -36,6 +36,13 @@ def get_reference():
     return [] if SETTINGS.reference_is_remote else SETTINGS.reference
 
 
+def get_storage_checked():
+    """The check_storage marker, for a remote store only: a local folder needs no check
+    (and the run saves one job before staging)."""
+    backend = SETTINGS.lithops.get("lithops", {}).get("storage")  # Lithops defaults to aws_s3
+    return [] if backend == "localhost" else f"{WORK}/storage.checked"
+
+
 def get_final_outputs():
     return expand(
         ["results/{sample}.vcf.gz", "results/{sample}.vcf.gz.tbi", "results/{sample}.stats.txt"],

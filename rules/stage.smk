@@ -1,7 +1,8 @@
 # Stage inputs into object storage; later steps read them from the store only.
 
 
-# One job checks the store first, so a wrong key, bucket or endpoint gives one line.
+# With a remote store one job checks it first, so a wrong key, bucket or endpoint
+# gives one line (see get_storage_checked).
 rule check_storage:
     output:
         temp(f"{WORK}/storage.checked"),
@@ -17,7 +18,7 @@ rule check_storage:
 rule stage_reference:
     input:
         get_reference(),
-        f"{WORK}/storage.checked",
+        get_storage_checked(),
     output:
         f"{WORK}/staged/reference.json",
     log:
@@ -32,7 +33,7 @@ rule stage_reference:
 rule stage_sample:
     input:
         bam=get_bam,
-        checked=f"{WORK}/storage.checked",
+        checked=get_storage_checked(),
     output:
         f"{WORK}/staged/{{sample}}.json",
     log:
