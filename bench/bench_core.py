@@ -3,12 +3,14 @@
 same run.
 
 1. Generates (once; fixed seed; not committed) a larger dataset with
-   ``test_data/generate.py``: by default a 5 Mb genome at 30x, 2 x 150 bp.
+   ``test_data/generate.py``: by default a 20 Mb genome at 30x, 2 x 150 bp (about
+   5 minutes on 2 cores; ``--genome-size 5000000`` for a quicker, 5 Mb run, where
+   the workflow's fixed costs weigh more).
 2. Times single-process ``bcftools mpileup | bcftools call -m`` (pysam's bcftools,
    the pipeline's own parameters) on the whole BAM.
 3. Times the whole workflow through the real ``snakemake`` command line in a
    scratch directory: stage, plan, one Lithops localhost map with 2 workers, merge.
-4. Repeats both (``--repeats``, default 3: this machine's timings vary by 10-20 %)
+4. Repeats both (``--repeats``, default 2: this machine's timings vary by 10-20 %)
    and prints the median wall times, their ratio, the bytes the functions read against the
    BAM size, GETs per region, and whether the two VCF bodies are identical.
 
@@ -53,12 +55,13 @@ def ensure_data(data: Path, genome_size: int, coverage: float, seed: int) -> Non
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "svc-bench-data")
-    ap.add_argument("--genome-size", type=int, default=5_000_000)
+    ap.add_argument("--data", type=Path, default=None,
+                    help="dataset folder (reused when present); default: $TMPDIR/svc-bench-<genome size>-<coverage>x")
+    ap.add_argument("--genome-size", type=int, default=20_000_000)
     ap.add_argument("--coverage", type=float, default=30)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--regions", type=int, default=16, help="plan.n_regions for the pipeline")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each; medians are reported")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs of each; medians are reported")
     ap.add_argument("--sample", default="sampleA")
     ap.add_argument("--keep", action="store_true", help="keep the scratch working directory")
     ap.add_argument("--lithops-config", type=Path, default=None,
@@ -66,6 +69,8 @@ def main() -> None:
                          "default: config/lithops/localhost.yaml")
     ap.add_argument("--bucket", default=None, help="storage.bucket for the pipeline run")
     args = ap.parse_args()
+    if args.data is None:
+        args.data = Path(tempfile.gettempdir()) / f"svc-bench-{args.genome_size}-{args.coverage:g}x"
 
     ensure_data(args.data, args.genome_size, args.coverage, args.seed)
     bam = args.data / f"{args.sample}.bam"

@@ -16,7 +16,9 @@ back to the store
   alone), seconds, the fragment's md5.
 
 It returns the stats. Any failure raises :class:`RegionError` naming the sample,
-region and object being read.
+region and object being read. A task with a ``faults`` entry (tests only, see
+:mod:`functions.faults`) first has its injected fault, if it draws one; the stats
+then also say which attempt this was and what was injected into it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import pysam
 
 from functions.bcftools_engine import BcftoolsParams, run_bcftools
+from functions.faults import FaultSettings, inject
 from functions.slice import FaiEntry, fetch_bam_slice, fetch_reference_window
 from pipeline.bai import Chunk
 from pipeline.storage import ObjectStore
@@ -60,6 +63,7 @@ def call_region(task: dict[str, Any], storage: Any = None) -> dict[str, Any]:
 def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
     t0 = time.monotonic()
     store = ObjectStore.from_description(task["store"], storage)
+    injected = inject(FaultSettings.from_dict(task["faults"]), store, task) if task.get("faults") else {}
     bam, ref, region = task["bam"], task["reference"], task["region"]
     params = BcftoolsParams.from_dict(task["params"])
     start, end, chrom = region["start"], region["end"], region["chrom"]
@@ -111,6 +115,7 @@ def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
             "bam_get_bytes": bam_bytes,
             "seconds": round(time.monotonic() - t0, 3),
             "key": task["key"],
+            **injected,
         }
         store.put(task["out_key"] + ".vcf.gz", data)
         store.put(task["out_key"] + ".json", json.dumps(stats, sort_keys=True).encode())

@@ -3,9 +3,16 @@
 Contract: :func:`call_samples` builds one task per region of every sample's plan,
 keys each fragment by what produced it (:func:`fragment_key`: the BAM and reference
 fingerprints, the region, the engine and its parameters, the code version), reuses
-fragments already in the store whose stats record says they are complete, runs the
+fragments already in the store that are intact (their stats object is readable and
+names the same key, and the fragment has the size and md5 the stats record), runs the
 rest in one map through the given runner, and writes one JSON manifest per sample
-listing its fragments in plan order. It returns a :class:`CallSummary`.
+listing its fragments in plan order, each with ``reused`` and, for those computed,
+``attempts`` (1 + the retries it took). A result that names another fragment key
+than its task's is refused (:class:`CallError`): stats are never filed under the
+wrong region. It returns a :class:`CallSummary`.
+
+Injected faults (config ``faults``, for tests) travel in the tasks; they are not
+part of the fragment key, since they never change a result.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import pipeline
 from functions.bcftools_engine import BcftoolsParams, bcftools_version
 from functions.call_region import call_region
 from functions.slice import parse_fai
-from pipeline.executor import LithopsRunner, SerialRunner
+from pipeline.executor import FanOutError, LithopsRunner, SerialRunner, task_label
 from pipeline.plan import SamplePlan
 from pipeline.storage import ObjectMissingError, ObjectStore
 
@@ -44,12 +51,15 @@ class CallSummary:
     gets: int
     bam_bytes: int
     seconds: float
+    retries: int = 0
+    retried_regions: int = 0
 
     def line(self) -> str:
         ratio = self.get_bytes / self.bam_bytes if self.bam_bytes else 0.0
+        retried = f"{self.retries} retries ({self.retried_regions} regions); " if self.retries else ""
         return (
             f"called {self.samples} sample(s) in {self.regions} regions: "
-            f"{self.computed} functions run, {self.reused} fragments reused; "
+            f"{self.computed} functions run, {self.reused} fragments reused; {retried}"
             f"read {self.get_bytes / 1e6:.2f} MB in {self.gets} GETs "
             f"({ratio:.2f} x BAM size) in {self.seconds:.1f} s"
         )
@@ -76,6 +86,7 @@ def make_tasks(
     ref_manifest: dict[str, Any],
     fai: dict[str, Any],
     params: BcftoolsParams,
+    faults: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     bam = sample_manifest["bam"]
     tasks = []
@@ -108,6 +119,7 @@ def make_tasks(
             "params": params.as_dict(),
             "key": key,
             "out_key": store.key("fragments", plan.sample, f"{r.index:05d}-{key}"),
+            **({"faults": faults} if faults and faults.get("probability") else {}),
         })
     return tasks
 
@@ -131,14 +143,32 @@ def check_staged(store: ObjectStore, manifests: list[dict[str, Any]]) -> None:
 
 
 def existing_fragment(store: ObjectStore, task: dict[str, Any], present: set[str]) -> dict[str, Any] | None:
-    """The stats of a finished fragment for this task, or None."""
+    """The stats of a finished, intact fragment for this task, or None."""
     vcf, meta = task["out_key"] + ".vcf.gz", task["out_key"] + ".json"
     if vcf not in present or meta not in present:
         return None
-    stats = dict(json.loads(store.get(meta)))
-    if stats.get("key") != task["key"] or store.head(vcf).size != stats.get("size"):
+    try:
+        stats = dict(json.loads(store.get(meta)))
+    except (ValueError, TypeError):  # cut short: the function was killed while writing it
+        logger.debug("stats %s unreadable: recomputing its fragment", meta)
+        return None
+    if stats.get("key") != task["key"] or not fragment_intact(store, vcf, stats):
         return None
     return stats
+
+
+def fragment_intact(store: ObjectStore, key: str, stats: dict[str, Any]) -> bool:
+    """Has the fragment the size and md5 its stats record? (A GET, unless the ETag is the md5.)"""
+    info = store.head(key)
+    if info.size != stats.get("size"):
+        logger.info("fragment %s has another size than when it was written: recomputing it", key)
+        return False
+    if info.etag and info.etag.strip('"') == stats.get("md5"):
+        return True  # S3 and the like: a single-part object's ETag is its md5
+    if hashlib.md5(store.get(key)).hexdigest() != stats.get("md5"):
+        logger.info("fragment %s has another md5 than when it was written: recomputing it", key)
+        return False
+    return True
 
 
 def call_samples(
@@ -149,13 +179,14 @@ def call_samples(
     params: BcftoolsParams,
     runner: SerialRunner | LithopsRunner,
     out_manifests: dict[str, str | Path],
+    faults: dict[str, Any] | None = None,
 ) -> CallSummary:
     t0 = time.monotonic()
     check_staged(store, [ref_manifest, *(sample_manifests[p.sample] for p in plans)])
     fai = parse_fai(store.get(ref_manifest["fai"]["key"], ref_manifest["fai"].get("bucket")).decode())
     tasks: list[dict[str, Any]] = []
     for plan in plans:
-        tasks += make_tasks(store, plan, sample_manifests[plan.sample], ref_manifest, fai, params)
+        tasks += make_tasks(store, plan, sample_manifests[plan.sample], ref_manifest, fai, params, faults)
     present: set[str] = set()
     for plan in plans:
         present.update(store.list(store.key("fragments", plan.sample) + "/"))
@@ -176,8 +207,19 @@ def call_samples(
         logger.debug("region %s %s: %d ranges", t["sample"], t["region"]["name"], len(t["region"]["ranges"]))
     # Heaviest regions first: the last functions to finish are then the light ones.
     todo.sort(key=lambda t: -t["region"]["est_bytes"])
-    for t, stats in zip(todo, runner.run(call_region, todo, what="calling regions"), strict=True):
-        done[t["out_key"]] = {**stats, "reused": False}
+    if any("faults" in t for t in todo):
+        logger.warning("injecting faults into the functions (config 'faults', for tests): %s", faults)
+    try:
+        results = runner.run(call_region, todo, what="calling regions")
+    except FanOutError as exc:
+        raise exc.reordered([task_label(t) for t in tasks]) from exc
+    for t, stats, attempts in zip(todo, results, runner.attempts, strict=True):
+        if stats.get("key") != t["key"]:  # never merge a fragment under another region's stats
+            raise CallError(
+                f"the result for sample {t['sample']} region {t['region']['name']} is that of another task "
+                f"(region {stats.get('name')}): the executor mixed up its calls; run the step again"
+            )
+        done[t["out_key"]] = {**stats, "reused": False, "attempts": attempts}
     for plan in plans:
         frags = [
             {**done[t["out_key"]], "out_key": t["out_key"]}
@@ -188,6 +230,7 @@ def call_samples(
         Path(tmp).write_text(json.dumps(
             {"sample": plan.sample, "code": code_version(), "engine": "bcftools",
              "params": params.as_dict(), "command": params.describe(),
+             "retries": sum(f.get("attempts", 1) - 1 for f in frags if not f["reused"]),
              "fragments": frags}, indent=1) + "\n")
         os.replace(tmp, out)
     computed = [s for s in done.values() if not s["reused"]]
@@ -197,4 +240,6 @@ def call_samples(
         get_bytes=sum(s["get_bytes"] for s in computed), gets=sum(s["gets"] for s in computed),
         bam_bytes=sum(sample_manifests[p.sample]["bam"]["size"] for p in plans),
         seconds=time.monotonic() - t0,
+        retries=sum(s["attempts"] - 1 for s in computed),
+        retried_regions=sum(s["attempts"] > 1 for s in computed),
     )

@@ -97,7 +97,7 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
     from functions.bcftools_engine import BcftoolsParams
-    from pipeline.call import call_samples
+    from pipeline.call import CallError, call_samples
     from pipeline.plan import read_plan
     from pipeline.stage import read_manifest
 
@@ -109,7 +109,15 @@ def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
     outs = dict(zip([p.sample for p in plans], args.out, strict=True))
     runner = make_runner(settings.executor, settings.lithops)
     store = open_store(settings)
-    summary = call_samples(store, plans, staged, read_manifest(args.reference), params, runner, outs)
+    try:
+        summary = call_samples(store, plans, staged, read_manifest(args.reference), params, runner, outs,
+                               faults=settings.faults)
+    except FanOutError as exc:
+        where = f" (each region's error is in {args.log})" if args.log else ""
+        raise CallError(
+            f"{exc}; the regions that finished are kept: run `snakemake --cores 2` again "
+            f"to call only the failed ones{where}"
+        ) from exc
     logger.info(summary.line())
     logger.info("the call step itself (checks, reused fragments' stats): %s", store.counts.line())
 
@@ -160,7 +168,11 @@ def setup_logging(log: str | None, debug: bool) -> None:
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.DEBUG if debug else logging.INFO)
     console.setFormatter(logging.Formatter("%(message)s"))
-    console.addFilter(lambda r: r.name.startswith("pipeline") or r.levelno >= logging.WARNING)
+    # Lithops warns of every failed call without naming its region; the runner logs each
+    # retry with its region and reason in the log file, and the summary counts them.
+    console.addFilter(
+        lambda r: r.name.startswith("pipeline") or (r.levelno >= logging.WARNING and r.name != "lithops.future")
+    )
     root.addHandler(console)
     if log:
         os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)

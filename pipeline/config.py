@@ -78,6 +78,10 @@ class Settings:
     def executor(self) -> dict[str, Any]:
         return dict(self.raw["executor"])
 
+    @property
+    def faults(self) -> dict[str, Any]:
+        return dict(self.raw["faults"])
+
     def sample(self, name: str) -> Sample:
         for s in self.samples:
             if s.name == name:

@@ -6,6 +6,18 @@ tasks (a function that declares a ``storage`` parameter also gets an open
 config, so no credentials travel in the tasks; the serial runner passes the one it
 was given), returns the results in task order, shows a progress bar while it waits, and
 raises :class:`FanOutError` naming every task that still failed after its retries.
+After a run, ``attempts`` holds how many times each task was tried, in task order.
+
+A ``timeout`` (seconds per call) is enforced by Lithops itself: the worker kills a
+call that runs longer and reports a ``TimeoutError``, and the client gives up on a
+call whose worker never reports (a lost worker) ``timeout`` + 5 s after it started;
+both count as failures and are retried. Lithops cannot see a call whose worker was
+lost before starting it, so :class:`LithopsRunner` also gives up on every call still
+pending when nothing at all has happened for ``timeout`` + :attr:`~LithopsRunner.stall_grace`
+seconds: a run never waits for ever. The serial runner enforces the timeout with
+``SIGALRM`` (main thread only; a call busy inside C code is interrupted when it returns).
+Each run starts a Lithops session of its own, never one inherited through the
+environment (see :func:`_leave_inherited_lithops_session`).
 *What* runs (the function, the tasks) is kept apart from *how* it runs, so the same
 tests go through both runners. Only :class:`LithopsRunner` knows about Lithops.
 """
@@ -14,8 +26,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tqdm import tqdm
@@ -25,18 +42,67 @@ logger = logging.getLogger(__name__)
 Task = dict[str, Any]
 
 
+# Regions named in a FanOutError's message; the others are counted (all are in ``failures``).
+NAMED_FAILURES = 20
+
+
 class FanOutError(RuntimeError):
     """Some functions failed for good; ``failures`` maps task label to message."""
 
-    def __init__(self, failures: dict[str, str], total: int) -> None:
+    def __init__(self, failures: dict[str, str], total: int, retries: int = 0) -> None:
         self.failures = failures
-        first = "; ".join(f"{k}: {v}" for k, v in list(failures.items())[:3])
-        more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
-        super().__init__(f"{len(failures)} of {total} functions failed: {first}{more}")
+        self.total = total
+        self.retries = retries
+        labels = list(failures)
+        named = ", ".join(labels[:NAMED_FAILURES])
+        more = f" and {len(labels) - NAMED_FAILURES} more" if len(labels) > NAMED_FAILURES else ""
+        tried = f" (each tried {retries + 1} times)" if retries else ""
+        first_label, first = next(iter(failures.items()))
+        super().__init__(
+            f"{len(failures)} of {total} functions failed{tried}: {named}{more}; "
+            f"first error, {first_label}: {first}"
+        )
+
+    def reordered(self, labels: list[str]) -> FanOutError:
+        """The same failures, named in the order of ``labels`` (the plan's, say)."""
+        rank = {label: i for i, label in enumerate(labels)}
+        ordered = dict(sorted(self.failures.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+        return FanOutError(ordered, self.total, self.retries)
+
+
+class CallTimeout(TimeoutError):
+    """A call ran longer than the runner's timeout (serial runner)."""
 
 
 def task_label(task: Task) -> str:
     return f"{task.get('sample', '?')} {task.get('region', {}).get('name', '?')}"
+
+
+def describe_error(exc: BaseException | None) -> str:
+    """One line for a failed call: the exception's type and message."""
+    if exc is None:
+        return "the function failed without saying why"
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`CallTimeout` in this thread after ``seconds`` (main thread, Unix; else no limit)."""
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise CallTimeout(f"the function exceeded its time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _bar(total: int, show: bool, what: str) -> tqdm:
@@ -49,81 +115,165 @@ def _bar(total: int, show: bool, what: str) -> tqdm:
 class SerialRunner:
     """Calls the function in this process, one task after another (debugging, tests)."""
 
-    def __init__(self, retries: int = 0, progress: bool = True, storage: Any = None) -> None:
+    def __init__(
+        self, retries: int = 0, progress: bool = True, storage: Any = None, timeout: float | None = None
+    ) -> None:
         self.retries = retries
         self.progress = progress
         self.storage = storage
+        self.timeout = timeout
+        self.attempts: list[int] = []
 
     def __repr__(self) -> str:
-        return f"SerialRunner(retries={self.retries})"
+        return f"SerialRunner(retries={self.retries}, timeout={self.timeout})"
 
     def run(self, func: Callable[[Task], Any], tasks: list[Task], what: str = "calling") -> list[Any]:
         results: list[Any] = []
         failures: dict[str, str] = {}
+        self.attempts = []
         extra = {"storage": self.storage} if "storage" in inspect.signature(func).parameters else {}
         with _bar(len(tasks), self.progress, what) as bar:
             for task in tasks:
                 for attempt in range(self.retries + 1):
                     try:
-                        results.append(func(task, **extra))
+                        with _time_limit(self.timeout):
+                            results.append(func(task, **extra))
                         break
                     except Exception as exc:  # report, retry, then give up on this task
                         logger.debug("attempt %d of %s failed: %s", attempt + 1, task_label(task), exc)
                         if attempt == self.retries:
-                            failures[task_label(task)] = str(exc)
+                            failures[task_label(task)] = describe_error(exc)
                             results.append(None)
+                self.attempts.append(attempt + 1)
                 bar.update(1)
         if failures:
-            raise FanOutError(failures, len(tasks))
+            raise FanOutError(failures, len(tasks), self.retries)
         return results
 
 
 class LithopsRunner:
     """Maps the function over the tasks with a Lithops ``FunctionExecutor``.
 
-    Failed calls are retried by Lithops' ``RetryingFunctionExecutor``.
+    Failed calls are retried by Lithops' ``RetryingFunctionExecutor``; ``timeout``
+    is passed to Lithops as each call's limit (None: the Lithops config's
+    ``execution_timeout``).
     """
 
-    def __init__(self, lithops_config: dict[str, Any], retries: int = 2, progress: bool = True) -> None:
+    #: Seconds of nothing happening, beyond the call time limit, after which the
+    #: calls still pending are given up on (their worker was lost before it reported).
+    stall_grace: float = 30.0
+    #: Seconds between two looks at the calls' statuses.
+    poll_seconds: float = 0.2
+
+    def __init__(
+        self, lithops_config: dict[str, Any], retries: int = 2, progress: bool = True, timeout: float | None = None
+    ) -> None:
         self.lithops_config = lithops_config
         self.retries = retries
         self.progress = progress
+        self.timeout = timeout
+        self.attempts: list[int] = []
 
     def __repr__(self) -> str:
         lt = self.lithops_config.get("lithops", {})
-        return f"LithopsRunner(backend={lt.get('backend')!r}, storage={lt.get('storage')!r}, retries={self.retries})"
+        return (f"LithopsRunner(backend={lt.get('backend')!r}, storage={lt.get('storage')!r}, "
+                f"retries={self.retries}, timeout={self.timeout})")
+
+    def call_limit(self, config: dict[str, Any]) -> float:
+        """Seconds a call may run: ours, else the one Lithops applies (its loaded config)."""
+        return float(self.timeout or config.get("lithops", {}).get("execution_timeout") or 1800)
 
     def run(self, func: Callable[[Task], Any], tasks: list[Task], what: str = "calling") -> list[Any]:
+        self.attempts = []
         if not tasks:
             return []
         import lithops
         from lithops.retries import RetryingFunctionExecutor
-        from lithops.wait import ANY_COMPLETED
+        from lithops.wait import ALWAYS
 
         cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in self.lithops_config.items()}
+        _leave_inherited_lithops_session()
+        timeout = None if self.timeout is None else max(1, round(self.timeout))
         with lithops.FunctionExecutor(config=cfg) as fexec:
+            stall = self.call_limit(fexec.config) + self.stall_grace
             rexec = RetryingFunctionExecutor(fexec)
-            futures = rexec.map(func, [{"task": t} for t in tasks], retries=self.retries)
+            futures = rexec.map(func, [{"task": t} for t in tasks], retries=self.retries, timeout=timeout)
             pending = list(futures)
+            calls = {id(f): f.response_future for f in futures}  # the call each task waits on now
+            lost: set[int] = set()
             with _bar(len(tasks), self.progress, what) as bar:
+                last_event = time.monotonic()
                 while pending:
+                    # ALWAYS: look once and return, so that this loop keeps the time
+                    # (Lithops' own wait timeout is a SIGALRM that abandons the job).
                     done, pending = rexec.wait(
-                        pending, throw_except=False, return_when=ANY_COMPLETED,
-                        show_progressbar=False, wait_dur_sec=0.2,
+                        pending, throw_except=False, return_when=ALWAYS, show_progressbar=False,
                     )
-                    bar.update(len(done))
+                    retried = self._note_retries(tasks, futures, calls)
+                    if done or retried:
+                        last_event = time.monotonic()
+                        bar.update(len(done))
+                    elif time.monotonic() - last_event > stall:
+                        lost = {id(f) for f in pending}
+                        logger.warning(
+                            "no call reported back for %.0f s: giving up on the %d still pending", stall, len(lost)
+                        )
+                        break
+                    else:
+                        time.sleep(self.poll_seconds)
             results: list[Any] = []
             failures: dict[str, str] = {}
             for task, fut in zip(tasks, futures, strict=True):
-                if fut.error:
-                    exc = fut._exception[1] if fut._exception else None
-                    failures[task_label(task)] = str(exc) if exc else "function failed"
+                if id(fut) in lost:
+                    failures[task_label(task)] = (
+                        f"no answer from its function for {stall:.0f} s: its worker was lost, or never started it"
+                    )
+                    self.attempts.append(fut.failure_count + 1)
+                    results.append(None)
+                elif fut.error:
+                    failures[task_label(task)] = describe_error(fut._exception[1] if fut._exception else None)
+                    self.attempts.append(fut.failure_count)
                     results.append(None)
                 else:
+                    self.attempts.append(fut.failure_count + 1)
                     results.append(fut.result(throw_except=False))
+        for label, message in failures.items():
+            logger.debug("%s failed for good: %s", label, message)
         if failures:
-            raise FanOutError(failures, len(tasks))
+            raise FanOutError(failures, len(tasks), self.retries)
         return results
+
+    @staticmethod
+    def _note_retries(tasks: list[Task], futures: list[Any], calls: dict[int, Any]) -> int:
+        """Log each failed call that Lithops has just resubmitted (with why it failed); how many."""
+        n = 0
+        for task, fut in zip(tasks, futures, strict=True):
+            before = calls[id(fut)]
+            if fut.response_future is not before:
+                exc = before._exception[1] if before.error and before._exception else None
+                logger.debug("%s: attempt %d failed, retrying: %s", task_label(task), fut.failure_count,
+                             describe_error(exc))
+                calls[id(fut)] = fut.response_future
+                n += 1
+        return n
+
+
+# Lithops names each executor "<session>-<n>" and its calls' status and result objects
+# after it, and hands its session on to child processes through these variables.
+_LITHOPS_SESSION_VARS = ("__LITHOPS_SESSION_ID", "__LITHOPS_TOTAL_EXECUTORS")
+
+
+def _leave_inherited_lithops_session() -> None:
+    """Do not join a Lithops session inherited from the process that started this one.
+
+    Two runs started by one process that used Lithops (a notebook, a test session)
+    would otherwise both name their executor "<session>-<n+1>": after a killed run,
+    the next one found the dead run's call statuses and results in the store under
+    its own executor's name and took them for its own (other regions' stats).
+    Within one process Lithops keeps its session and counter, so ids stay unique.
+    """
+    for var in _LITHOPS_SESSION_VARS:
+        os.environ.pop(var, None)
 
 
 def make_runner(executor: dict[str, Any], lithops_config: dict[str, Any]) -> SerialRunner | LithopsRunner:
@@ -131,5 +281,7 @@ def make_runner(executor: dict[str, Any], lithops_config: dict[str, Any]) -> Ser
         from pipeline.storage import open_lithops_storage
 
         storage = open_lithops_storage(lithops_config)
-        return SerialRunner(executor.get("retries", 0), executor.get("progress", True), storage)
-    return LithopsRunner(lithops_config, executor.get("retries", 2), executor.get("progress", True))
+        return SerialRunner(executor.get("retries", 0), executor.get("progress", True), storage,
+                            executor.get("timeout"))
+    return LithopsRunner(lithops_config, executor.get("retries", 2), executor.get("progress", True),
+                         executor.get("timeout"))

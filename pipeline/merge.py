@@ -33,13 +33,16 @@ class MergeError(RuntimeError):
 
 def _fragment_body(store: ObjectStore, frag: dict[str, Any], sample: str) -> tuple[list[str], list[str]]:
     key = frag["out_key"] + ".vcf.gz"
-    fix = "rerun the workflow (`snakemake --forcerun call`) to recompute it"
+    fix = "`snakemake --cores 2 --forcerun call` recomputes it (and reuses the intact fragments)"
     try:
         data = store.get(key)
     except ObjectMissingError as exc:
         raise MergeError(f"sample {sample} region {frag['name']}: fragment {key} is missing; {fix}") from exc
     if hashlib.md5(data).hexdigest() != frag["md5"]:
-        raise MergeError(f"sample {sample} region {frag['name']}: fragment {key} is damaged (md5 mismatch); {fix}")
+        raise MergeError(
+            f"sample {sample} region {frag['name']}: fragment {key} is damaged (md5 mismatch); "
+            f"it changed in the store after it was written: {fix}"
+        )
     text = gzip.decompress(data).decode()
     header: list[str] = []
     body: list[str] = []

@@ -4,7 +4,9 @@ through Lithops."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from pathlib import Path
 _SESSION_TMP = tempfile.mkdtemp(prefix="svc-tests-")
 os.environ["TMPDIR"] = _SESSION_TMP
 tempfile.tempdir = None
+# Removed when the session ends (pytest's own tmp_path folders live in there too).
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 
 import pytest  # noqa: E402
 

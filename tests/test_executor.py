@@ -4,6 +4,8 @@ the same checks through the serial runner and through Lithops."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import pytest
 from conftest import LITHOPS_LOCAL
@@ -58,3 +60,46 @@ def test_a_failed_call_is_retried(kind: str, tmp_path) -> None:
         os.remove(t["marker"])
     with pytest.raises(FanOutError, match="transient"):
         RUNNERS[kind](0).run(flaky, ts)
+
+
+def sleepy(task: dict) -> int:
+    time.sleep(task["sleep"])
+    return task["x"]
+
+
+def lose_worker_once(task: dict) -> int:
+    """The first attempt kills the Lithops worker process running it (and itself): a lost worker."""
+    marker = task["marker"]
+    if task["lose"] and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getppid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return task["x"]
+
+
+def test_serial_runner_stops_a_call_at_its_time_limit() -> None:
+    ts = [{"sample": "s", "region": {"name": f"r{i}"}, "x": i, "sleep": s} for i, s in enumerate([0, 30, 0])]
+    t0 = time.monotonic()
+    with pytest.raises(FanOutError) as err:
+        SerialRunner(retries=1, progress=False, timeout=0.3).run(sleepy, ts)
+    assert time.monotonic() - t0 < 5
+    assert err.value.failures == {"s r1": "CallTimeout: the function exceeded its time limit of 0.3 s"}
+
+
+def test_lithops_runner_never_waits_for_ever_on_lost_workers(tmp_path) -> None:
+    # Both workers of the job are lost with the first two calls: Lithops gives up on
+    # those two at their time limit (+5 s) and retries them; nobody ever runs the
+    # third, which the runner gives up on when nothing has happened for the time
+    # limit + stall_grace (which must exceed Lithops' own 5 s, or the runner would
+    # give up on the first two before Lithops could retry them).
+    ts = [{"sample": "s", "region": {"name": f"r{i}"}, "x": i, "lose": i < 2, "marker": str(tmp_path / f"m{i}")}
+          for i in range(3)]
+    runner = LithopsRunner(LITHOPS_LOCAL, retries=1, progress=False, timeout=1)
+    runner.stall_grace = 6
+    t0 = time.monotonic()
+    with pytest.raises(FanOutError) as err:
+        runner.run(lose_worker_once, ts)
+    assert time.monotonic() - t0 < 30
+    lost = "no answer from its function for 7 s: its worker was lost, or never started it"
+    assert err.value.failures == {"s r2": lost}
+    assert runner.attempts == [2, 2, 1]

@@ -1,0 +1,98 @@
+"""Injected failures, for testing how the pipeline copes with them (config section ``faults``).
+
+Contract: :func:`inject` is called by a function before it does any work, with the
+task's ``faults`` settings (:class:`FaultSettings`). It numbers this attempt at the
+task — one marker object per attempt in the store, under
+``<prefix>/faults/<sample>/<fragment key>/``, so a retried call, which Lithops runs
+with the very same input, gets the next number — and draws a number in [0, 1) from
+the seed, the sample, the region and the attempt number alone: the same settings
+fail the same attempts on every run, whatever the backend or the order the calls run
+in. When the draw is below ``probability`` the same draw picks one of the modes:
+
+* ``raise`` — the function raises :class:`InjectedFault`;
+* ``kill`` — the function kills its own process with SIGKILL, as the out-of-memory
+  killer would (in a Lithops worker only: in the pipeline's own process, with the
+  serial runner, it raises instead);
+* ``delay`` — the function sleeps ``delay_seconds`` and then goes on (a straggler,
+  or a time-out when that is longer than ``executor.timeout``).
+
+It returns what it did, for the fragment's stats. Nothing here changes a result: a
+call that survives its fault computes exactly what it would have without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.storage import ObjectStore
+
+MODES = ("raise", "kill", "delay")
+
+
+class InjectedFault(RuntimeError):
+    """A failure injected on purpose (config ``faults``)."""
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    probability: float = 0.0
+    modes: tuple[str, ...] = MODES
+    delay_seconds: float = 3.0
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> FaultSettings:
+        d = dict(d or {})
+        if "modes" in d:
+            d["modes"] = tuple(d["modes"])
+        return cls(**d)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"probability": self.probability, "modes": list(self.modes),
+                "delay_seconds": self.delay_seconds, "seed": self.seed}
+
+    @property
+    def enabled(self) -> bool:
+        return self.probability > 0
+
+
+def draw(settings: FaultSettings, sample: str, region: str, attempt: int) -> str | None:
+    """The fault of this attempt at (sample, region), or None: a pure function of its arguments."""
+    digest = hashlib.sha256(f"{settings.seed}\0{sample}\0{region}\0{attempt}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u >= settings.probability:
+        return None
+    return settings.modes[int.from_bytes(digest[8:16], "big") % len(settings.modes)]
+
+
+def next_attempt(store: ObjectStore, sample: str, key: str) -> int:
+    """Number this attempt (1, 2, ...) by leaving a marker object for it in the store."""
+    prefix = store.key("faults", sample, key) + "/"
+    attempt = len(store.list(prefix)) + 1
+    store.put(f"{prefix}{attempt:04d}", b"")
+    return attempt
+
+
+def in_lithops_worker() -> bool:
+    return os.environ.get("LITHOPS_WORKER") == "True"
+
+
+def inject(settings: FaultSettings, store: ObjectStore, task: dict[str, Any]) -> dict[str, Any]:
+    """Do this attempt's fault, if it draws one; returns ``{"attempt": n, "fault": mode or None}``."""
+    sample, region = task["sample"], task["region"]["name"]
+    attempt = next_attempt(store, sample, task["key"])
+    fault = draw(settings, sample, region, attempt)
+    if fault == "raise":
+        raise InjectedFault(f"injected failure (attempt {attempt})")
+    if fault == "kill":
+        if not in_lithops_worker():
+            raise InjectedFault(f"injected kill, raised instead outside a Lithops worker (attempt {attempt})")
+        os.kill(os.getpid(), signal.SIGKILL)
+    if fault == "delay":
+        time.sleep(settings.delay_seconds)
+    return {"attempt": attempt, "fault": fault}
