@@ -17,6 +17,8 @@ from typing import Any
 import pysam
 import pysam.bcftools
 
+from functions.capture import stderr_into
+
 
 class EngineError(RuntimeError):
     """bcftools failed; the message carries its own stderr."""
@@ -108,17 +110,13 @@ def run_bcftools(
 def _bcftools(tool: Any, args: list[str], tmp: str, what: str) -> None:
     """Run one bcftools subcommand, capturing its stderr for the error message."""
     err_path = os.path.join(tmp, "stderr.txt")
-    saved = os.dup(2)
     with open(err_path, "wb") as err:
-        os.dup2(err.fileno(), 2)
         try:
-            tool(*args, catch_stdout=False)
+            with stderr_into(err):
+                tool(*args, catch_stdout=False)
             failed = None
         except pysam.utils.SamtoolsError as exc:
             failed = exc
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
     if failed is not None:
         with open(err_path, errors="replace") as fh:
             msg = " ".join(line.strip() for line in fh if line.strip())

@@ -56,10 +56,6 @@ class FaultSettings:
         return {"probability": self.probability, "modes": list(self.modes),
                 "delay_seconds": self.delay_seconds, "seed": self.seed}
 
-    @property
-    def enabled(self) -> bool:
-        return self.probability > 0
-
 
 def draw(settings: FaultSettings, sample: str, region: str, attempt: int) -> str | None:
     """The fault of this attempt at (sample, region), or None: a pure function of its arguments."""

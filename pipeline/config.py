@@ -148,8 +148,7 @@ def read_sample_sheet(path: str) -> tuple[Sample, ...]:
                 "sample and bam, separated by a tab"
             )
     samples: list[Sample] = []
-    seen: dict[str, int] = {}
-    rows: list[int] = []
+    seen: dict[str, int] = {}  # sample name -> its line in the sheet
     for i, row in enumerate(reader, start=1):
         lineno = numbered[i][0]
         if None in row or any(v is None for v in row.values()):
@@ -167,16 +166,15 @@ def read_sample_sheet(path: str) -> tuple[Sample, ...]:
             )
         seen[name] = lineno
         samples.append(Sample(name=name, bam=clean["bam"]))
-        rows.append(lineno)
     if not samples:
         raise ConfigError(
             f"sample sheet {path} lists no samples: add one line per sample with its name and its BAM, "
             "separated by a tab"
         )
-    for lineno, s in zip(rows, samples, strict=True):
+    for s in samples:
         if not s.remote and not os.path.exists(s.bam):
             raise ConfigError(
-                f"sample sheet {path} row {lineno}: BAM {s.bam} of sample {s.name!r} not found: fix the path "
+                f"sample sheet {path} row {seen[s.name]}: BAM {s.bam} of sample {s.name!r} not found: fix the path "
                 f"(a relative path starts from the folder Snakemake runs in, {os.getcwd()})"
             )
     return tuple(samples)

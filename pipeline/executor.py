@@ -191,7 +191,9 @@ class LithopsRunner:
         from lithops.retries import RetryingFunctionExecutor
         from lithops.wait import ALWAYS
 
-        cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in self.lithops_config.items()}
+        from pipeline.storage import copy_lithops_config
+
+        cfg = copy_lithops_config(self.lithops_config)
         _leave_inherited_lithops_session()
         timeout = None if self.timeout is None else max(1, round(self.timeout))
         with lithops.FunctionExecutor(config=cfg) as fexec:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.bai import MIN_SHIFT, BamIndex, Chunk, coffset, uoffset
+from pipeline.validate import bam_name
 
 if TYPE_CHECKING:
     from pipeline.storage import IoCounts, ObjectStore
@@ -143,10 +144,7 @@ def plan_sample(
             f"index lists {len(index.refs)} contigs but the BAM header {len(contigs)}: "
             "the index does not belong to this BAM; rebuild it with `samtools index`"
         )
-    first = index.first_record
-    if first is None:
-        raise PlanError(f"the BAM of sample {sample} has no aligned reads, so there is nothing to call: "
-                        "point the sample sheet at the BAM with the aligned reads, or remove the sample")
+    first = first_record(index, sample, bam_key)
     header = ByteRange(0, _range_end(index, first, bam_size))
     weights = {
         tid: index.window_bytes(tid, length)
@@ -190,6 +188,15 @@ def plan_sample(
                 )
             )
     return plan
+
+
+def first_record(index: BamIndex, sample: str, bam: str) -> int:
+    """Virtual offset of the BAM's first record; a BAM without aligned reads is refused."""
+    first = index.first_record
+    if first is None:
+        raise PlanError(f"{bam_name(sample, bam)} has no aligned reads, so there is nothing to call: "
+                        "point the sample sheet at the BAM with the aligned reads, or remove the sample")
+    return first
 
 
 def _range_end(index: BamIndex, voffset: int, bam_size: int) -> int:
@@ -407,10 +414,7 @@ def plan_from_store(
 
     bam = manifest["bam"]
     index = parse_bai(store.get(manifest["bai"]["key"], manifest["bai"].get("bucket")))
-    first = index.first_record
-    if first is None:
-        raise PlanError(f"BAM {bam['path']} of sample {sample} has no aligned reads, so there is nothing to call: "
-                        "point the sample sheet at the BAM with the aligned reads, or remove the sample")
+    first = first_record(index, sample, bam["path"])
     raw = store.get_range(bam["key"], 0, _range_end(index, first, bam["size"]), bam.get("bucket"))
     header = parse_header(inflate(raw, allow_partial=True))
     check_sort_order(header.sort_order, sample, bam["path"])

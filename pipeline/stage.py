@@ -16,19 +16,17 @@ local FASTA) MD5, which planning compares with every BAM header.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pysam
 
+from functions.capture import stderr_into
 from pipeline.bamheader import BamHeader, BamHeaderError, parse_header
 from pipeline.bgzf import EOF_BLOCK, inflate
 from pipeline.storage import ObjectMissingError, ObjectStore, split_url
@@ -83,24 +81,11 @@ def _write(manifest: dict[str, Any], out: str | Path) -> None:
     os.replace(tmp, out)
 
 
-@contextlib.contextmanager
-def _stderr_into(sink: IO[bytes]) -> Iterator[None]:
-    """Send what C code (htslib) writes to file descriptor 2 into ``sink`` meanwhile."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(sink.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _samtools(tool: str, *args: str) -> str | None:
     """Run ``pysam.<tool>(*args)``; None on success, else the reason htslib gave."""
     with tempfile.TemporaryFile() as err:
         try:
-            with _stderr_into(err):
+            with stderr_into(err):
                 getattr(pysam, tool)(*args)
             return None
         except pysam.utils.SamtoolsError as exc:

@@ -279,8 +279,12 @@ def open_lithops_storage(lithops_config: dict[str, Any]) -> Any:
     """A ``lithops.Storage`` for ``lithops_config``; a bad config becomes a StorageError."""
     import lithops  # imported here: importing lithops is slow and logs
 
-    cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in lithops_config.items()}  # Lithops mutates it
     try:
-        return lithops.Storage(config=cfg)
+        return lithops.Storage(config=copy_lithops_config(lithops_config))
     except Exception as exc:  # Lithops raises bare exceptions for bad configs
         raise StorageError(f"cannot open object storage: {exc}") from exc
+
+
+def copy_lithops_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Deep-enough copy of a Lithops config: Lithops mutates the dict it is given."""
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}

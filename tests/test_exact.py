@@ -10,7 +10,7 @@ import pytest
 from conftest import LITHOPS_LOCAL, SAMPLES
 from helpers import DATA, run_core, serial, whole_genome
 
-from functions.bcftools_engine import BcftoolsParams
+from functions.bcftools_engine import BcftoolsParams, EngineError, run_bcftools
 from functions.slice import parse_fai
 from pipeline.call import CallError, call_samples, make_tasks
 from pipeline.executor import LithopsRunner
@@ -141,3 +141,8 @@ def test_merge_refuses_a_lost_or_damaged_fragment(store, tmp_path, damage: str) 
     with pytest.raises(MergeError, match=rf"sample sampleA region .*: fragment .* is {word}; "):
         merge_sample(store, calls, str(DATA / "ref.fa"), str(out), str(tmp_path / "again.stats.txt"))
     assert not out.exists() and not (tmp_path / "again.stats.txt").exists()
+
+
+def test_engine_failure_carries_bcftools_own_words(tmp_path) -> None:
+    with pytest.raises(EngineError, match=r"bcftools mpileup .*failed: \[E::hts_open_format\] Failed to open file"):
+        run_bcftools(str(tmp_path / "missing.bam"), str(DATA / "ref.fa"), BcftoolsParams(), str(tmp_path / "x.vcf"))
