@@ -76,7 +76,7 @@ def main() -> None:
     bam = args.data / f"{args.sample}.bam"
     ref = args.data / "ref.fa"
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    params = BcftoolsParams.from_dict({k: v for k, v in cfg["calling"].items() if k != "engine"})
+    params = BcftoolsParams.from_dict(cfg["calling"].get("bcftools", {}))
 
     singles, pipes = [], []
     for rep in range(args.repeats):

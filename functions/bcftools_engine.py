@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pysam
 import pysam.bcftools
@@ -26,6 +26,8 @@ class EngineError(RuntimeError):
 
 @dataclass(frozen=True)
 class BcftoolsParams:
+    ENGINE: ClassVar[str] = "bcftools"
+
     min_mapq: int = 0
     min_baseq: int = 13
     max_depth: int = 250

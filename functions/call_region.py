@@ -4,7 +4,8 @@ Contract: :func:`call_region` takes a plain dict (built by
 :func:`pipeline.call.make_tasks`) naming the store's bucket and prefix (no
 credentials: the open ``storage`` comes from Lithops in the worker), the BAM slice (header range,
 chunks, byte ranges), the reference's ``.fai`` entry, the region and the engine
-parameters. It fetches only those bytes, runs the engine on a local view over the
+parameters (``engine`` names one of :data:`functions.engines.ENGINES`). It fetches
+only those bytes, runs the engine on a local view over the
 region's context (the region widened by the plan's padding, so that every read
 that can touch a call inside the region — mates whose overlap lowers base
 qualities, reads in the indel model's window — is piled up exactly as in a
@@ -33,7 +34,7 @@ from typing import Any
 
 import pysam
 
-from functions.bcftools_engine import BcftoolsParams, run_bcftools
+from functions.engines import make_params, run_engine
 from functions.faults import FaultSettings, inject
 from functions.slice import FaiEntry, fetch_bam_slice, fetch_reference_window
 from pipeline.bai import Chunk
@@ -65,7 +66,7 @@ def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
     store = ObjectStore.from_description(task["store"], storage)
     injected = inject(FaultSettings.from_dict(task["faults"]), store, task) if task.get("faults") else {}
     bam, ref, region = task["bam"], task["reference"], task["region"]
-    params = BcftoolsParams.from_dict(task["params"])
+    params = make_params(task["engine"], task["params"])
     start, end, chrom = region["start"], region["end"], region["chrom"]
     tmp = tempfile.mkdtemp(prefix="svc-region-")
     try:
@@ -94,8 +95,8 @@ def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
             os.path.join(tmp, "ref.fa"),
             ref.get("bucket"),
         )
-        raw_vcf = run_bcftools(
-            bam_path, ref_path, params, os.path.join(tmp, "raw.vcf"),
+        raw_vcf = run_engine(
+            params, bam_path, ref_path, os.path.join(tmp, "raw.vcf"),
             region=f"{chrom}:{ctx_start + 1}-{ctx_end}", workdir=tmp,
         )
         frag = os.path.join(tmp, "fragment.vcf.gz")

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pipeline
-from functions.bcftools_engine import BcftoolsParams, bcftools_version
+from functions.bcftools_engine import bcftools_version
 from functions.call_region import call_region
+from functions.engines import EngineParams
 from functions.slice import parse_fai
 from pipeline.executor import FanOutError, LithopsRunner, SerialRunner, task_label
 from pipeline.plan import SamplePlan
@@ -85,7 +86,7 @@ def make_tasks(
     sample_manifest: dict[str, Any],
     ref_manifest: dict[str, Any],
     fai: dict[str, Any],
-    params: BcftoolsParams,
+    params: EngineParams,
     faults: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     bam = sample_manifest["bam"]
@@ -101,7 +102,7 @@ def make_tasks(
                 f"reference {ref_manifest['fasta']['path']}; use the reference the reads were aligned to"
             )
         key = fragment_key(bam["fingerprint"], ref_manifest["fasta"]["fingerprint"],
-                           r.chrom, r.start, r.end, "bcftools",
+                           r.chrom, r.start, r.end, params.ENGINE,
                            {**params.as_dict(), "context": [r.context_start, r.context_end]})
         tasks.append({
             "sample": plan.sample,
@@ -116,6 +117,7 @@ def make_tasks(
                        "context_start": r.context_start, "context_end": r.context_end,
                        "chunks": [[c.beg, c.end] for c in r.chunks],
                        "ranges": [[b.start, b.end, b.tail] for b in r.ranges]},
+            "engine": params.ENGINE,
             "params": params.as_dict(),
             "key": key,
             "out_key": store.key("fragments", plan.sample, f"{r.index:05d}-{key}"),
@@ -176,7 +178,7 @@ def call_samples(
     plans: list[SamplePlan],
     sample_manifests: dict[str, dict[str, Any]],
     ref_manifest: dict[str, Any],
-    params: BcftoolsParams,
+    params: EngineParams,
     runner: SerialRunner | LithopsRunner,
     out_manifests: dict[str, str | Path],
     faults: dict[str, Any] | None = None,
@@ -228,7 +230,7 @@ def call_samples(
         out = out_manifests[plan.sample]
         tmp = f"{out}.tmp"
         Path(tmp).write_text(json.dumps(
-            {"sample": plan.sample, "code": code_version(), "engine": "bcftools",
+            {"sample": plan.sample, "code": code_version(), "engine": params.ENGINE,
              "params": params.as_dict(), "command": params.describe(),
              "retries": sum(f.get("attempts", 1) - 1 for f in frags if not f["reused"]),
              "fragments": frags}, indent=1) + "\n")

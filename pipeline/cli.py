@@ -96,14 +96,13 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
-    from functions.bcftools_engine import BcftoolsParams
+    from functions.engines import make_params
     from pipeline.call import CallError, call_samples
     from pipeline.plan import read_plan
     from pipeline.stage import read_manifest
 
     calling = settings.calling
-    calling.pop("engine")
-    params = BcftoolsParams.from_dict(calling)
+    params = make_params(calling["engine"], calling[calling["engine"]])
     plans = [read_plan(p) for p in args.plans]
     staged = {m["sample"]: m for m in (read_manifest(p) for p in args.staged)}
     outs = dict(zip([p.sample for p in plans], args.out, strict=True))

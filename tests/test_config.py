@@ -26,14 +26,14 @@ def test_default_config_is_valid() -> None:
     s = load_settings(default_config())
     assert [x.name for x in s.samples] == ["sampleA", "sampleB"]
     assert s.lithops["lithops"]["backend"] == "localhost"
-    assert s.calling["min_baseq"] == 13
+    assert s.calling["bcftools"]["min_baseq"] == 13 and s.calling["lowfreq"]["min_baseq"] == 20
 
 
 def test_defaults_are_filled_in() -> None:
     cfg = default_config()
     del cfg["calling"], cfg["plan"]
     s = load_settings(cfg)
-    assert s.plan["n_regions"] == 8 and s.calling["max_depth"] == 250
+    assert s.plan["n_regions"] == 8 and s.calling["bcftools"]["max_depth"] == 250
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,10 @@ def test_defaults_are_filled_in() -> None:
     [
         (lambda c: c.update(threads=4), "unknown key 'threads' in (top level)"),
         (lambda c: c["plan"].update(n_region=3), "unknown key 'n_region' in plan"),
-        (lambda c: c["calling"].update(min_baseq="high"), "calling.min_baseq: 'high' is not of type 'integer'"),
+        (lambda c: c["calling"]["bcftools"].update(min_baseq="high"),
+         "calling.bcftools.min_baseq: 'high' is not of type 'integer'"),
+        (lambda c: c["calling"].update(min_baseq=20), "unknown key 'min_baseq' in calling"),
+        (lambda c: c["calling"]["lowfreq"].update(baseline_error=0), "calling.lowfreq.baseline_error"),
         (lambda c: c["calling"].update(engine="gatk"), "calling.engine"),
         (lambda c: c.pop("reference"), "'reference' is not set"),
     ],
@@ -77,3 +80,15 @@ def test_bad_sample_sheet_is_one_line_naming_the_row(tmp_path: Path, sheet: str,
         read_sample_sheet(str(path))
     assert expect in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("engine", ["bcftools", "lowfreq"])
+def test_schema_defaults_are_the_engines_own(engine: str) -> None:
+    """The schema documents each engine's defaults; they must be the ones the engine uses."""
+    from functions.engines import ENGINES
+
+    cls, _ = ENGINES[engine]
+    cfg = default_config()
+    cfg["calling"] = {"engine": engine}
+    filled = load_settings(cfg).calling[engine]
+    assert cls.from_dict(filled) == cls()

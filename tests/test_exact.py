@@ -8,7 +8,7 @@ import json
 
 import pytest
 from conftest import LITHOPS_LOCAL, SAMPLES
-from helpers import DATA, run_core, serial, whole_genome
+from helpers import DATA, assert_same, run_core, serial, tricky_cuts, whole_genome
 
 from functions.bcftools_engine import BcftoolsParams, EngineError, run_bcftools
 from functions.slice import parse_fai
@@ -16,21 +16,12 @@ from pipeline.call import CallError, call_samples, make_tasks
 from pipeline.executor import LithopsRunner
 from pipeline.merge import MergeError, merge_sample
 from pipeline.plan import read_plan
-from pipeline.vcfcompare import vcf_body
 
 
 @pytest.fixture(scope="module")
 def wg(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     out = tmp_path_factory.mktemp("whole")
     return {s: whole_genome(s, out) for s in SAMPLES}
-
-
-def assert_same(vcf: str, whole: str) -> None:
-    got, want = vcf_body(vcf), vcf_body(whole)
-    assert len(want) > 100, "the whole-genome run should call plenty of variants"
-    missing = [r[:60] for r in want if r not in set(got)][:3]
-    extra = [r[:60] for r in got if r not in set(want)][:3]
-    assert got == want, f"{len(got)} vs {len(want)} records; missing {missing}, extra {extra}"
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
@@ -41,32 +32,6 @@ def test_serial_plan_sizes(store, tmp_path, wg, sample: str, n_regions: int) -> 
     assert len(plan.regions) == max(n_regions, 3)
     assert summary.computed == len(plan.regions)
     assert_same(vcf, wg[sample])
-
-
-def tricky_cuts(sample: str, whole: str) -> tuple[dict[str, list[int]], list[str]]:
-    """0-based cut positions on a SNV, inside deletions and inside insertions."""
-    cuts: dict[str, list[int]] = {}
-    kinds: list[str] = []
-    seen = set()
-    for line in vcf_body(whole):
-        f = line.split("\t")
-        chrom, pos, ref, alt = f[0], int(f[1]), f[3], f[4].split(",")[0]
-        if len(ref) == 1 and len(alt) == 1:
-            kind, at = "snv", [pos - 1, pos]  # the SNV opens one region and closes another
-        elif len(ref) > len(alt):
-            kind, at = "deletion", [pos + 1]  # between two deleted bases
-        elif len(alt) > len(ref) and len(ref) == 1:
-            kind, at = "insertion", [pos]  # right after the anchor: inside the insertion
-        elif len(alt) > len(ref):
-            kind, at = "insertion-in-repeat", [pos + len(ref) // 2]  # inside the REF span
-        else:
-            continue
-        if (chrom, kind) in seen:
-            continue
-        seen.add((chrom, kind))
-        kinds.append(kind)
-        cuts.setdefault(chrom, []).extend(at)
-    return cuts, kinds
 
 
 @pytest.mark.parametrize("sample", SAMPLES)

@@ -308,7 +308,7 @@ def test_functions_that_never_finish_in_time_fail_the_run_in_bounded_time(tmp_pa
 def test_runs_with_other_parameters_share_a_store_without_touching_each_other(clean: Path, tmp_path: Path) -> None:
     before = {p: p.read_bytes() for p in store_root(clean).glob("fragments/*/*")}
     assert len(before) == 2 * 8  # one .vcf.gz and one .json per region
-    other = make_workdir(tmp_path / "haploid", plan__n_regions=N_REGIONS, calling__ploidy=1)
+    other = make_workdir(tmp_path / "haploid", plan__n_regions=N_REGIONS, calling__bcftools__ploidy=1)
     (other / "tmp").rmdir()
     (other / "tmp").symlink_to(clean / "tmp")  # the same Lithops store
     res = snakemake(other)

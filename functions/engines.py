@@ -1,0 +1,43 @@
+"""The calling engines, by the name the config gives them.
+
+Contract: :data:`ENGINES` maps an engine name (config ``calling.engine``) to its
+parameters class and its run function. Every engine has the same shape: a frozen
+parameters dataclass with ``ENGINE`` (its name), ``from_dict``, ``as_dict`` and
+``describe``, and ``run(bam, reference, params, out_vcf, region=None, workdir=None)``
+writing an uncompressed VCF. The functions, the fragment keys and the whole-genome
+reference runs all go through here, so adding an engine is one entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from functions.bcftools_engine import BcftoolsParams, run_bcftools
+from functions.lowfreq import LowfreqParams, run_lowfreq
+
+
+class EngineParams(Protocol):
+    ENGINE: str
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+    def describe(self) -> str: ...
+
+
+ENGINES: dict[str, tuple[Any, Any]] = {
+    "bcftools": (BcftoolsParams, run_bcftools),
+    "lowfreq": (LowfreqParams, run_lowfreq),
+}
+
+
+def make_params(engine: str, values: dict[str, Any]) -> EngineParams:
+    """The engine's parameters from a config mapping."""
+    cls, _ = ENGINES[engine]
+    return cls.from_dict(values)  # type: ignore[no-any-return]
+
+
+def run_engine(params: EngineParams, bam: str, reference: str, out_vcf: str,
+               region: str | None = None, workdir: str | None = None) -> str:
+    """Run the engine ``params`` belong to."""
+    _, run = ENGINES[params.ENGINE]
+    return run(bam, reference, params, out_vcf, region=region, workdir=workdir)  # type: ignore[no-any-return]
