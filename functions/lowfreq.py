@@ -352,7 +352,7 @@ def call_evidence(ev: Evidence, ref: str, params: LowfreqParams) -> list[str]:
     return [r[-1] for r in sorted(recs)]
 
 
-def vcf_header(bam: pysam.AlignmentFile, params: LowfreqParams, sample: str) -> str:
+def vcf_header(bam: pysam.AlignmentFile, params: LowfreqParams) -> str:
     lines = [
         "##fileformat=VCFv4.2",
         f"##source=serverless-variant-calling {pipeline.__version__} lowfreq",
@@ -366,7 +366,6 @@ def vcf_header(bam: pysam.AlignmentFile, params: LowfreqParams, sample: str) -> 
         *HEADER_INFO,
         "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
     ]
-    del sample
     return "\n".join(lines) + "\n"
 
 
@@ -381,7 +380,7 @@ def run_lowfreq(
     """Call ``bam`` (optionally one ``chrom:start-end`` region, 1-based); uncompressed VCF at out_vcf."""
     del workdir  # nothing to spill: the evidence is held in memory, window by window
     with pysam.AlignmentFile(bam, "rb") as fh:
-        header = vcf_header(fh, params, "")
+        header = vcf_header(fh, params)
         contigs = dict(zip(fh.references, fh.lengths, strict=True))
     if region:
         chrom, span = region.rsplit(":", 1)

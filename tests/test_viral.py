@@ -21,12 +21,11 @@ DIR) to reuse it while developing.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from helpers import assert_same, load_viral, run_core, serial, whole_genome
 from test_e2e import make_workdir, snakemake
 
@@ -64,13 +63,9 @@ def cli_run(mixture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_cli_run_equals_whole_genome_run(cli_run: Path, whole: str) -> None:
     vcf = cli_run / "results" / f"{SAMPLE}.vcf.gz"
-    calls = json_load(cli_run / "work" / "calls" / f"{SAMPLE}.json")
+    calls = json.loads((cli_run / "work" / "calls" / f"{SAMPLE}.json").read_text())
     assert calls["engine"] == "lowfreq" and len(calls["fragments"]) == 6
     assert_same(str(vcf), whole)
-
-
-def json_load(path: Path) -> dict[str, Any]:
-    return dict(yaml.safe_load(path.read_text()))
 
 
 def test_accuracy_against_truth(cli_run: Path, mixture: Path, capsys: pytest.CaptureFixture[str]) -> None:
