@@ -1,4 +1,4 @@
-# serverless-variant-calling: BAM -> per-region calls in serverless functions -> one VCF.
+# serverless-variant-calling: (FASTQ -> aligned chunks ->) BAM -> per-region calls in serverless functions -> one VCF.
 # The rules are thin; the work is in pipeline/ and functions/. See README.md.
 
 configfile: "config/config.yaml"
@@ -6,6 +6,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/stage.smk"
+include: "rules/align.smk"
 include: "rules/plan.smk"
 include: "rules/call.smk"
 include: "rules/merge.smk"

@@ -126,8 +126,10 @@ def make_tasks(
     return tasks
 
 
-def check_staged(store: ObjectStore, manifests: list[dict[str, Any]]) -> None:
-    """Every staged object is still in the store with the size it was staged with."""
+def check_staged(store: ObjectStore, manifests: list[dict[str, Any]],
+                 rerun: str = "stage_sample stage_reference") -> None:
+    """Every staged object is still in the store with the size it was staged with
+    (else the fix names the rules to ``rerun``)."""
     for manifest in manifests:
         for obj in manifest.values():
             if not isinstance(obj, dict) or "key" not in obj:
@@ -140,13 +142,14 @@ def check_staged(store: ObjectStore, manifests: list[dict[str, Any]]) -> None:
                 raise CallError(
                     f"staged input {obj['key']} ({obj['path']}) is "
                     f"{'missing from' if size is None else 'changed in'} the object store; "
-                    "stage it again with `snakemake --cores 2 --forcerun stage_sample stage_reference`"
+                    f"stage it again with `snakemake --cores 2 --forcerun {rerun}`"
                 )
 
 
-def existing_fragment(store: ObjectStore, task: dict[str, Any], present: set[str]) -> dict[str, Any] | None:
-    """The stats of a finished, intact fragment for this task, or None."""
-    vcf, meta = task["out_key"] + ".vcf.gz", task["out_key"] + ".json"
+def existing_fragment(store: ObjectStore, task: dict[str, Any], present: set[str],
+                      suffix: str = ".vcf.gz") -> dict[str, Any] | None:
+    """The stats of a finished, intact fragment (``<out_key><suffix>``) for this task, or None."""
+    vcf, meta = task["out_key"] + suffix, task["out_key"] + ".json"
     if vcf not in present or meta not in present:
         return None
     try:

@@ -35,12 +35,14 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from functions.bcftools_engine import EngineError
+    from pipeline.align import AlignError
     from pipeline.call import CallError
+    from pipeline.fastq import FastqError
     from pipeline.merge import MergeError
     from pipeline.plan import PlanError
     from pipeline.stage import StageError
 
-    return (*USER_ERRORS, StageError, PlanError, CallError, MergeError, EngineError)
+    return (*USER_ERRORS, StageError, PlanError, CallError, MergeError, EngineError, AlignError, FastqError)
 
 
 def open_store(settings: Settings) -> ObjectStore:
@@ -68,6 +70,51 @@ def cmd_stage_sample(settings: Settings, args: argparse.Namespace) -> None:
 
     s = settings.sample(args.sample)
     stage_sample(open_store(settings), s.name, s.bam, s.bai, args.out)
+
+
+def cmd_index_reference(settings: Settings, args: argparse.Namespace) -> None:
+    from pipeline.align import stage_index
+
+    stage_index(open_store(settings), settings.reference, args.workdir, args.out)
+
+
+def cmd_stage_fastq(settings: Settings, args: argparse.Namespace) -> None:
+    from pipeline.align import stage_fastq
+
+    s = settings.sample(args.sample)
+    if s.fastq is None:
+        raise ConfigError(f"sample {s.name} has a BAM, not FASTQs: there is nothing to align")
+    stage_fastq(open_store(settings), s.name, s.fastq[0], s.fastq[1], settings.align["chunk_pairs"],
+                args.workdir, args.out, progress=settings.executor.get("progress", True))
+
+
+def cmd_align(settings: Settings, args: argparse.Namespace) -> None:
+    from pipeline.align import AlignError, AlignParams, ReadGroup, align_samples
+    from pipeline.stage import read_manifest
+
+    fastqs = [read_manifest(p) for p in args.staged]
+    groups = {fq["sample"]: ReadGroup.of(settings.sample(fq["sample"])) for fq in fastqs}
+    a = settings.align
+    params = AlignParams(chunk_pairs=a["chunk_pairs"], max_insert=a["max_insert"])
+    outs = dict(zip([fq["sample"] for fq in fastqs], args.out, strict=True))
+    runner = make_runner(settings.executor, settings.lithops)
+    store = open_store(settings)
+    try:
+        summary = align_samples(store, fastqs, read_manifest(args.index), read_manifest(args.reference), groups,
+                                params, runner, outs)
+    except FanOutError as exc:
+        where = f" (each chunk's error is in {args.log})" if args.log else ""
+        raise AlignError(
+            f"{exc}; the chunks that finished are kept: run `snakemake --cores 2` again "
+            f"to align only the failed ones{where}"
+        ) from exc
+    logger.info(summary.line())
+
+
+def cmd_merge_alignments(settings: Settings, args: argparse.Namespace) -> None:
+    from pipeline.align import merge_parts
+
+    merge_parts(open_store(settings), args.parts, args.out, args.stats, level=settings.align["compression_level"])
 
 
 def cmd_plan(settings: Settings, args: argparse.Namespace) -> None:
@@ -144,6 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = step("stage-sample", cmd_stage_sample)
     p.add_argument("--sample", required=True)
     p.add_argument("--out", required=True)
+    p = step("index-reference", cmd_index_reference)
+    p.add_argument("--workdir", required=True, help="where the index is built")
+    p.add_argument("--out", required=True)
+    p = step("stage-fastq", cmd_stage_fastq)
+    p.add_argument("--sample", required=True)
+    p.add_argument("--workdir", required=True, help="where the chunked copies are written")
+    p.add_argument("--out", required=True)
+    p = step("align", cmd_align)
+    p.add_argument("--staged", nargs="+", required=True, help="staged FASTQ manifests")
+    p.add_argument("--index", required=True, help="the staged minimap2 index's manifest")
+    p.add_argument("--reference", required=True)
+    p.add_argument("--out", nargs="+", required=True)
+    p = step("merge-alignments", cmd_merge_alignments)
+    p.add_argument("--parts", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--stats", required=True)
     p = step("plan", cmd_plan)
     p.add_argument("--sample", required=True)
     p.add_argument("--staged", required=True)

@@ -29,10 +29,25 @@ class ConfigError(ValueError):
     """The configuration or the sample sheet is wrong; the message says how."""
 
 
+# Where the alignment of a sample given as FASTQs writes its BAM (then staged like any BAM).
+ALIGNED_BAM = "results/{sample}.bam"
+
+
 @dataclass(frozen=True)
 class Sample:
     name: str
-    bam: str  # local path as given in the sheet
+    bam: str  # as given in the sheet; for a FASTQ sample, the BAM its alignment writes
+    fastq: tuple[str, str] | None = None  # (read 1, read 2) of a sample to align
+    read_group: tuple[tuple[str, str], ...] = ()  # sheet columns read_group, library, platform, platform_unit
+
+    @property
+    def aligned(self) -> bool:
+        """True for a sample given as FASTQs: the pipeline aligns it into :data:`ALIGNED_BAM`."""
+        return self.fastq is not None
+
+    def rg(self, key: str) -> str | None:
+        """A read-group column of the sheet (read_group, library, platform, platform_unit), if given."""
+        return dict(self.read_group).get(key)
 
     @property
     def remote(self) -> bool:
@@ -73,6 +88,10 @@ class Settings:
     @property
     def storage(self) -> dict[str, Any]:
         return dict(self.raw["storage"])
+
+    @property
+    def align(self) -> dict[str, Any]:
+        return dict(self.raw["align"])
 
     @property
     def executor(self) -> dict[str, Any]:
@@ -133,6 +152,9 @@ def validate(data: dict[str, Any], schema_name: str, what: str) -> dict[str, Any
     return data
 
 
+READ_GROUP_COLUMNS = ("read_group", "library", "platform", "platform_unit")
+
+
 def read_sample_sheet(path: str) -> tuple[Sample, ...]:
     if not os.path.exists(path):
         raise ConfigError(f"sample sheet {path} not found; set 'samples' in the config")
@@ -140,13 +162,15 @@ def read_sample_sheet(path: str) -> tuple[Sample, ...]:
         numbered = [(n, ln) for n, ln in enumerate(fh, start=1) if ln.strip() and not ln.startswith("#")]
     reader = csv.DictReader([ln for _, ln in numbered], delimiter="\t")
     header = reader.fieldnames or []
-    for col in ("sample", "bam"):
-        if col not in header:
-            raise ConfigError(
-                f"sample sheet {path}: missing column {col!r} in the header line "
-                f"(found: {', '.join(header) or 'nothing'}): its first line must name the columns "
-                "sample and bam, separated by a tab"
-            )
+    has_fastq = "fastq_1" in header and "fastq_2" in header
+    missing = [c for c in ("sample", "bam") if c not in header]
+    if "sample" in missing or (missing and not has_fastq):
+        col = "sample" if "sample" in missing else "bam"
+        raise ConfigError(
+            f"sample sheet {path}: missing column {col!r} in the header line "
+            f"(found: {', '.join(header) or 'nothing'}): its first line must name the columns "
+            "sample and bam (or sample, fastq_1 and fastq_2), separated by tabs"
+        )
     samples: list[Sample] = []
     seen: dict[str, int] = {}  # sample name -> its line in the sheet
     for i, row in enumerate(reader, start=1):
@@ -156,28 +180,57 @@ def read_sample_sheet(path: str) -> tuple[Sample, ...]:
                 f"sample sheet {path} row {lineno}: expected {len(header)} tab-separated "
                 f"fields, found {len([v for v in row.values() if v is not None])}"
             )
-        clean = {k: v.strip() for k, v in row.items() if v is not None}
-        validate(clean, "samples.schema.yaml", f"sample sheet {path} row {lineno}")
+        clean = {k: v.strip() for k, v in row.items() if v is not None and v.strip()}
+        where = f"sample sheet {path} row {lineno}"
+        validate(clean, "samples.schema.yaml", where)
         name = clean["sample"]
         if name in seen:
             raise ConfigError(
-                f"sample sheet {path} row {lineno}: duplicate sample {name!r} (also in row {seen[name]}): "
+                f"{where}: duplicate sample {name!r} (also in row {seen[name]}): "
                 "give each sample its own name, or remove the repeated row"
             )
         seen[name] = lineno
-        samples.append(Sample(name=name, bam=clean["bam"]))
+        samples.append(_sample(clean, where))
     if not samples:
         raise ConfigError(
-            f"sample sheet {path} lists no samples: add one line per sample with its name and its BAM, "
-            "separated by a tab"
+            f"sample sheet {path} lists no samples: add one line per sample with its name and its BAM "
+            "(or its two FASTQs), separated by tabs"
         )
     for s in samples:
-        if not s.remote and not os.path.exists(s.bam):
-            raise ConfigError(
-                f"sample sheet {path} row {seen[s.name]}: BAM {s.bam} of sample {s.name!r} not found: fix the path "
-                f"(a relative path starts from the folder Snakemake runs in, {os.getcwd()})"
-            )
+        files = [("FASTQ", f) for f in s.fastq] if s.fastq else [("BAM", s.bam)]
+        for kind, f in files:
+            if not is_object_url(f) and not os.path.exists(f):
+                raise ConfigError(
+                    f"sample sheet {path} row {seen[s.name]}: {kind} {f} of sample {s.name!r} not found: fix the "
+                    f"path (a relative path starts from the folder Snakemake runs in, {os.getcwd()})"
+                )
     return tuple(samples)
+
+
+def _sample(row: dict[str, str], where: str) -> Sample:
+    """One validated sheet row as a Sample: a BAM, or a FASTQ pair to align (with its read group)."""
+    name = row["sample"]
+    fastqs = [row.get("fastq_1"), row.get("fastq_2")]
+    rg = tuple((k, row[k]) for k in READ_GROUP_COLUMNS if k in row)
+    if "bam" in row:
+        if any(fastqs):
+            raise ConfigError(f"{where}: sample {name!r} has both a BAM and FASTQs: give one or the other")
+        if rg:
+            raise ConfigError(f"{where}: sample {name!r} has a BAM: its read groups come from the BAM, so leave "
+                              f"{', '.join(k for k, _ in rg)} empty")
+        return Sample(name=name, bam=row["bam"])
+    if not all(fastqs):
+        have = "fastq_1" if fastqs[0] else "fastq_2" if fastqs[1] else None
+        raise ConfigError(
+            f"{where}: sample {name!r} has " + (f"only {have}" if have else "no BAM and no FASTQs")
+            + ": give its BAM, or both FASTQs of its read pairs (fastq_1 and fastq_2)"
+        )
+    for f in fastqs:
+        if is_object_url(str(f)):
+            raise ConfigError(f"{where}: FASTQ {f} of sample {name!r} is in object storage; the pipeline reads "
+                              "FASTQs from this machine (it cuts them into chunks as it stages them): download it")
+    return Sample(name=name, bam=ALIGNED_BAM.format(sample=name), fastq=(str(fastqs[0]), str(fastqs[1])),
+                  read_group=rg)
 
 
 def load_lithops_config(path: str) -> dict[str, Any]:
@@ -197,5 +250,10 @@ def load_settings(config: dict[str, Any]) -> Settings:
     if raw["plan"].get("target_bytes") is None and raw["plan"].get("n_regions") is None:
         raise ConfigError("config: plan: set n_regions or target_bytes")
     samples = read_sample_sheet(raw["samples"])
+    if any(s.aligned for s in samples) and is_object_url(str(raw["reference"])):
+        raise ConfigError(
+            f"config: reference {raw['reference']} is in object storage, but samples given as FASTQs are aligned "
+            "with a minimap2 index built on this machine from the FASTA: set 'reference' to a local copy"
+        )
     lithops = load_lithops_config(raw["lithops_config"])
     return Settings(raw=raw, samples=samples, lithops=lithops)

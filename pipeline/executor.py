@@ -75,6 +75,9 @@ class CallTimeout(TimeoutError):
 
 
 def task_label(task: Task) -> str:
+    """How errors and logs name a task: its ``label``, else its sample and region."""
+    if "label" in task:
+        return str(task["label"])
     return f"{task.get('sample', '?')} {task.get('region', {}).get('name', '?')}"
 
 
@@ -105,9 +108,9 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _bar(total: int, show: bool, what: str) -> tqdm:
+def _bar(total: int, show: bool, what: str, unit: str) -> tqdm:
     return tqdm(
-        total=total, desc=what, unit="region", disable=not show or total == 0,
+        total=total, desc=what, unit=unit, disable=not show or total == 0,
         file=sys.stderr, dynamic_ncols=True,
     )
 
@@ -127,12 +130,13 @@ class SerialRunner:
     def __repr__(self) -> str:
         return f"SerialRunner(retries={self.retries}, timeout={self.timeout})"
 
-    def run(self, func: Callable[[Task], Any], tasks: list[Task], what: str = "calling") -> list[Any]:
+    def run(self, func: Callable[[Task], Any], tasks: list[Task], what: str = "calling",
+            unit: str = "region") -> list[Any]:
         results: list[Any] = []
         failures: dict[str, str] = {}
         self.attempts = []
         extra = {"storage": self.storage} if "storage" in inspect.signature(func).parameters else {}
-        with _bar(len(tasks), self.progress, what) as bar:
+        with _bar(len(tasks), self.progress, what, unit) as bar:
             for task in tasks:
                 for attempt in range(self.retries + 1):
                     try:
@@ -183,7 +187,8 @@ class LithopsRunner:
         """Seconds a call may run: ours, else the one Lithops applies (its loaded config)."""
         return float(self.timeout or config.get("lithops", {}).get("execution_timeout") or 1800)
 
-    def run(self, func: Callable[[Task], Any], tasks: list[Task], what: str = "calling") -> list[Any]:
+    def run(self, func: Callable[[Task], Any], tasks: list[Task], what: str = "calling",
+            unit: str = "region") -> list[Any]:
         self.attempts = []
         if not tasks:
             return []
@@ -203,7 +208,7 @@ class LithopsRunner:
             pending = list(futures)
             calls = {id(f): f.response_future for f in futures}  # the call each task waits on now
             lost: set[int] = set()
-            with _bar(len(tasks), self.progress, what) as bar:
+            with _bar(len(tasks), self.progress, what, unit) as bar:
                 last_event = time.monotonic()
                 while pending:
                     # ALWAYS: look once and return, so that this loop keeps the time

@@ -51,7 +51,8 @@ class StageError(RuntimeError):
     """An input cannot be staged; the message names the file and the fix."""
 
 
-def _staged(store: ObjectStore, path: str, key: str) -> dict[str, Any]:
+def stage_file(store: ObjectStore, path: str, key: str) -> dict[str, Any]:
+    """Put a local file at ``key`` (unless there already); its manifest entry."""
     uploaded = store.put_file(key, path)
     info = store.head(key)
     logger.info("%s %s -> %s (%d bytes)", "staged" if uploaded else "already staged", path, key, info.size)
@@ -75,13 +76,13 @@ def _in_place(store: ObjectStore, url: str, what: str, fix: str) -> dict[str, An
     return {"path": url, "bucket": bucket, "key": key, "size": info.size, "fingerprint": info.fingerprint}
 
 
-def _write(manifest: dict[str, Any], out: str | Path) -> None:
+def write_manifest(manifest: dict[str, Any], out: str | Path) -> None:
     tmp = f"{out}.tmp"
     Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out)
 
 
-def _samtools(tool: str, *args: str) -> str | None:
+def run_samtools(tool: str, *args: str) -> str | None:
     """Run ``pysam.<tool>(*args)``; None on success, else the reason htslib gave."""
     with tempfile.TemporaryFile() as err:
         try:
@@ -153,7 +154,7 @@ def local_index(sample: str, bam: str, bai: str, index_dir: str | Path) -> str:
     tmp = f"{target}.tmp{os.getpid()}"
     t0 = time.monotonic()
     try:
-        failed = _samtools("index", "-o", tmp, bam)
+        failed = run_samtools("index", "-o", tmp, bam)
         if failed is None:
             os.replace(tmp, target)
     finally:
@@ -192,10 +193,10 @@ def stage_sample(
         bam_key = store.key("inputs", sample, os.path.basename(bam))
         manifest = {
             "sample": sample,
-            "bam": _staged(store, bam, bam_key),
-            "bai": _staged(store, bai, bam_key + ".bai"),
+            "bam": stage_file(store, bam, bam_key),
+            "bai": stage_file(store, bai, bam_key + ".bai"),
         }
-    _write(manifest, out)
+    write_manifest(manifest, out)
     return manifest
 
 
@@ -219,7 +220,7 @@ def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> dict[str
             check_index_age(fasta + ".fai", fasta, "reference", f"samtools faidx {fasta}")
         else:
             logger.info("indexing %s", fasta)
-            failed = _samtools("faidx", fasta)
+            failed = run_samtools("faidx", fasta)
             if failed is not None:
                 raise InputError(f"reference {fasta} cannot be indexed ({failed}): check that it is a FASTA "
                                  "file (plain or bgzip-compressed), then fix 'reference' in the config")
@@ -231,9 +232,9 @@ def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> dict[str
                              f"with `samtools faidx {fasta}`") from exc
         logger.info("MD5 of %d reference contigs computed in %.1f s", len(contigs), time.monotonic() - t0)
         key = store.key("reference", os.path.basename(fasta))
-        manifest = {"fasta": _staged(store, fasta, key), "fai": _staged(store, fasta + ".fai", key + ".fai"),
+        manifest = {"fasta": stage_file(store, fasta, key), "fai": stage_file(store, fasta + ".fai", key + ".fai"),
                     "contigs": contigs}
-    _write(manifest, out)
+    write_manifest(manifest, out)
     return manifest
 
 

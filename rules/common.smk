@@ -10,6 +10,7 @@ except ConfigError as exc:
     sys.exit(f"error: {exc}")
 
 SAMPLES = [s.name for s in SETTINGS.samples]
+FASTQ_SAMPLES = [s.name for s in SETTINGS.samples if s.aligned]
 WORK = "work"
 PY = sys.executable
 # The validated config travels to each step as JSON (quoted with :q in the shell lines).
@@ -24,6 +25,11 @@ def get_bam(wildcards):
     """The local BAM to stage; none for a BAM already in object storage (s3://)."""
     sample = SETTINGS.sample(wildcards.sample)
     return [] if sample.remote else sample.bam
+
+
+def get_fastqs(wildcards):
+    """The sample's two FASTQs (a sample given as FASTQs)."""
+    return list(SETTINGS.sample(wildcards.sample).fastq)
 
 
 def get_bam_source(wildcards):
@@ -47,4 +53,4 @@ def get_final_outputs():
     return expand(
         ["results/{sample}.vcf.gz", "results/{sample}.vcf.gz.tbi", "results/{sample}.stats.txt"],
         sample=SAMPLES,
-    )
+    ) + expand("results/{sample}.align.txt", sample=FASTQ_SAMPLES)

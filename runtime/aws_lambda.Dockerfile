@@ -23,7 +23,10 @@ RUN apt-get update \
 
 COPY runtime/requirements.txt /tmp/requirements.txt
 # awslambdaric: the runtime interface client that runs the handler in Lambda.
-RUN pip install --no-cache-dir -r /tmp/requirements.txt awslambdaric==4.2.2 \
+# mappy (minimap2) has no wheel: it is compiled here, and its compiler removed after.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev zlib1g-dev \
+    && pip install --no-cache-dir -r /tmp/requirements.txt awslambdaric==4.2.2 \
+    && apt-get purge -y gcc libc6-dev zlib1g-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
     && rm /tmp/requirements.txt
 
 # Lithops' Lambda handler (its entry point and the lithops package), laid out as

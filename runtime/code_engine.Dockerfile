@@ -25,8 +25,11 @@ RUN apt-get update \
 COPY runtime/requirements.txt /tmp/requirements.txt
 # Lithops' Code Engine entry point (flask, gunicorn), its IBM COS storage backend
 # (ibm-cos-sdk) and the Code Engine client (used if remote_invoker is turned on).
-RUN pip install --no-cache-dir -r /tmp/requirements.txt \
+# mappy (minimap2) has no wheel: it is compiled here, and its compiler removed after.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev zlib1g-dev \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
         flask==3.1.3 gunicorn==27.0.1 ibm-cos-sdk==2.16.2 ibm-cloud-sdk-core==3.28.0 ibm-code-engine-sdk==6.0.6 \
+    && apt-get purge -y gcc libc6-dev zlib1g-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
     && rm /tmp/requirements.txt
 
 ENV PYTHONUNBUFFERED=TRUE PORT=8080 CONCURRENCY=1 TIMEOUT=600

@@ -25,7 +25,10 @@ RUN apt-get update \
 COPY runtime/requirements.txt /tmp/requirements.txt
 # Lithops' Knative proxy is a flask app served by gunicorn; kubernetes is its
 # backend's client (used if remote_invoker is turned on).
-RUN pip install --no-cache-dir -r /tmp/requirements.txt flask==3.1.3 gunicorn==27.0.1 kubernetes==37.0.1 \
+# mappy (minimap2) has no wheel: it is compiled here, and its compiler removed after.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev zlib1g-dev \
+    && pip install --no-cache-dir -r /tmp/requirements.txt flask==3.1.3 gunicorn==27.0.1 kubernetes==37.0.1 \
+    && apt-get purge -y gcc libc6-dev zlib1g-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
     && rm /tmp/requirements.txt
 
 ENV PYTHONUNBUFFERED=TRUE PORT=8080 CONCURRENCY=1 TIMEOUT=600

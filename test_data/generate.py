@@ -4,8 +4,8 @@
 Contract
 --------
 ``python test_data/generate.py [--outdir DIR] [--seed 42] [--genome-size 310000]
-[--coverage 20] [--contigs 3] [--threads N]`` (or ``generate(...)`` from Python)
-writes into ``DIR``:
+[--coverage 20] [--contigs 3] [--threads N] [--fastq]`` (or ``generate(...)`` from
+Python) writes into ``DIR``:
 
 * ``ref.fa`` + ``ref.fa.fai`` -- reference with contigs ``chr1`` .. ``chrN``
   (decreasing lengths summing to ``genome_size``), 60 bases per FASTA line,
@@ -26,18 +26,25 @@ writes into ``DIR``:
   ``RG`` tag, mapped records have ``NM``/``MD`` (and ``MC``/``SA`` where
   applicable).  Secondary alignments are dropped; supplementary alignments are
   kept (flag 0x800, soft-clipped).
+* with ``--fastq`` (``fastq=True``) also ``fastq/sampleA_R1.fastq.gz`` /
+  ``fastq/sampleA_R2.fastq.gz`` (and the same for sampleB) -- the same reads,
+  unaligned: read 1 and read 2 as simulated (sequencing orientation), in
+  generation order (not sorted by position), Casava 1.8 headers
+  ``@<QNAME> 1:N:0:1`` / ``@<QNAME> 2:N:0:1`` with the BAM's ``QNAME``, phred+33
+  qualities; gzip with mtime 0 and no file name.  It changes no other file.
 
 Public API: ``generate(outdir, seed, genome_size, coverage, n_contigs, threads,
-...) -> GenerationSummary``; ``main(argv)`` is the command line.  Needs numpy,
+..., fastq) -> GenerationSummary``; ``main(argv)`` is the command line.  Needs numpy,
 pysam and ``mappy`` (``pip install mappy``).
 
 The output is a pure function of the parameters (``outdir`` excepted) and the
 installed versions of numpy, pysam and mappy: running twice gives byte-identical
-FASTA, VCF and BAM files, independently of ``threads``.
+FASTA, VCF, BAM and FASTQ files, independently of ``threads``.
 """
 
 import argparse
 import array
+import gzip
 import hashlib
 import multiprocessing
 import os
@@ -133,6 +140,7 @@ class GenerationSummary:
     read_pairs: dict[str, int]
     flagstat: dict[str, str]
     seconds: float
+    fastqs: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # sample -> (R1, R2), with fastq=True
 
 
 # --------------------------------------------------------------------------- #
@@ -704,15 +712,27 @@ def _pair_records(
     return records
 
 
-def _run_batch(task: tuple[int, int, int, str]) -> tuple[str, int, int]:
+def _fastq_text(names: list[str], seqs: list[str], quals: np.ndarray, read_num: int) -> str:
+    """FASTQ records (Casava 1.8 style ``@name <read_num>:N:0:1``), phred+33 qualities."""
+    rl = quals.shape[1]
+    q = (quals.astype(np.uint8) + 33).tobytes().decode()
+    return "".join(
+        f"@{name} {read_num}:N:0:1\n{seq}\n+\n{q[i * rl : (i + 1) * rl]}\n"
+        for i, (name, seq) in enumerate(zip(names, seqs, strict=True))
+    )
+
+
+def _run_batch(task: tuple[int, int, int, str, bool]) -> tuple[str, int, int]:
     """Simulate and align one batch; write an unsorted BAM chunk.
 
-    ``task`` is ``(sample_index, batch_index, n_pairs, chunk_path)``.
+    ``task`` is ``(sample_index, batch_index, n_pairs, chunk_path, fastq)``.
+    With ``fastq``, the batch's reads are also written, as simulated (sequencing
+    orientation), to ``<chunk_path minus .bam>_R1.fastq`` and ``_R2.fastq``.
     Returns ``(chunk_path, n_pairs, n_pairs_both_mapped)``.
     """
     import mappy  # imported lazily: the module can be imported without mappy
 
-    si, bi, n_pairs, chunk = task
+    si, bi, n_pairs, chunk, fastq = task
     st = _STATE
     sample = SAMPLES[si]
     rng = np.random.default_rng([st["seed"], 1000 + si, bi])
@@ -725,18 +745,46 @@ def _run_batch(task: tuple[int, int, int, str]) -> tuple[str, int, int]:
     buf = mappy.ThreadBuffer()
     header = pysam.AlignmentHeader.from_dict(st["header"][si])
     both = 0
+    names: list[str] = []
+    reads: tuple[list[str], list[str]] = ([], [])
     with pysam.AlignmentFile(chunk, "wbu", header=header) as out:
         for i in range(n_pairs):
             r1 = b1[i * rl : (i + 1) * rl]
             r2 = b2[i * rl : (i + 1) * rl]
             hits = list(aligner.map(r1, r2, buf=buf))
             name = f"{sample}:{bi * BATCH_PAIRS + i:08d}"
+            if fastq:
+                names.append(name)
+                reads[0].append(r1)
+                reads[1].append(r2)
             recs = _pair_records(header, contigs, name, (r1, r2), (q1[i], q2[i]), hits, sample)
             if all(not (r.flag & 0xC) for r in recs):
                 both += 1
             for rec in recs:
                 out.write(rec)
+    if fastq:
+        stem = chunk.removesuffix(".bam")
+        for k, quals in ((0, q1), (1, q2)):
+            with open(f"{stem}_R{k + 1}.fastq", "w") as fh:
+                fh.write(_fastq_text(names, reads[k], quals, k + 1))
     return chunk, n_pairs, both
+
+
+def _join_fastq(job: tuple[list[str], str]) -> str:
+    """Concatenate per-batch FASTQ files (in the given order) into one gzip file.
+
+    The gzip header has mtime 0 and no file name, so the output is reproducible.
+    """
+    parts, fastq_gz = job
+    with (
+        open(fastq_gz, "wb") as fh,
+        gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=6) as gz,
+    ):
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, gz, 1 << 20)
+            os.remove(part)
+    return fastq_gz
 
 
 def _sort_and_index(job: tuple[list[str], str, str]) -> str:
@@ -825,11 +873,14 @@ def generate(
     read_model: ReadModel | None = None,
     verify: bool = True,
     log: bool = True,
+    fastq: bool = False,
 ) -> GenerationSummary:
     """Generate reference, truth VCFs and aligned BAMs into ``outdir``.
 
     ``variant_spacing`` is the mean number of reference bases per variant per
-    sample.  ``threads`` only changes speed, never the output.
+    sample.  ``fastq`` also writes the BAMs' reads, unaligned and in generation
+    order, to ``fastq/<sample>_R1.fastq.gz`` and ``_R2.fastq.gz``; it changes no
+    other file.  ``threads`` only changes speed, never the output.
     """
     import mappy
 
@@ -837,6 +888,8 @@ def generate(
     model = read_model or ReadModel()
     out = Path(outdir)
     (out / "truth").mkdir(parents=True, exist_ok=True)
+    if fastq:
+        (out / "fastq").mkdir(exist_ok=True)
     params = (
         f"--seed {seed} --genome-size {genome_size} --coverage {coverage:g} --contigs {n_contigs}"
         f" --variant-spacing {variant_spacing:g}"
@@ -905,13 +958,14 @@ def generate(
     bams: dict[str, Path] = {}
     pairs: dict[str, int] = {}
     flagstats: dict[str, str] = {}
+    fastqs: dict[str, tuple[Path, Path]] = {}
     with tempfile.TemporaryDirectory(dir=out, prefix=".tmp_generate_") as tmp:
-        tasks: list[tuple[int, int, int, str]] = []
+        tasks: list[tuple[int, int, int, str, bool]] = []
         for si in range(len(SAMPLES)):
             n_batches = -(-n_pairs_total // BATCH_PAIRS)
             for bi in range(n_batches):
                 n = min(BATCH_PAIRS, n_pairs_total - bi * BATCH_PAIRS)
-                tasks.append((si, bi, n, os.path.join(tmp, f"s{si}_b{bi:05d}.bam")))
+                tasks.append((si, bi, n, os.path.join(tmp, f"s{si}_b{bi:05d}.bam"), fastq))
         say(
             f"simulating + aligning {n_pairs_total} pairs/sample in {len(tasks)} batches, {threads} worker(s)"
         )
@@ -923,6 +977,16 @@ def generate(
             )
             for si, sample in enumerate(SAMPLES)
         ]
+        # FASTQ: per sample and read, the batches' files joined in batch order (tasks are in that order)
+        fastq_jobs: list[tuple[list[str], str]] = [
+            (
+                [t[3].removesuffix(".bam") + f"_R{k}.fastq" for t in tasks if t[0] == si],
+                str(out / "fastq" / f"{sample}_R{k}.fastq.gz"),
+            )
+            for si, sample in enumerate(SAMPLES)
+            for k in (1, 2)
+            if fastq
+        ]
         if threads > 1 and sys.modules.get(__name__) is None:
             say("module not registered in sys.modules (needed to pickle tasks): using 1 worker")
             threads = 1
@@ -932,15 +996,25 @@ def generate(
                 results = pool_.map(_run_batch, tasks, chunksize=1)
                 say("alignment done; sorting")
                 pool_.map(_sort_and_index, jobs, chunksize=1)
+                if fastq:
+                    say("BAMs sorted; compressing FASTQs")
+                pool_.map(_join_fastq, fastq_jobs, chunksize=1)
         else:
             results = [_run_batch(t) for t in tasks]
             say("alignment done; sorting")
             for job in jobs:
                 _sort_and_index(job)
+            if fastq:
+                say("BAMs sorted; compressing FASTQs")
+            for fq_job in fastq_jobs:
+                _join_fastq(fq_job)
         for si, sample in enumerate(SAMPLES):
             pairs[sample] = sum(r[1] for t, r in zip(tasks, results, strict=True) if t[0] == si)
             bams[sample] = out / f"{sample}.bam"
-        say("BAMs written")
+            if fastq:
+                fq = out / "fastq"
+                fastqs[sample] = (fq / f"{sample}_R1.fastq.gz", fq / f"{sample}_R2.fastq.gz")
+        say("BAMs and FASTQs written" if fastq else "BAMs written")
     _STATE.clear()
 
     if verify:
@@ -960,6 +1034,7 @@ def generate(
         read_pairs=pairs,
         flagstat=flagstats,
         seconds=time.time() - t0,
+        fastqs=fastqs,
     )
 
 
@@ -980,6 +1055,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--variant-spacing", type=float, default=1500.0, help="mean bp per variant per sample")
     ap.add_argument("--no-verify", action="store_true", help="skip the post-generation checks")
+    ap.add_argument(
+        "--fastq",
+        action="store_true",
+        help="also write the reads as fastq/<sample>_R1.fastq.gz and _R2.fastq.gz (changes no other file)",
+    )
     args = ap.parse_args(argv)
     summary = generate(
         args.outdir,
@@ -990,6 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         variant_spacing=args.variant_spacing,
         verify=not args.no_verify,
+        fastq=args.fastq,
     )
     for sample, counts in summary.variant_counts.items():
         print(f"{sample}: {counts}  read pairs: {summary.read_pairs[sample]}")

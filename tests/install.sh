@@ -3,14 +3,14 @@
 # RADOS Gateway, monitor and OSD for the real-S3 tests (tests/services/ceph.sh
 # starts them), samtools and iVar for the low-frequency benchmark
 # (bench/bench_lowfreq.py; iVar reads `samtools mpileup`, which its package only
-# recommends), and this project with its test and data extras (mappy, for the
-# generators in test_data/).
+# recommends), minimap2 for the alignment benchmark (bench/bench_align.py), and this
+# project with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v radosgw >/dev/null || ! command -v ceph-osd >/dev/null || ! command -v curl >/dev/null \
-    || ! command -v samtools >/dev/null || ! command -v ivar >/dev/null; then
+    || ! command -v samtools >/dev/null || ! command -v ivar >/dev/null || ! command -v minimap2 >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        radosgw ceph-mon ceph-osd curl samtools ivar >/dev/null
+        radosgw ceph-mon ceph-osd curl samtools ivar minimap2 >/dev/null
 fi
-pip install -q -e '.[test,data]'
+pip install -q -e '.[test]'

@@ -4,6 +4,7 @@ and the fix, and leaves no VCF: end to end through the real ``snakemake`` comman
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 from collections.abc import Callable
@@ -92,6 +93,17 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["truncated"] = d / "truncated.bam"
     shutil.copy(DATA / "ref.fa", d / "fasta.bam")
     out["fasta"] = d / "fasta.bam"
+    # FASTQs: read 2 cut short mid-stream, read 2 with fewer reads, a FASTA named as a FASTQ.
+    r2 = (DATA / "fastq" / "sampleA_R2.fastq.gz").read_bytes()
+    (d / "cut_R2.fastq.gz").write_bytes(r2[: len(r2) // 2])
+    out["fq_cut"] = d / "cut_R2.fastq.gz"
+    lines = gzip.decompress(r2).split(b"\n")
+    (d / "short_R2.fastq.gz").write_bytes(gzip.compress(b"\n".join(lines[: 4 * 20_000]) + b"\n"))
+    out["fq_short"] = d / "short_R2.fastq.gz"
+    shutil.copy(DATA / "ref.fa", d / "ref_R1.fastq")
+    out["fq_fasta"] = d / "ref_R1.fastq"
+    out["r1"] = DATA / "fastq" / "sampleA_R1.fastq.gz"
+    out["r2"] = DATA / "fastq" / "sampleA_R2.fastq.gz"
     return out
 
 
@@ -102,7 +114,7 @@ class Case:
     error: str  # the one line, with {bam}, {ref} and {wd} filled in
     step: str | None  # the rule that fails; None: the workflow does not load
     reference: str | None = None  # key in ``bad``; None: test_data/ref.fa
-    sheet: str | None = None  # the whole sample sheet instead of one row for sampleA
+    sheet: str | None = None  # the whole sample sheet instead of one row for sampleA ({name}: a path in ``bad``)
 
 
 USE_REF = "use the reference the reads were aligned to"
@@ -138,7 +150,8 @@ CASES = {
         "the sample sheet at the BAM with the aligned reads, or remove the sample", "plan"),
     "sheet-missing-column": Case(
         None, "error: sample sheet config/samples.tsv: missing column 'bam' in the header line (found: sample, "
-        "path): its first line must name the columns sample and bam, separated by a tab", None,
+        "path): its first line must name the columns sample and bam (or sample, fastq_1 and fastq_2), separated "
+        "by tabs", None,
         sheet="sample\tpath\nsampleA\ttest_data/sampleA.bam\n"),
     "sheet-missing-file": Case(
         None, "error: sample sheet config/samples.tsv row 2: BAM test_data/sampleX.bam of sample 'sampleA' not "
@@ -146,7 +159,27 @@ CASES = {
         sheet="sample\tbam\nsampleA\ttest_data/sampleX.bam\n"),
     "sheet-empty": Case(
         None, "error: sample sheet config/samples.tsv lists no samples: add one line per sample with its name and "
-        "its BAM, separated by a tab", None, sheet="sample\tbam\n"),
+        "its BAM (or its two FASTQs), separated by tabs", None, sheet="sample\tbam\n"),
+    "fastq-truncated": Case(
+        None, "error: FASTQ {fq_cut} is truncated (the gzip stream ends early): copy it again from its source",
+        "stage_fastq", sheet="sample\tfastq_1\tfastq_2\nsampleA\t{r1}\t{fq_cut}\n"),
+    "fastq-pairs-differ": Case(
+        None, "error: FASTQ {r1} has 20,667 reads but FASTQ {fq_short} has 20,000: give the two files of the same "
+        "run (R1 and R2 of one library)", "stage_fastq", sheet="sample\tfastq_1\tfastq_2\nsampleA\t{r1}\t{fq_short}\n"),
+    "fastq-not-fastq": Case(
+        None, "error: FASTQ {fq_fasta} is not a FASTQ file (it looks like a FASTA file): give the sample's R1 and R2 "
+        "FASTQ files (gzip-compressed or plain)", "stage_fastq",
+        sheet="sample\tfastq_1\tfastq_2\nsampleA\t{fq_fasta}\t{r2}\n"),
+    "sheet-bam-and-fastq": Case(
+        None, "error: sample sheet config/samples.tsv row 2: sample 'sampleA' has both a BAM and FASTQs: give one or "
+        "the other", None, sheet="sample\tbam\tfastq_1\tfastq_2\nsampleA\ttest_data/sampleA.bam\t{r1}\t{r2}\n"),
+    "sheet-one-fastq": Case(
+        None, "error: sample sheet config/samples.tsv row 2: sample 'sampleA' has only fastq_1: give its BAM, or both "
+        "FASTQs of its read pairs (fastq_1 and fastq_2)", None,
+        sheet="sample\tbam\tfastq_1\tfastq_2\nsampleA\t\t{r1}\t\n"),
+    "sheet-read-group-of-a-bam": Case(
+        None, "error: sample sheet config/samples.tsv row 2: sample 'sampleA' has a BAM: its read groups come from the "
+        "BAM, so leave library empty", None, sheet="sample\tbam\tlibrary\nsampleA\ttest_data/sampleA.bam\tlib1\n"),
 }
 NAME_RULE = ("is not allowed: use only letters, digits, '.', '_' and '-', and do not start with '.' or '-' "
              "(the name becomes part of file names and object keys)")
@@ -161,7 +194,8 @@ def errors(stderr: str) -> list[str]:
 
 
 def assert_nothing_called(wd: Path) -> None:
-    assert not list(wd.glob("results/*.vcf.gz"))
+    assert not list(wd.glob("results/*.vcf.gz")) and not list(wd.glob("results/*.bam"))
+    assert not list(wd.glob("work/fastq/*")) and not list(wd.glob("work/staged/fastq/*"))
     assert not list(wd.glob("work/calls/*.json"))
     assert not list(wd.glob("tmp/**/fragments/**/*.vcf.gz"))
 
@@ -172,12 +206,13 @@ def test_bad_input_stops_the_run_with_one_line(bad: dict[str, Path], tmp_path: P
     reference = str(bad[case.reference]) if case.reference else "test_data/ref.fa"
     wd = make_workdir(tmp_path / "wd", plan__n_regions=2, reference=reference)
     bam = str(bad[case.bam]) if case.bam else "test_data/sampleA.bam"
-    (wd / "config" / "samples.tsv").write_text(case.sheet or f"sample\tbam\nsampleA\t{bam}\n")
+    paths = {k: str(v) for k, v in bad.items()}
+    (wd / "config" / "samples.tsv").write_text((case.sheet or f"sample\tbam\nsampleA\t{bam}\n").format(**paths))
     res = snakemake(wd)
     assert res.returncode != 0
     name = os.path.basename(bam).removesuffix(".bam")
     ref = reference if os.path.isabs(reference) else str(wd.resolve() / reference)
-    expected = case.error.format(bam=bam, name=name, ref=ref, wd=wd.resolve())
+    expected = case.error.format(bam=bam, name=name, ref=ref, wd=wd.resolve(), **paths)
     assert errors(res.stderr) == [expected], res.stderr[-3000:]
     assert not [ln for ln in res.stderr.splitlines() if ln.startswith(("Traceback", "[E::", "[W::"))], res.stderr
     if case.step is None:

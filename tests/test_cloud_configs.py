@@ -189,12 +189,13 @@ def test_a_wrong_key_or_value_is_caught(
 
 def test_runtime_image_pins_the_versions_used_here() -> None:
     """Lithops refuses a runtime with another Lithops version, and the VCFs are tested
-    with this pysam (its bundled bcftools)."""
+    with this pysam (its bundled bcftools); the functions load the minimap2 index this
+    mappy built."""
     pins = {}
     for line in (ROOT / "runtime" / "requirements.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
         if "==" in line:
             name, _, pinned = line.partition("==")
             pins[name.strip().lower()] = pinned.strip()
-    for package in ("lithops", "pysam"):
+    for package in ("lithops", "pysam", "mappy"):
         assert pins.get(package) == version(package), f"runtime/requirements.txt: pin {package}=={version(package)}"

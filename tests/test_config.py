@@ -71,6 +71,15 @@ def test_bad_config_is_one_line_naming_the_key(mutate, expect: str) -> None:
         ("sample\tbam\n", "lists no samples: add one line per sample"),
         ("# a comment\nsample\tbam\n\nA\ta.bam\nA\tb.bam\n", "row 5: duplicate sample 'A' (also in row 4)"),
         ("sample\tbam\nA\tnot-there.bam\n", "row 2: BAM not-there.bam of sample 'A' not found: fix the path"),
+        ("sample\tfastq_1\tfastq_2\nA\tno_R1.fq.gz\tno_R2.fq.gz\n",
+         "row 2: FASTQ no_R1.fq.gz of sample 'A' not found: fix the path"),
+        ("sample\tfastq_1\tfastq_2\nA\ts3://b/r1.fq.gz\ts3://b/r2.fq.gz\n",
+         "row 2: FASTQ s3://b/r1.fq.gz of sample 'A' is in object storage"),
+        ("sample\tfastq_1\tfastq_2\tplatform\nA\ta_R1.fq\ta_R2.fq\tNANOPORE\n",
+         "row 2: platform: 'NANOPORE' is not one of"),
+        ("sample\tfastq_1\tfastq_2\tlibrary\nA\ta_R1.fq\ta_R2.fq\tlib 1\n",
+         "row 2: library 'lib 1' is not allowed: use printable characters without spaces"),
+        ("sample\tfastq_1\nA\ta_R1.fq\n", "missing column 'bam'"),
     ],
 )
 def test_bad_sample_sheet_is_one_line_naming_the_row(tmp_path: Path, sheet: str, expect: str) -> None:
@@ -80,6 +89,26 @@ def test_bad_sample_sheet_is_one_line_naming_the_row(tmp_path: Path, sheet: str,
         read_sample_sheet(str(path))
     assert expect in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_fastq_samples_and_their_read_groups(tmp_path: Path) -> None:
+    for name in ("a_R1.fq.gz", "a_R2.fq.gz"):
+        (tmp_path / name).write_bytes(b"")
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(f"sample\tbam\tfastq_1\tfastq_2\tlibrary\tplatform_unit\n"
+                     f"A\t\t{tmp_path}/a_R1.fq.gz\t{tmp_path}/a_R2.fq.gz\tlibA\tFC1.2\n"
+                     f"B\t{ROOT}/test_data/sampleB.bam\t\t\t\t\n")
+    a, b = read_sample_sheet(str(sheet))
+    assert a.aligned and a.bam == "results/A.bam" and a.fastq == (f"{tmp_path}/a_R1.fq.gz", f"{tmp_path}/a_R2.fq.gz")
+    assert a.rg("library") == "libA" and a.rg("platform_unit") == "FC1.2" and a.rg("read_group") is None
+    assert not b.aligned and b.bam.endswith("sampleB.bam")
+
+
+def test_schema_defaults_are_the_aligners_own() -> None:
+    from pipeline.align import AlignParams
+
+    filled = load_settings(default_config()).align
+    assert AlignParams(chunk_pairs=filled["chunk_pairs"], max_insert=filled["max_insert"]) == AlignParams()
 
 
 @pytest.mark.parametrize("engine", ["bcftools", "lowfreq"])

@@ -1,0 +1,287 @@
+"""The alignment function: one chunk of read pairs in, one coordinate-sorted BAM part out.
+
+Contract: :func:`align_chunk` takes a plain dict (built by
+:func:`pipeline.align.make_tasks`) naming the store's bucket and prefix (no
+credentials: the open ``storage`` comes from Lithops in the worker), the minimap2
+index of the reference in the store, the chunk's byte range in each BGZF copy of
+the sample's FASTQs (:mod:`pipeline.fastq`), the BAM header text and the read
+group. It fetches the index (once per worker: kept on local disk by its
+fingerprint) and the chunk with one ranged GET per FASTQ, maps each pair with
+minimap2 through ``mappy`` (the index's preset, ``sr``, paired), sorts the records
+by coordinate and writes back to the store
+
+* ``<out_key>.bam`` — the coordinate-sorted BAM part, and
+* ``<out_key>.json`` — stats: pairs, reads, mapped and properly paired reads,
+  supplementary records, bytes and GETs, seconds, the part's md5.
+
+It returns the stats; any failure raises :class:`ChunkError` naming the sample and
+chunk.
+
+The records follow ``minimap2 -ax sr -Y --secondary=no``, with what ``mappy`` does
+not expose filled in the way samtools does (:func:`pair_records`):
+
+* per read, the hits minimap2 marks primary-or-supplementary (``id == parent``)
+  are kept; secondary hits are dropped. The primary of each read is the hit that
+  pairs with a hit of its mate (FR, same contig, fragment at most ``max_insert``,
+  minimap2's ``max_frag_len`` of the ``sr`` preset), else minimap2's first;
+  the others are supplementary (0x800), soft-clipped, with ``SA:Z`` on every
+  part of the read;
+* 0x2 (proper pair): both primaries on one contig, facing each other, 5'-to-5'
+  distance below ``max_insert``; TLEN is minimap2's, 5' end to 5' end;
+* RNEXT/PNEXT and 0x20 point at the mate's primary; ``MC:Z`` holds its CIGAR;
+  an unmapped read is placed at its mapped mate (flag 0x4, CIGAR ``*``); a pair
+  with neither read mapped has no position (it sorts to the end);
+* tags ``NM:i`` (minimap2's), ``RG:Z``; no ``MD`` (``samtools calmd`` adds it).
+
+A record depends only on its pair, and parts are sorted with samtools' stable
+coordinate order and merged in chunk order, so the merged BAM is the same for any
+chunk size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pipeline.fastq import read_chunk
+from pipeline.storage import ObjectStore
+
+# Bytes per ranged GET when copying the index to local disk: bounds the memory used.
+INDEX_PART_BYTES = 64 << 20
+# samtools sort memory per part before it spills to temporary files.
+SORT_MEMORY = "512M"
+# Parts are read once, by the merge: fast compression is enough.
+PART_LEVEL = "1"
+
+_ALIGNERS: dict[tuple[str, str], Any] = {}  # (index fingerprint, preset) -> mappy.Aligner
+
+
+class ChunkError(RuntimeError):
+    """Aligning one chunk failed."""
+
+
+def align_chunk(task: dict[str, Any], storage: Any = None) -> dict[str, Any]:
+    """Align one chunk; ``storage`` is the worker's ``lithops.Storage`` (Lithops passes it)."""
+    label = f"sample {task['sample']} chunk {task['chunk']['index']}"
+    try:
+        return _align(task, storage)
+    except ChunkError:
+        raise
+    except Exception as exc:
+        raise ChunkError(f"{label}: {type(exc).__name__}: {exc}") from exc
+
+
+def _align(task: dict[str, Any], storage: Any) -> dict[str, Any]:
+    t0 = time.monotonic()
+    store = ObjectStore.from_description(task["store"], storage)
+    chunk, params = task["chunk"], task["params"]
+    aligner = load_aligner(store, task["index"], params["preset"])
+    t_index = time.monotonic() - t0
+    fq1, fq2 = task["fastq_1"], task["fastq_2"]
+    data_1 = store.get_range(fq1["key"], chunk["r1"][0], chunk["r1"][1], fq1.get("bucket"))
+    data_2 = store.get_range(fq2["key"], chunk["r2"][0], chunk["r2"][1], fq2.get("bucket"))
+    pairs = read_chunk(data_1, data_2, f"sample {task['sample']} chunk {chunk['index']}")
+    del data_1, data_2
+    if len(pairs) != chunk["pairs"]:
+        raise ChunkError(
+            f"sample {task['sample']} chunk {chunk['index']}: {len(pairs)} pairs read where the staging "
+            f"index says {chunk['pairs']}: stage the FASTQs again"
+        )
+    tmp = tempfile.mkdtemp(prefix="svc-align-")
+    try:
+        sam = os.path.join(tmp, "part.sam")
+        t1 = time.monotonic()
+        with open(sam, "w") as fh:
+            fh.write(task["header"])
+            counts = write_records(fh, aligner, pairs, task["read_group"], params["max_insert"])
+        t_map = time.monotonic() - t1
+        del pairs
+        part = os.path.join(tmp, "part.bam")
+        _sort(sam, part, tmp)
+        with open(part, "rb") as fh:
+            data = fh.read()
+        stats = {
+            "sample": task["sample"],
+            "chunk": chunk["index"],
+            "pairs": chunk["pairs"],
+            **counts,
+            "md5": hashlib.md5(data).hexdigest(),
+            "size": len(data),
+            "gets": store.counts.gets,
+            "get_bytes": store.counts.get_bytes,
+            "index_seconds": round(t_index, 3),
+            "map_seconds": round(t_map, 3),
+            "seconds": round(time.monotonic() - t0, 3),
+            "key": task["key"],
+        }
+        store.put(task["out_key"] + ".bam", data)
+        store.put(task["out_key"] + ".json", json.dumps(stats, sort_keys=True).encode())
+        return stats
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sort(sam: str, out: str, tmp: str) -> None:
+    import pysam
+
+    from functions.capture import stderr_into
+
+    with tempfile.TemporaryFile() as err:
+        try:
+            with stderr_into(err):
+                pysam.sort("--no-PG", "-l", PART_LEVEL, "-m", SORT_MEMORY, "-T", os.path.join(tmp, "sort"),
+                           "-o", out, sam)
+        except pysam.utils.SamtoolsError as exc:
+            err.seek(0)
+            said = " ".join(err.read().decode(errors="replace").split())
+            raise ChunkError(f"samtools sort failed on the chunk's records: {said or exc}") from exc
+
+
+# -- the index -----------------------------------------------------------------------
+def load_aligner(store: ObjectStore, index: dict[str, Any], preset: str) -> Any:
+    """The ``mappy.Aligner`` of the index object ``index`` (key, bucket, size, fingerprint).
+
+    A worker that already loaded it (a warm container) reuses it; the file is copied
+    to local disk with bounded ranged GETs, once per worker.
+    """
+    import mappy
+
+    cache = (index["fingerprint"], preset)
+    if cache in _ALIGNERS:
+        return _ALIGNERS[cache]
+    folder = os.path.join(tempfile.gettempdir(), "svc-mm2-index")
+    os.makedirs(folder, exist_ok=True)
+    safe = hashlib.sha256(f"{index.get('bucket')}/{index['key']}/{index['fingerprint']}".encode()).hexdigest()[:20]
+    path = os.path.join(folder, f"{safe}.mmi")
+    if not os.path.exists(path) or os.path.getsize(path) != index["size"]:
+        part = f"{path}.tmp{os.getpid()}"
+        with open(part, "wb") as fh:
+            for start in range(0, index["size"], INDEX_PART_BYTES):
+                end = min(index["size"], start + INDEX_PART_BYTES)
+                fh.write(store.get_range(index["key"], start, end, index.get("bucket")))
+        os.replace(part, path)
+    aligner = mappy.Aligner(path, preset=preset)
+    if not aligner:
+        raise ChunkError(f"minimap2 cannot load its index {index['key']}: build it again (rule index_reference)")
+    _ALIGNERS.clear()  # one index per worker: a genome's index can take gigabytes
+    _ALIGNERS[cache] = aligner
+    return aligner
+
+
+# -- records -------------------------------------------------------------------------
+def write_records(fh: Any, aligner: Any, pairs: Sequence[tuple[str, str, str, str, str]], read_group: str,
+                  max_insert: int) -> dict[str, int]:
+    """Map every pair and write its SAM records to ``fh``; counts of what was written."""
+    import mappy
+
+    buf = mappy.ThreadBuffer()
+    amap = aligner.map
+    reads = mapped = proper = supplementary = 0
+    for name, s1, q1, s2, q2 in pairs:
+        lines, n_mapped, is_proper = pair_records(name, s1, q1, s2, q2, amap(s1, s2, buf=buf), read_group,
+                                                  max_insert)
+        fh.write(lines)
+        reads += 2
+        mapped += n_mapped
+        proper += 2 * is_proper
+        supplementary += lines.count("\n") - 2
+    return {"reads": reads, "mapped": mapped, "properly_paired": proper, "supplementary": supplementary}
+
+
+def _pos5(h: Any) -> int:
+    return int(h.r_en - 1 if h.strand < 0 else h.r_st)
+
+
+def _pairs_up(a: Any, b: Any, max_insert: int) -> bool:
+    """Same contig, facing each other (FR), 5'-to-5' distance below ``max_insert``."""
+    if a.ctg != b.ctg or a.strand == b.strand:
+        return False
+    f, r = (b, a) if a.strand < 0 else (a, b)
+    return bool(f.r_st <= r.r_en and _pos5(r) - _pos5(f) < max_insert)
+
+
+def _clipped_cigar(h: Any, qlen: int) -> str:
+    """The hit's CIGAR with its soft clips, in reference orientation.
+
+    mappy maps read 2 as its reverse complement and flips only the strand, not
+    ``q_st``/``q_en``: those are mirrored back for read 2.
+    """
+    q_st, q_en = (qlen - h.q_en, qlen - h.q_st) if h.read_num == 2 else (h.q_st, h.q_en)
+    left, right = (qlen - q_en, q_st) if h.strand < 0 else (q_st, qlen - q_en)
+    return f"{f'{left}S' if left else ''}{h.cigar_str}{f'{right}S' if right else ''}"
+
+
+def pair_records(name: str, s1: str, q1: str, s2: str, q2: str, hits: Iterable[Any], read_group: str,
+                 max_insert: int) -> tuple[str, int, bool]:
+    """SAM lines of one pair (primaries, then supplementaries, read 1 first), the number of
+    reads mapped, and whether the pair is proper. ``hits``: mappy's hits of the pair."""
+    import mappy
+
+    per: tuple[list[Any], list[Any]] = ([], [])
+    for h in hits:
+        if h.is_primary:  # id == parent: primary or supplementary
+            per[h.read_num - 1].append(h)
+    if len(per[0]) > 1 or len(per[1]) > 1:
+        # mappy does not expose minimap2's sam_pri: the primary of each read is the hit
+        # that pairs with a hit of the mate, else minimap2's first.
+        for i, a in enumerate(per[0]):
+            j = next((j for j, b in enumerate(per[1]) if _pairs_up(a, b, max_insert)), None)
+            if j is not None:
+                per[0].insert(0, per[0].pop(i))
+                per[1].insert(0, per[1].pop(j))
+                break
+    prim = (per[0][0] if per[0] else None, per[1][0] if per[1] else None)
+    proper = prim[0] is not None and prim[1] is not None and _pairs_up(prim[0], prim[1], max_insert)
+    seqs, quals = (s1, s2), (q1, q2)
+    out: list[str] = []
+    supp: list[str] = []
+    for k in (0, 1):
+        seq, qual, mate = seqs[k], quals[k], prim[1 - k]
+        flag = 0x1 | (0x40, 0x80)[k] | (0x2 if proper else 0)
+        if mate is None:
+            flag |= 0x8
+        elif mate.strand < 0:
+            flag |= 0x20
+        hs = per[k]
+        if not hs:
+            if mate is None:
+                out.append(f"{name}\t{flag | 0x4}\t*\t0\t0\t*\t*\t0\t0\t{seq}\t{qual}\tRG:Z:{read_group}\n")
+            else:
+                p = mate.r_st + 1
+                out.append(f"{name}\t{flag | 0x4}\t{mate.ctg}\t{p}\t0\t*\t=\t{p}\t0\t{seq}\t{qual}\t"
+                           f"MC:Z:{_clipped_cigar(mate, len(seqs[1 - k]))}\tRG:Z:{read_group}\n")
+            continue
+        qlen = len(seq)
+        cigars = [_clipped_cigar(h, qlen) for h in hs]
+        mate_tags = "" if mate is None else f"\tMC:Z:{_clipped_cigar(mate, len(seqs[1 - k]))}"
+        sa = [f"{h.ctg},{h.r_st + 1},{'-' if h.strand < 0 else '+'},{c},{h.mapq},{h.NM};"
+              for h, c in zip(hs, cigars, strict=True)] if len(hs) > 1 else []
+        for j, h in enumerate(hs):
+            f = flag if j == 0 else (flag & ~0x2) | 0x800
+            if h.strand < 0:
+                f |= 0x10
+                s, q = mappy.revcomp(seq), qual[::-1]
+            else:
+                s, q = seq, qual
+            if mate is None:  # the unmapped mate takes this read's primary coordinates
+                pnext, tlen, rn = hs[0].r_st + 1, 0, "=" if hs[0].ctg == h.ctg else hs[0].ctg
+            else:
+                pnext, rn = mate.r_st + 1, "=" if mate.ctg == h.ctg else mate.ctg
+                if mate.ctg == h.ctg:
+                    d = _pos5(mate) - _pos5(h)
+                    tlen = d + 1 if d > 0 else d - 1 if d < 0 else 0
+                else:
+                    tlen = 0
+            tags = f"\tNM:i:{h.NM}{mate_tags}"
+            if sa:
+                tags += "\tSA:Z:" + "".join(x for i, x in enumerate(sa) if i != j)
+            line = (f"{name}\t{f}\t{h.ctg}\t{h.r_st + 1}\t{h.mapq}\t{cigars[j]}\t{rn}\t{pnext}\t{tlen}\t"
+                    f"{s}\t{q}{tags}\tRG:Z:{read_group}\n")
+            (out if j == 0 else supp).append(line)
+    return "".join(out + supp), bool(per[0]) + bool(per[1]), proper

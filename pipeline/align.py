@@ -1,0 +1,397 @@
+"""FASTQ pairs to one coordinate-sorted, indexed BAM: staging, the fan-out, the merge.
+
+Contract, step by step (each is one CLI step, :mod:`pipeline.cli`):
+
+* :func:`stage_index` builds the reference's minimap2 index (preset ``sr``) once,
+  locally, and puts it into the store beside the reference; its manifest names
+  the object, the preset and the mappy version. Functions load it from there.
+* :func:`stage_fastq` reads a sample's two FASTQs in one streaming pass
+  (:func:`pipeline.fastq.rechunk_pair`): a BGZF copy of each, in which every chunk
+  of ``chunk_pairs`` pairs starts a BGZF block, goes into the store, and the
+  manifest lists each chunk's byte range in both copies. No function ever reads a
+  whole FASTQ: each fetches its chunk with one ranged GET per file.
+* :func:`align_samples` runs one function per chunk of every sample
+  (:func:`functions.align.align_chunk`) in one map, reusing the parts of an
+  earlier run that are intact (keyed, like VCF fragments, by what produced them:
+  the FASTQ copies, the chunk, the index, the header, the parameters, the code),
+  and writes one JSON manifest per sample listing its parts in chunk order with
+  their stats. It returns an :class:`AlignSummary` (reads, pairs, mapped %,
+  seconds per chunk).
+* :func:`merge_parts` fetches the parts to local disk one by one and merges them
+  with ``samtools merge`` (streaming: never the whole BAM in memory) into the
+  sample's BAM and its index, checks it with ``samtools quickcheck``, and writes
+  a stats report with ``samtools flagstat``. Outputs appear under their names
+  only when complete. The BAM is then staged and called like any other sample's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pipeline
+from pipeline.call import check_staged, existing_fragment
+from pipeline.config import Sample
+from pipeline.executor import FanOutError, LithopsRunner, SerialRunner, task_label
+from pipeline.fastq import rechunk_pair
+from pipeline.stage import run_samtools, stage_file, write_manifest
+from pipeline.storage import ObjectMissingError, ObjectStore
+from pipeline.validate import InputError
+
+logger = logging.getLogger(__name__)
+
+PRESET = "sr"
+
+
+class AlignError(RuntimeError):
+    """The alignment step cannot go on; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class ReadGroup:
+    """The ``@RG`` line of a sample's reads: ID, SM (the sample), LB, PL and PU."""
+
+    id: str
+    sample: str
+    library: str
+    platform: str
+    platform_unit: str | None = None
+
+    @classmethod
+    def of(cls, sample: Sample) -> ReadGroup:
+        """The read group of a sheet row: its columns, else the defaults (ID and LB the sample, PL ILLUMINA)."""
+        return cls(id=sample.rg("read_group") or sample.name, sample=sample.name,
+                   library=sample.rg("library") or sample.name, platform=sample.rg("platform") or "ILLUMINA",
+                   platform_unit=sample.rg("platform_unit"))
+
+    def line(self) -> str:
+        fields = [f"ID:{self.id}", f"SM:{self.sample}", f"LB:{self.library}", f"PL:{self.platform}"]
+        if self.platform_unit:
+            fields.append(f"PU:{self.platform_unit}")
+        return "@RG\t" + "\t".join(fields)
+
+
+@dataclass(frozen=True)
+class AlignParams:
+    """What changes the records: part of every part's key."""
+
+    chunk_pairs: int = 50_000
+    max_insert: int = 800
+
+    def task_params(self) -> dict[str, Any]:
+        return {"preset": PRESET, "max_insert": self.max_insert}
+
+
+def mappy_version() -> str:
+    import mappy
+
+    return str(getattr(mappy, "__version__", "unknown"))
+
+
+def code_version() -> str:
+    return f"serverless-variant-calling {pipeline.__version__}; mappy {mappy_version()}"
+
+
+# -- the reference index -----------------------------------------------------------
+def stage_index(store: ObjectStore, reference: str, workdir: str | Path, out: str | Path) -> dict[str, Any]:
+    """Build (or reuse) the minimap2 index of the local reference FASTA and stage it.
+
+    An index in ``workdir`` is reused when it was built from a FASTA of the same size
+    and modification time with the same preset and mappy version.
+    """
+    import mappy
+
+    os.makedirs(workdir, exist_ok=True)
+    mmi = os.path.join(workdir, f"{os.path.basename(reference)}.{PRESET}.mmi")
+    version = mappy_version()
+    stamp = f"{mmi}.json"
+    if not os.path.exists(reference):
+        raise InputError(f"reference {reference} not found; fix 'reference' in the config")
+    st = os.stat(reference)
+    source = {"reference": os.path.abspath(reference), "fingerprint": f"{st.st_size}-{st.st_mtime_ns}",
+              "preset": PRESET, "mappy": version}
+    fresh = os.path.exists(mmi) and os.path.exists(stamp) and json.loads(Path(stamp).read_text()) == source
+    t0 = time.monotonic()
+    if not fresh:
+        tmp = f"{mmi}.tmp{os.getpid()}"
+        try:
+            aligner = mappy.Aligner(reference, preset=PRESET, fn_idx_out=tmp, n_threads=2)
+            if not aligner or not os.path.exists(tmp):
+                raise AlignError(f"minimap2 cannot index reference {reference}: check that it is a FASTA file")
+            names = list(aligner.seq_names)
+            del aligner
+            os.replace(tmp, mmi)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        Path(stamp).write_text(json.dumps(source, sort_keys=True))
+        logger.info("built the minimap2 index of %s (%d contigs, %.1f MB) in %.1f s", reference, len(names),
+                    os.path.getsize(mmi) / 1e6, time.monotonic() - t0)
+    key = store.key("reference", os.path.basename(mmi))
+    manifest = {"index": stage_file(store, mmi, key), **source}
+    write_manifest(manifest, out)
+    return manifest
+
+
+# -- the FASTQs ----------------------------------------------------------------------
+def stage_fastq(store: ObjectStore, sample: str, fastq_1: str, fastq_2: str, chunk_pairs: int,
+                workdir: str | Path, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Cut the sample's FASTQ pair into chunks (BGZF copies + index) and stage the copies."""
+    from tqdm import tqdm
+
+    for fq in (fastq_1, fastq_2):
+        if not os.path.exists(fq):
+            raise InputError(f"FASTQ {fq} of sample {sample} not found: fix the path in the sample sheet")
+    os.makedirs(workdir, exist_ok=True)
+    copies = [os.path.join(workdir, f"{sample}_R{i}.fastq.bgz") for i in (1, 2)]
+    size = os.path.getsize(fastq_1) + os.path.getsize(fastq_2)
+    with tqdm(desc=f"chunking {sample}'s FASTQs", unit=" pairs", unit_scale=True, disable=not progress,
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        def advance(done: int) -> None:
+            bar.update(done - bar.n)
+
+        index = rechunk_pair(fastq_1, fastq_2, copies[0], copies[1], chunk_pairs, progress=advance)
+    logger.info("chunked %s: %d pairs (%.2f Gbases) into %d chunks of up to %d pairs in %.1f s "
+                "(%.1f MB of FASTQ read, %.1f MB of BGZF written)", sample, index.pairs, index.bases / 1e9,
+                len(index.chunks), chunk_pairs, index.seconds, size / 1e6, (index.size_1 + index.size_2) / 1e6)
+    objs = [stage_file(store, path, store.key("inputs", sample, os.path.basename(path))) for path in copies]
+    if store.backend != "localhost":  # the store holds the copies now; the local store links to them
+        for path in copies:
+            os.remove(path)
+    manifest = {
+        "sample": sample,
+        "source": [os.path.abspath(fastq_1), os.path.abspath(fastq_2)],
+        "chunk_pairs": chunk_pairs,
+        "fastq_1": objs[0],
+        "fastq_2": objs[1],
+        "index": index.as_dict(),
+    }
+    write_manifest(manifest, out)
+    return manifest
+
+
+# -- the fan-out ---------------------------------------------------------------------
+def bam_header(ref_manifest: dict[str, Any], read_group: ReadGroup) -> str:
+    """The SAM header of every part (and so of the merged BAM): no path, no time, no chunk size."""
+    lines = ["@HD\tVN:1.6\tSO:coordinate"]
+    for c in ref_manifest["contigs"]:
+        lines.append(f"@SQ\tSN:{c['name']}\tLN:{c['length']}" + (f"\tM5:{c['md5']}" if c.get("md5") else ""))
+    lines.append(read_group.line())
+    lines.append(f"@PG\tID:minimap2\tPN:minimap2\tVN:mappy-{mappy_version()}\t"
+                 f"CL:mappy.Aligner(index, preset='{PRESET}').map(read1, read2) via serverless-variant-calling "
+                 f"{pipeline.__version__}")
+    return "\n".join(lines) + "\n"
+
+
+def part_key(fq: dict[str, Any], index: dict[str, Any], chunk: dict[str, Any], header: str,
+             params: dict[str, Any]) -> str:
+    blob = json.dumps(
+        {"fastq": [fq["fastq_1"]["fingerprint"], fq["fastq_2"]["fingerprint"]], "index": index["fingerprint"],
+         "chunk": [chunk["r1"], chunk["r2"], chunk["pairs"]], "header": header, "params": params,
+         "code": code_version()},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def make_tasks(store: ObjectStore, fq: dict[str, Any], index_manifest: dict[str, Any], header: str,
+               read_group: ReadGroup, params: AlignParams) -> list[dict[str, Any]]:
+    sample = fq["sample"]
+    index = index_manifest["index"]
+    tp = params.task_params()
+    tasks = []
+    for chunk in fq["index"]["chunks"]:
+        key = part_key(fq, index, chunk, header, tp)
+        tasks.append({
+            "sample": sample,
+            "label": f"{sample} chunk {chunk['index']}",
+            "store": store.describe(),
+            "index": {k: index[k] for k in ("bucket", "key", "size", "fingerprint")},
+            "fastq_1": {"bucket": fq["fastq_1"].get("bucket"), "key": fq["fastq_1"]["key"]},
+            "fastq_2": {"bucket": fq["fastq_2"].get("bucket"), "key": fq["fastq_2"]["key"]},
+            "chunk": chunk,
+            "header": header,
+            "read_group": read_group.id,
+            "params": tp,
+            "key": key,
+            "out_key": store.key("aligned", sample, f"{chunk['index']:05d}-{key}"),
+        })
+    return tasks
+
+
+@dataclass
+class AlignSummary:
+    samples: int
+    chunks: int
+    computed: int
+    reused: int
+    pairs: int
+    reads: int
+    mapped: int
+    properly_paired: int
+    chunk_seconds: list[float] = field(default_factory=list)
+    get_bytes: int = 0
+    gets: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+
+    def line(self) -> str:
+        def pct(n: int) -> float:
+            return 100.0 * n / self.reads if self.reads else 0.0
+
+        per = ""
+        if self.chunk_seconds:
+            per = (f"; {statistics.median(self.chunk_seconds):.1f} s per chunk (median; slowest "
+                   f"{max(self.chunk_seconds):.1f} s)")
+        retried = f", {self.retries} retries" if self.retries else ""
+        return (f"aligned {self.samples} sample(s): {self.pairs:,} pairs ({self.reads:,} reads) in {self.chunks} "
+                f"chunks ({self.computed} functions run, {self.reused} parts reused{retried}): "
+                f"{pct(self.mapped):.2f} % of reads mapped, {pct(self.properly_paired):.2f} % properly paired"
+                f"{per}; read {self.get_bytes / 1e6:.1f} MB in {self.gets} GETs; {self.seconds:.1f} s")
+
+
+def align_samples(
+    store: ObjectStore,
+    fastqs: list[dict[str, Any]],
+    index_manifest: dict[str, Any],
+    ref_manifest: dict[str, Any],
+    read_groups: dict[str, ReadGroup],
+    params: AlignParams,
+    runner: SerialRunner | LithopsRunner,
+    out_manifests: dict[str, str | Path],
+) -> AlignSummary:
+    t0 = time.monotonic()
+    check_staged(store, [index_manifest, *fastqs], rerun="stage_fastq index_reference")
+    tasks: list[dict[str, Any]] = []
+    for fq in fastqs:
+        header = bam_header(ref_manifest, read_groups[fq["sample"]])
+        tasks += make_tasks(store, fq, index_manifest, header, read_groups[fq["sample"]], params)
+    present: set[str] = set()
+    for fq in fastqs:
+        present.update(store.list(store.key("aligned", fq["sample"]) + "/"))
+    done: dict[str, dict[str, Any]] = {}
+    todo = []
+    for t in tasks:
+        stats = existing_fragment(store, t, present, suffix=".bam")
+        if stats is None:
+            todo.append(t)
+        else:
+            done[t["out_key"]] = {**stats, "reused": True}
+    logger.info("align: %d samples, %d chunks; %d parts already done, %d functions to run with %r",
+                len(fastqs), len(tasks), len(done), len(todo), runner)
+    try:
+        results = runner.run(_align_chunk(), todo, what="aligning chunks", unit="chunk")
+    except FanOutError as exc:
+        raise exc.reordered([task_label(t) for t in tasks]) from exc
+    for t, stats, attempts in zip(todo, results, runner.attempts, strict=True):
+        if stats.get("key") != t["key"]:
+            raise AlignError(f"the result for {t['label']} is that of another task: run the step again")
+        done[t["out_key"]] = {**stats, "reused": False, "attempts": attempts}
+    for fq in fastqs:
+        parts = [{**done[t["out_key"]], "out_key": t["out_key"]} for t in tasks if t["sample"] == fq["sample"]]
+        out = out_manifests[fq["sample"]]
+        tmp = f"{out}.tmp"
+        Path(tmp).write_text(json.dumps(
+            {"sample": fq["sample"], "code": code_version(), "params": params.task_params(),
+             "pairs": fq["index"]["pairs"], "parts": parts}, indent=1) + "\n")
+        os.replace(tmp, out)
+    computed = [s for s in done.values() if not s["reused"]]
+    every = list(done.values())
+    return AlignSummary(
+        samples=len(fastqs), chunks=len(tasks), computed=len(computed), reused=len(done) - len(computed),
+        pairs=sum(s["pairs"] for s in every), reads=sum(s["reads"] for s in every),
+        mapped=sum(s["mapped"] for s in every), properly_paired=sum(s["properly_paired"] for s in every),
+        chunk_seconds=[s["seconds"] for s in computed],
+        get_bytes=sum(s["get_bytes"] for s in computed), gets=sum(s["gets"] for s in computed),
+        seconds=time.monotonic() - t0, retries=sum(s["attempts"] - 1 for s in computed),
+    )
+
+
+def _align_chunk() -> Any:
+    from functions.align import align_chunk
+
+    return align_chunk
+
+
+# -- the merge -----------------------------------------------------------------------
+def merge_parts(store: ObjectStore, parts_manifest: str | Path, out_bam: str, stats_out: str,
+                threads: int = 2, level: int = 1) -> str:
+    """Merge a sample's BAM parts into ``out_bam`` (+ ``.bai``) and write its stats; the flagstat."""
+    import pysam
+
+    manifest = json.loads(Path(parts_manifest).read_text())
+    sample = manifest["sample"]
+    fix = "`snakemake --cores 2 --forcerun align` aligns it again (and reuses the intact parts)"
+    t0 = time.monotonic()
+    folder = os.path.dirname(os.path.abspath(out_bam))
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".svc-merge-", dir=folder) as tmp:
+        paths = []
+        for part in manifest["parts"]:
+            key = part["out_key"] + ".bam"
+            try:
+                data = store.get(key)
+            except ObjectMissingError as exc:
+                raise AlignError(f"sample {sample} chunk {part['chunk']}: BAM part {key} is missing; {fix}") from exc
+            if hashlib.md5(data).hexdigest() != part["md5"]:
+                raise AlignError(f"sample {sample} chunk {part['chunk']}: BAM part {key} is damaged "
+                                 f"(md5 mismatch): {fix}")
+            path = os.path.join(tmp, f"{part['chunk']:05d}.bam")
+            with open(path, "wb") as fh:
+                fh.write(data)
+            del data
+            paths.append(path)
+        bam = os.path.join(tmp, "merged.bam")
+        failed = run_samtools("merge", "--no-PG", "-c", "-p", "-@", str(threads), "-l", str(level), "--write-index",
+                           "-o", f"{bam}##idx##{bam}.bai", *paths)
+        if failed is None:
+            failed = run_samtools("quickcheck", bam)
+        if failed is not None:
+            raise AlignError(f"sample {sample}: merging its BAM parts failed ({failed}); {fix}")
+        for p in paths:
+            os.remove(p)
+        flagstat = str(pysam.flagstat("-@", str(threads), bam))
+        report = merge_report(manifest, flagstat, time.monotonic() - t0)
+        Path(stats_out + ".tmp").write_text(report)
+        os.replace(bam + ".bai", out_bam + ".bai.tmp")
+        os.replace(bam, out_bam)
+        os.replace(out_bam + ".bai.tmp", out_bam + ".bai")
+        os.replace(stats_out + ".tmp", stats_out)
+    logger.info("merged %d parts of %s into %s (%.1f MB) in %.1f s", len(manifest["parts"]), sample, out_bam,
+                os.path.getsize(out_bam) / 1e6, time.monotonic() - t0)
+    return str(flagstat)
+
+
+def merge_report(manifest: dict[str, Any], flagstat: str, merge_seconds: float) -> str:
+    parts = manifest["parts"]
+    reads = sum(p["reads"] for p in parts)
+    def pct(n: int) -> float:
+        return 100.0 * n / reads if reads else 0.0
+
+    secs = [p["seconds"] for p in parts]
+    slow = max(parts, key=lambda p: p["seconds"])
+    lines = [
+        f"# alignment of sample {manifest['sample']}: minimap2 (mappy, preset {PRESET}), paired",
+        f"# {manifest['code']}",
+        f"pairs\t{manifest['pairs']}",
+        f"reads\t{reads}",
+        f"mapped_reads\t{sum(p['mapped'] for p in parts)}\t{pct(sum(p['mapped'] for p in parts)):.2f}%",
+        f"properly_paired_reads\t{sum(p['properly_paired'] for p in parts)}"
+        f"\t{pct(sum(p['properly_paired'] for p in parts)):.2f}%",
+        f"supplementary_records\t{sum(p['supplementary'] for p in parts)}",
+        f"chunks\t{len(parts)}\t({sum(p['reused'] for p in parts)} reused from an earlier run)",
+        f"seconds_per_chunk\tmedian {statistics.median(secs):.2f}\tmax {max(secs):.2f} (chunk {slow['chunk']})",
+        f"merge_seconds\t{merge_seconds:.1f}",
+        "# samtools flagstat of the merged BAM",
+        *flagstat.rstrip("\n").splitlines(),
+    ]
+    return "\n".join(lines) + "\n"
