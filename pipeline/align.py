@@ -354,7 +354,7 @@ def merge_parts(store: ObjectStore, parts_manifest: str | Path, out_bam: str, st
         failed = run_samtools("merge", "--no-PG", "-c", "-p", "-@", str(threads), "-l", str(level), "--write-index",
                            "-o", f"{bam}##idx##{bam}.bai", *paths)
         if failed is None:
-            failed = run_samtools("quickcheck", bam)
+            failed = quickcheck(bam)
         if failed is not None:
             raise AlignError(f"sample {sample}: merging its BAM parts failed ({failed}); {fix}")
         for p in paths:
@@ -369,6 +369,22 @@ def merge_parts(store: ObjectStore, parts_manifest: str | Path, out_bam: str, st
     logger.info("merged %d parts of %s into %s (%.1f MB) in %.1f s", len(manifest["parts"]), sample, out_bam,
                 os.path.getsize(out_bam) / 1e6, time.monotonic() - t0)
     return str(flagstat)
+
+
+def quickcheck(bam: str) -> str | None:
+    """``samtools quickcheck``: None if the BAM is whole, else why not.
+
+    samtools quickcheck silences htslib for the whole process (it sets hts_verbose to
+    0 and, inside pysam, never restores it): the level is put back, so later errors
+    of htslib still reach the messages.
+    """
+    import pysam
+
+    level = pysam.get_verbosity()
+    try:
+        return run_samtools("quickcheck", "-v", bam)
+    finally:
+        pysam.set_verbosity(level)
 
 
 def merge_report(manifest: dict[str, Any], flagstat: str, merge_seconds: float) -> str:

@@ -45,6 +45,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (*USER_ERRORS, StageError, PlanError, CallError, MergeError, EngineError, AlignError, FastqError)
 
 
+def rerun_hint(exc: FanOutError, unit: str, verb: str, log: str | None) -> str:
+    """A failed fan-out's message, with what is kept and how to finish the rest."""
+    where = f" (each {unit}'s error is in {log})" if log else ""
+    return (f"{exc}; the {unit}s that finished are kept: run `snakemake --cores 2` again "
+            f"to {verb} only the failed ones{where}")
+
+
 def open_store(settings: Settings) -> ObjectStore:
     st = settings.storage
     store = ObjectStore(settings.lithops, st.get("bucket"), st.get("prefix", "svc"))
@@ -103,11 +110,7 @@ def cmd_align(settings: Settings, args: argparse.Namespace) -> None:
         summary = align_samples(store, fastqs, read_manifest(args.index), read_manifest(args.reference), groups,
                                 params, runner, outs)
     except FanOutError as exc:
-        where = f" (each chunk's error is in {args.log})" if args.log else ""
-        raise AlignError(
-            f"{exc}; the chunks that finished are kept: run `snakemake --cores 2` again "
-            f"to align only the failed ones{where}"
-        ) from exc
+        raise AlignError(rerun_hint(exc, "chunk", "align", args.log)) from exc
     logger.info(summary.line())
 
 
@@ -159,11 +162,7 @@ def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
         summary = call_samples(store, plans, staged, read_manifest(args.reference), params, runner, outs,
                                faults=settings.faults)
     except FanOutError as exc:
-        where = f" (each region's error is in {args.log})" if args.log else ""
-        raise CallError(
-            f"{exc}; the regions that finished are kept: run `snakemake --cores 2` again "
-            f"to call only the failed ones{where}"
-        ) from exc
+        raise CallError(rerun_hint(exc, "region", "call", args.log)) from exc
     logger.info(summary.line())
     logger.info("the call step itself (checks, reused fragments' stats): %s", store.counts.line())
 

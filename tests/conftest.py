@@ -29,6 +29,18 @@ LITHOPS_LOCAL = {
 }
 
 
+@pytest.fixture(autouse=True)
+def htslib_verbosity():  # type: ignore[no-untyped-def]
+    """Put htslib's log level back after each test: ``pysam.quickcheck`` (used by tests and
+    by test_data's generators) sets it to 0 for the whole process, which would hide the
+    htslib messages later tests expect in error lines."""
+    import pysam
+
+    level = pysam.get_verbosity()
+    yield
+    pysam.set_verbosity(level)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA

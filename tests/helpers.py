@@ -101,12 +101,18 @@ def tricky_cuts(sample: str, whole: str) -> tuple[dict[str, list[int]], list[str
     return cuts, kinds
 
 
-def load_viral() -> ModuleType:
-    """``test_data/viral.py``, registered in ``sys.modules``: its forked workers unpickle tasks by module name."""
-    if "viral" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("viral", DATA / "viral.py")
+def load_generator(name: str) -> ModuleType:
+    """``test_data/<name>.py``, registered in ``sys.modules`` under ``name``: its forked
+    workers unpickle tasks by module name."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, DATA / f"{name}.py")
         assert spec is not None and spec.loader is not None
         mod = importlib.util.module_from_spec(spec)
-        sys.modules["viral"] = mod
+        sys.modules[name] = mod
         spec.loader.exec_module(mod)
-    return sys.modules["viral"]
+    return sys.modules[name]
+
+
+def load_viral() -> ModuleType:
+    """``test_data/viral.py`` (see :func:`load_generator`)."""
+    return load_generator("viral")

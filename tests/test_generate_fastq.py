@@ -4,14 +4,13 @@ the bytes do not depend on the thread count, and the reads are the BAM's reads."
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pysam
 import pytest
+from helpers import load_generator
 
 DATA = Path(__file__).resolve().parent.parent / "test_data"
 SAMPLES = ("sampleA", "sampleB")
@@ -28,13 +27,7 @@ _RC = str.maketrans("ACGTN", "TGCAN")
 @pytest.fixture(scope="module")
 def gen() -> ModuleType:
     """``test_data/generate.py``, registered as ``generate`` (its forked workers unpickle tasks by name)."""
-    if "generate" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("generate", DATA / "generate.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["generate"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["generate"]
+    return load_generator("generate")
 
 
 @pytest.fixture(scope="module")
