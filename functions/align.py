@@ -217,6 +217,41 @@ def _clipped_cigar(h: Any, qlen: int) -> str:
     return f"{f'{left}S' if left else ''}{h.cigar_str}{f'{right}S' if right else ''}"
 
 
+def _simple_pair(name: str, s1: str, q1: str, s2: str, q2: str, h1: Any, h2: Any, read_group: str,
+                 max_insert: int) -> tuple[str, int, bool]:
+    """:func:`pair_records` for a pair whose reads have one hit each (no supplementary):
+    the same records, written without the general case's lists (the hot path)."""
+    import mappy
+
+    rev1, rev2 = h1.strand < 0, h2.strand < 0
+    c1, c2 = _clipped_cigar(h1, len(s1)), _clipped_cigar(h2, len(s2))
+    p1, p2 = h1.r_st + 1, h2.r_st + 1
+    if h1.ctg == h2.ctg:
+        e1 = h1.r_en - 1 if rev1 else h1.r_st  # 5' ends
+        e2 = h2.r_en - 1 if rev2 else h2.r_st
+        d = e2 - e1
+        tlen = d + 1 if d > 0 else d - 1 if d < 0 else 0
+        if rev1 == rev2:
+            proper = False
+        elif rev2:  # read 1 forward, read 2 reverse
+            proper = h1.r_st <= h2.r_en and e2 - e1 < max_insert
+        else:
+            proper = h2.r_st <= h1.r_en and e1 - e2 < max_insert
+        rn1 = rn2 = "="
+    else:
+        tlen, proper, rn1, rn2 = 0, False, h2.ctg, h1.ctg
+    f1 = 0x41 | (0x2 if proper else 0) | (0x10 if rev1 else 0) | (0x20 if rev2 else 0)
+    f2 = 0x81 | (0x2 if proper else 0) | (0x10 if rev2 else 0) | (0x20 if rev1 else 0)
+    if rev1:
+        s1, q1 = mappy.revcomp(s1), q1[::-1]
+    if rev2:
+        s2, q2 = mappy.revcomp(s2), q2[::-1]
+    return (f"{name}\t{f1}\t{h1.ctg}\t{p1}\t{h1.mapq}\t{c1}\t{rn1}\t{p2}\t{tlen}\t{s1}\t{q1}\t"
+            f"NM:i:{h1.NM}\tMC:Z:{c2}\tRG:Z:{read_group}\n"
+            f"{name}\t{f2}\t{h2.ctg}\t{p2}\t{h2.mapq}\t{c2}\t{rn2}\t{p1}\t{-tlen}\t{s2}\t{q2}\t"
+            f"NM:i:{h2.NM}\tMC:Z:{c1}\tRG:Z:{read_group}\n"), 2, proper
+
+
 def pair_records(name: str, s1: str, q1: str, s2: str, q2: str, hits: Iterable[Any], read_group: str,
                  max_insert: int) -> tuple[str, int, bool]:
     """SAM lines of one pair (primaries, then supplementaries, read 1 first), the number of
@@ -227,6 +262,8 @@ def pair_records(name: str, s1: str, q1: str, s2: str, q2: str, hits: Iterable[A
     for h in hits:
         if h.is_primary:  # id == parent: primary or supplementary
             per[h.read_num - 1].append(h)
+    if len(per[0]) == 1 and len(per[1]) == 1:  # nearly every pair: one hit per read
+        return _simple_pair(name, s1, q1, s2, q2, per[0][0], per[1][0], read_group, max_insert)
     if len(per[0]) > 1 or len(per[1]) > 1:
         # mappy does not expose minimap2's sam_pri: the primary of each read is the hit
         # that pairs with a hit of the mate, else minimap2's first.
