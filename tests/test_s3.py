@@ -148,3 +148,34 @@ def test_inputs_already_in_the_bucket_are_used_in_place(ceph_s3: dict, tmp_path:
     assert res.returncode != 0
     assert [ln for ln in res.stderr.splitlines() if ln.startswith("error:")] == [
         "error: BAM s3://lab-data/run1/nope.bam not found in object storage; fix the path in the sample sheet"]
+
+
+@pytest.mark.e2e
+def test_fastq_route_on_s3_gives_the_local_stores_bam(ceph_s3: dict, tmp_path: Path) -> None:
+    """FASTQ -> BAM -> VCF with the Ceph gateway as the store: the chunked FASTQ copies are
+    uploaded (and their local copies removed), each function reads its chunk with ranged
+    GETs, the parts go through the gateway, and the BAM and VCF are those of the local store."""
+    import pysam
+
+    wd = make_workdir(tmp_path / "s3", lithops_config="config/lithops/ceph-test.yaml",
+                      storage__bucket=ceph_s3["bucket"], storage__prefix="fastq-route", align__chunk_pairs=7000)
+    (wd / "config" / "lithops" / "ceph-test.yaml").write_text(yaml.safe_dump(ceph_lithops_config(ceph_s3)))
+    sheet = f"sample\tfastq_1\tfastq_2\nsampleA\t{DATA}/fastq/sampleA_R1.fastq.gz\t{DATA}/fastq/sampleA_R2.fastq.gz\n"
+    (wd / "config" / "samples.tsv").write_text(sheet)
+    res = snakemake(wd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "aligned 1 sample(s): 20,667 pairs (41,334 reads) in 3 chunks (3 functions run" in res.stderr
+    assert not list((wd / "work" / "fastq").glob("*.bgz"))  # uploaded, then removed here
+    s3 = ObjectStore(ceph_lithops_config(ceph_s3), ceph_s3["bucket"], prefix="fastq-route")
+    assert len([k for k in s3.list(s3.key("aligned", "sampleA") + "/") if k.endswith(".bam")]) == 3
+
+    local = make_workdir(tmp_path / "local", align__chunk_pairs=7000)
+    (local / "config" / "samples.tsv").write_text(sheet)
+    assert snakemake(local).returncode == 0
+
+    def records(path: Path) -> list[str]:
+        with pysam.AlignmentFile(str(path)) as fh:
+            return [r.to_string() for r in fh]
+
+    assert records(wd / "results" / "sampleA.bam") == records(local / "results" / "sampleA.bam")
+    assert vcf_body(str(wd / "results" / "sampleA.vcf.gz")) == vcf_body(whole_genome("sampleA", tmp_path))
