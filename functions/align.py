@@ -15,7 +15,8 @@ by coordinate and writes back to the store
   supplementary records, bytes and GETs, seconds, the part's md5.
 
 It returns the stats; any failure raises :class:`ChunkError` naming the sample and
-chunk.
+chunk. A task with a ``faults`` entry (tests only, see :mod:`functions.faults`) first
+has its injected fault, if it draws one.
 
 The records follow ``minimap2 -ax sr -Y --secondary=no``, with what ``mappy`` does
 not expose filled in the way samtools does (:func:`pair_records`):
@@ -49,6 +50,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from functions.faults import FaultSettings, inject
 from pipeline.fastq import read_chunk
 from pipeline.storage import ObjectStore
 
@@ -80,6 +82,7 @@ def align_chunk(task: dict[str, Any], storage: Any = None) -> dict[str, Any]:
 def _align(task: dict[str, Any], storage: Any) -> dict[str, Any]:
     t0 = time.monotonic()
     store = ObjectStore.from_description(task["store"], storage)
+    injected = inject(FaultSettings.from_dict(task["faults"]), store, task) if task.get("faults") else {}
     chunk, params = task["chunk"], task["params"]
     aligner = load_aligner(store, task["index"], params["preset"])
     t_index = time.monotonic() - t0
@@ -119,6 +122,7 @@ def _align(task: dict[str, Any], storage: Any) -> dict[str, Any]:
             "map_seconds": round(t_map, 3),
             "seconds": round(time.monotonic() - t0, 3),
             "key": task["key"],
+            **injected,
         }
         store.put(task["out_key"] + ".bam", data)
         store.put(task["out_key"] + ".json", json.dumps(stats, sort_keys=True).encode())

@@ -5,7 +5,8 @@ task's ``faults`` settings (:class:`FaultSettings`). It numbers this attempt at 
 task — one marker object per attempt in the store, under
 ``<prefix>/faults/<sample>/<fragment key>/``, so a retried call, which Lithops runs
 with the very same input, gets the next number — and draws a number in [0, 1) from
-the seed, the sample, the region and the attempt number alone: the same settings
+the seed, the sample, the region (for an alignment function, its chunk) and the
+attempt number alone: the same settings
 fail the same attempts on every run, whatever the backend or the order the calls run
 in. When the draw is below ``probability`` the same draw picks one of the modes:
 
@@ -80,7 +81,8 @@ def in_lithops_worker() -> bool:
 
 def inject(settings: FaultSettings, store: ObjectStore, task: dict[str, Any]) -> dict[str, Any]:
     """Do this attempt's fault, if it draws one; returns ``{"attempt": n, "fault": mode or None}``."""
-    sample, region = task["sample"], task["region"]["name"]
+    sample = task["sample"]
+    region = task["region"]["name"] if "region" in task else task["label"]  # an alignment task: its chunk
     attempt = next_attempt(store, sample, task["key"])
     fault = draw(settings, sample, region, attempt)
     if fault == "raise":

@@ -205,7 +205,8 @@ def part_key(fq: dict[str, Any], index: dict[str, Any], chunk: dict[str, Any], h
 
 
 def make_tasks(store: ObjectStore, fq: dict[str, Any], index_manifest: dict[str, Any], header: str,
-               read_group: ReadGroup, params: AlignParams) -> list[dict[str, Any]]:
+               read_group: ReadGroup, params: AlignParams,
+               faults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     sample = fq["sample"]
     index = index_manifest["index"]
     tp = params.task_params()
@@ -225,6 +226,7 @@ def make_tasks(store: ObjectStore, fq: dict[str, Any], index_manifest: dict[str,
             "params": tp,
             "key": key,
             "out_key": store.key("aligned", sample, f"{chunk['index']:05d}-{key}"),
+            **({"faults": faults} if faults and faults.get("probability") else {}),
         })
     return tasks
 
@@ -269,13 +271,16 @@ def align_samples(
     params: AlignParams,
     runner: SerialRunner | LithopsRunner,
     out_manifests: dict[str, str | Path],
+    faults: dict[str, Any] | None = None,
 ) -> AlignSummary:
+    """Align every chunk of the samples in one map; ``faults`` (config ``faults``, tests only)
+    travel in the tasks, outside the parts' keys."""
     t0 = time.monotonic()
     check_staged(store, [index_manifest, *fastqs], rerun="stage_fastq index_reference")
     tasks: list[dict[str, Any]] = []
     for fq in fastqs:
         header = bam_header(ref_manifest, read_groups[fq["sample"]])
-        tasks += make_tasks(store, fq, index_manifest, header, read_groups[fq["sample"]], params)
+        tasks += make_tasks(store, fq, index_manifest, header, read_groups[fq["sample"]], params, faults)
     present: set[str] = set()
     for fq in fastqs:
         present.update(store.list(store.key("aligned", fq["sample"]) + "/"))
@@ -289,6 +294,8 @@ def align_samples(
             done[t["out_key"]] = {**stats, "reused": True}
     logger.info("align: %d samples, %d chunks; %d parts already done, %d functions to run with %r",
                 len(fastqs), len(tasks), len(done), len(todo), runner)
+    if any("faults" in t for t in todo):
+        logger.warning("injecting faults into the functions (config 'faults', for tests): %s", faults)
     try:
         results = runner.run(_align_chunk(), todo, what="aligning chunks", unit="chunk")
     except FanOutError as exc:

@@ -108,7 +108,7 @@ def cmd_align(settings: Settings, args: argparse.Namespace) -> None:
     store = open_store(settings)
     try:
         summary = align_samples(store, fastqs, read_manifest(args.index), read_manifest(args.reference), groups,
-                                params, runner, outs)
+                                params, runner, outs, faults=settings.faults)
     except FanOutError as exc:
         raise AlignError(rerun_hint(exc, "chunk", "align", args.log)) from exc
     logger.info(summary.line())

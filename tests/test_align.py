@@ -37,8 +37,9 @@ class Aligned:
     """One sample aligned in chunks of ``chunk_pairs`` pairs, kept for the module."""
 
     def __init__(self, root: Path, chunk_pairs: int, runner: str = "serial", group: ReadGroup = RG,
-                 prefix: str | None = None) -> None:
-        self.dir = root / f"{runner}-{chunk_pairs}-{group.id}"
+                 prefix: str | None = None, faults: dict[str, Any] | None = None) -> None:
+        self.dir = root / f"{runner}-{chunk_pairs}-{group.id}{'-faults' if faults else ''}"
+        self.faults = faults
         self.dir.mkdir(parents=True, exist_ok=True)
         self.store = ObjectStore(LITHOPS_LOCAL, prefix=prefix or f"t/align/{self.dir.name}")
         ref = stage_reference(self.store, str(DATA / "ref.fa"), self.dir / "ref.json")
@@ -57,12 +58,12 @@ class Aligned:
 
     def runner(self) -> SerialRunner | LithopsRunner:
         if self.runner_kind == "lithops":
-            return LithopsRunner(LITHOPS_LOCAL, retries=0, progress=False)
+            return LithopsRunner(LITHOPS_LOCAL, retries=3 if self.faults else 0, progress=False)
         return SerialRunner(progress=False, storage=self.store.lithops_storage)
 
     def align(self) -> Any:
         return align_samples(self.store, [self.fastq], self.index, self.ref, {"sampleA": self.group}, self.params,
-                             self.runner(), {"sampleA": self.parts})
+                             self.runner(), {"sampleA": self.parts}, faults=self.faults)
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +196,20 @@ def test_records_and_mate_fields_match_the_simulation(runs: dict[str, Aligned]) 
     # The simulation drew fragments of N(350, 50) bases: the proper pairs' TLEN says so.
     sizes = [abs(r.template_length) for r in prim.values() if r.is_proper_pair and r.is_read1]
     assert abs(statistics.mean(sizes) - 350) < 3 and abs(statistics.stdev(sizes) - 50) < 3
+
+
+def test_failed_and_killed_functions_are_retried_and_never_change_the_bam(runs: dict[str, Aligned],
+                                                                          tmp_path: Path) -> None:
+    """Injected faults (config ``faults``) in Lithops' own workers: functions that raise
+    or are SIGKILLed (as by the out-of-memory killer) are retried, and the BAM is the same."""
+    # Seed 18 draws 3 kills and 2 raises over the 6 chunks; every chunk succeeds by its 4th try.
+    faults = {"probability": 0.5, "modes": ["raise", "kill"], "delay_seconds": 0, "seed": 18}
+    run = Aligned(tmp_path, -(-PAIRS // 6), runner="lithops", faults=faults)
+    parts = json.loads(run.parts.read_text())["parts"]
+    assert run.summary.retries == 5 and {p["fault"] for p in parts} == {None}  # each part's last attempt is clean
+    assert sum(p["attempt"] - 1 for p in parts) == 5 and [p["attempts"] for p in parts] == [
+        p["attempt"] for p in parts]
+    assert records(run.bam) == records(runs["1"].bam)
 
 
 def test_read_group_comes_from_the_sheet(tmp_path: Path) -> None:
