@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import pipeline
-from pipeline.call import check_staged, existing_fragment
+from functions.align import align_chunk
+from pipeline.call import check_staged, run_todo, split_done
 from pipeline.config import Sample
-from pipeline.executor import FanOutError, LithopsRunner, SerialRunner, task_label
+from pipeline.executor import LithopsRunner, SerialRunner
 from pipeline.fastq import rechunk_pair
 from pipeline.stage import run_samtools, stage_file, write_manifest
 from pipeline.storage import ObjectMissingError, ObjectStore
@@ -281,29 +282,10 @@ def align_samples(
     for fq in fastqs:
         header = bam_header(ref_manifest, read_groups[fq["sample"]])
         tasks += make_tasks(store, fq, index_manifest, header, read_groups[fq["sample"]], params, faults)
-    present: set[str] = set()
-    for fq in fastqs:
-        present.update(store.list(store.key("aligned", fq["sample"]) + "/"))
-    done: dict[str, dict[str, Any]] = {}
-    todo = []
-    for t in tasks:
-        stats = existing_fragment(store, t, present, suffix=".bam")
-        if stats is None:
-            todo.append(t)
-        else:
-            done[t["out_key"]] = {**stats, "reused": True}
+    done, todo = split_done(store, tasks, [store.key("aligned", fq["sample"]) + "/" for fq in fastqs], ".bam")
     logger.info("align: %d samples, %d chunks; %d parts already done, %d functions to run with %r",
                 len(fastqs), len(tasks), len(done), len(todo), runner)
-    if any("faults" in t for t in todo):
-        logger.warning("injecting faults into the functions (config 'faults', for tests): %s", faults)
-    try:
-        results = runner.run(_align_chunk(), todo, what="aligning chunks", unit="chunk")
-    except FanOutError as exc:
-        raise exc.reordered([task_label(t) for t in tasks]) from exc
-    for t, stats, attempts in zip(todo, results, runner.attempts, strict=True):
-        if stats.get("key") != t["key"]:
-            raise AlignError(f"the result for {t['label']} is that of another task: run the step again")
-        done[t["out_key"]] = {**stats, "reused": False, "attempts": attempts}
+    done.update(run_todo(runner, align_chunk, todo, tasks, "aligning chunks", "chunk", AlignError))
     for fq in fastqs:
         parts = [{**done[t["out_key"]], "out_key": t["out_key"]} for t in tasks if t["sample"] == fq["sample"]]
         out = out_manifests[fq["sample"]]
@@ -322,12 +304,6 @@ def align_samples(
         get_bytes=sum(s["get_bytes"] for s in computed), gets=sum(s["gets"] for s in computed),
         seconds=time.monotonic() - t0, retries=sum(s["attempts"] - 1 for s in computed),
     )
-
-
-def _align_chunk() -> Any:
-    from functions.align import align_chunk
-
-    return align_chunk
 
 
 # -- the merge -----------------------------------------------------------------------

@@ -176,6 +176,52 @@ def fragment_intact(store: ObjectStore, key: str, stats: dict[str, Any]) -> bool
     return True
 
 
+def split_done(store: ObjectStore, tasks: list[dict[str, Any]], prefixes: list[str],
+               suffix: str = ".vcf.gz") -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The stats of the tasks whose intact result (``<out_key><suffix>``) is in the store
+    already, by ``out_key`` (marked ``reused``), and the tasks still to run. ``prefixes``:
+    where the results are listed (one listing each)."""
+    present: set[str] = set()
+    for prefix in prefixes:
+        present.update(store.list(prefix))
+    done: dict[str, dict[str, Any]] = {}
+    todo = []
+    for t in tasks:
+        stats = existing_fragment(store, t, present, suffix)
+        if stats is None:
+            todo.append(t)
+        else:
+            done[t["out_key"]] = {**stats, "reused": True}
+    return done, todo
+
+
+def run_todo(runner: SerialRunner | LithopsRunner, func: Any, todo: list[dict[str, Any]],
+             tasks: list[dict[str, Any]], what: str, unit: str,
+             error: type[Exception]) -> dict[str, dict[str, Any]]:
+    """Run ``func`` over ``todo`` in one map; the stats by ``out_key``, each with ``attempts``.
+
+    A failure names the failed tasks in the order of ``tasks``; a result that names
+    another key than its task's is refused with ``error``: stats are never filed under
+    the wrong task.
+    """
+    if any("faults" in t for t in todo):
+        logger.warning("injecting faults into the functions (config 'faults', for tests): %s",
+                       next(t["faults"] for t in todo if "faults" in t))
+    try:
+        results = runner.run(func, todo, what=what, unit=unit)
+    except FanOutError as exc:
+        raise exc.reordered([task_label(t) for t in tasks]) from exc
+    done = {}
+    for t, stats, attempts in zip(todo, results, runner.attempts, strict=True):
+        if stats.get("key") != t["key"]:
+            raise error(
+                f"the result for {task_label(t)} is that of another task (it names key {stats.get('key')}): "
+                "the executor mixed up its calls; run the step again"
+            )
+        done[t["out_key"]] = {**stats, "reused": False, "attempts": attempts}
+    return done
+
+
 def call_samples(
     store: ObjectStore,
     plans: list[SamplePlan],
@@ -192,17 +238,7 @@ def call_samples(
     tasks: list[dict[str, Any]] = []
     for plan in plans:
         tasks += make_tasks(store, plan, sample_manifests[plan.sample], ref_manifest, fai, params, faults)
-    present: set[str] = set()
-    for plan in plans:
-        present.update(store.list(store.key("fragments", plan.sample) + "/"))
-    done: dict[str, dict[str, Any]] = {}
-    todo = []
-    for t in tasks:
-        stats = existing_fragment(store, t, present)
-        if stats is None:
-            todo.append(t)
-        else:
-            done[t["out_key"]] = {**stats, "reused": True}
+    done, todo = split_done(store, tasks, [store.key("fragments", plan.sample) + "/" for plan in plans])
     fetch = sum(p.fetch_bytes for p in plans)
     logger.info(
         "plan: %d samples, %d regions, %.2f MB to fetch; %d fragments already done, %d functions to run with %r",
@@ -212,19 +248,7 @@ def call_samples(
         logger.debug("region %s %s: %d ranges", t["sample"], t["region"]["name"], len(t["region"]["ranges"]))
     # Heaviest regions first: the last functions to finish are then the light ones.
     todo.sort(key=lambda t: -t["region"]["est_bytes"])
-    if any("faults" in t for t in todo):
-        logger.warning("injecting faults into the functions (config 'faults', for tests): %s", faults)
-    try:
-        results = runner.run(call_region, todo, what="calling regions")
-    except FanOutError as exc:
-        raise exc.reordered([task_label(t) for t in tasks]) from exc
-    for t, stats, attempts in zip(todo, results, runner.attempts, strict=True):
-        if stats.get("key") != t["key"]:  # never merge a fragment under another region's stats
-            raise CallError(
-                f"the result for sample {t['sample']} region {t['region']['name']} is that of another task "
-                f"(region {stats.get('name')}): the executor mixed up its calls; run the step again"
-            )
-        done[t["out_key"]] = {**stats, "reused": False, "attempts": attempts}
+    done.update(run_todo(runner, call_region, todo, tasks, "calling regions", "region", CallError))
     for plan in plans:
         frags = [
             {**done[t["out_key"]], "out_key": t["out_key"]}
