@@ -171,7 +171,7 @@ def load_aligner(store: ObjectStore, index: dict[str, Any], preset: str) -> Any:
                 fh.write(store.get_range(index["key"], start, end, index.get("bucket")))
         os.replace(part, path)
     aligner = mappy.Aligner(path, preset=preset)
-    if not aligner:
+    if not aligner or not aligner.seq_names:  # an empty or damaged file loads as an index of nothing
         raise ChunkError(f"minimap2 cannot load its index {index['key']}: build it again (rule index_reference)")
     _ALIGNERS.clear()  # one index per worker: a genome's index can take gigabytes
     _ALIGNERS[cache] = aligner

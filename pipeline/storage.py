@@ -157,10 +157,21 @@ class ObjectStore:
         return self._get(key, {}, bucket)
 
     def get_range(self, key: str, start: int, end: int, bucket: str | None = None) -> bytes:
-        """Bytes [start, end) of an object, in one ranged GET."""
+        """Bytes [start, end) of an object, in one ranged GET; all of them, or StorageError.
+
+        Every range the pipeline asks for lies inside its object, so a shorter answer is a
+        failed read, never the end of the object: seen against the Ceph gateway, where one
+        of two simultaneous GETs of the same range came back empty.
+        """
         if end <= start:
             return b""
-        return self._get(key, {"Range": f"bytes={start}-{end - 1}"}, bucket)
+        data = self._get(key, {"Range": f"bytes={start}-{end - 1}"}, bucket)
+        if len(data) != end - start:
+            raise StorageError(
+                f"{self.backend} storage at {self.endpoint} returned {len(data)} of the {end - start} bytes "
+                f"asked for of {key!r} (bytes {start}-{end - 1}): a short read"
+            )
+        return data
 
     def _get(self, key: str, extra: dict[str, str], bucket: str | None) -> bytes:
         try:
