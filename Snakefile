@@ -12,6 +12,12 @@ include: "rules/call.smk"
 include: "rules/merge.smk"
 
 
+# On a cluster (profiles/slurm) these run where snakemake runs, not as jobs.
+localrules:
+    all,
+    check_storage,
+
+
 rule all:
     input:
         get_final_outputs(),

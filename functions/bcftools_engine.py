@@ -1,8 +1,9 @@
 """The ``bcftools`` engine: pysam's bundled ``bcftools mpileup | bcftools call -m``.
 
 Contract: :class:`BcftoolsParams` holds every parameter that changes a call;
-:func:`run_bcftools` runs the two commands on a BAM and a reference, over one region
-or the whole genome, and writes an uncompressed VCF. The same argument lists serve
+:func:`run_bcftools` runs the two commands on a BAM (or several, called jointly: one
+sample column per BAM, in the order given) and a reference, over one region or the
+whole genome, and writes an uncompressed VCF. The same argument lists serve
 the per-region functions and the whole-genome reference run, which is what makes
 their records comparable.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -27,6 +29,7 @@ class EngineError(RuntimeError):
 @dataclass(frozen=True)
 class BcftoolsParams:
     ENGINE: ClassVar[str] = "bcftools"
+    JOINT: ClassVar[bool] = True  # mpileup takes several BAMs; call -m genotypes them together
 
     min_mapq: int = 0
     min_baseq: int = 13
@@ -86,20 +89,21 @@ def bcftools_version() -> str:
 
 
 def run_bcftools(
-    bam: str,
+    bam: str | Sequence[str],
     reference: str,
     params: BcftoolsParams,
     out_vcf: str,
     region: str | None = None,
     workdir: str | None = None,
 ) -> str:
-    """``mpileup | call`` on ``bam`` (optionally one region); uncompressed VCF at out_vcf."""
+    """``mpileup | call`` on ``bam`` or a list of BAMs (optionally one region); uncompressed VCF at out_vcf."""
+    bams = [bam] if isinstance(bam, str) else list(bam)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         bcf = os.path.join(tmp, "pileup.bcf")
         mp = ["--fasta-ref", reference, *params.mpileup_args(), "-Ou", "-o", bcf]
         if region:
             mp += ["--regions", region]
-        _bcftools(pysam.bcftools.mpileup, [*mp, bam], tmp, f"mpileup {region or ''}")
+        _bcftools(pysam.bcftools.mpileup, [*mp, *bams], tmp, f"mpileup {region or ''}")
         _bcftools(
             pysam.bcftools.call,
             [*params.call_args(tmp), "-Ov", "-o", out_vcf, bcf],

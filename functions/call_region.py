@@ -2,8 +2,9 @@
 
 Contract: :func:`call_region` takes a plain dict (built by
 :func:`pipeline.call.make_tasks`) naming the store's bucket and prefix (no
-credentials: the open ``storage`` comes from Lithops in the worker), the BAM slice (header range,
-chunks, byte ranges), the reference's ``.fai`` entry, the region and the engine
+credentials: the open ``storage`` comes from Lithops in the worker), the BAM slice
+(header range, contig id, chunks, byte ranges) of each BAM to call (one; or, for a
+joint call, every sample's, called together), the reference's ``.fai`` entry, the region and the engine
 parameters (``engine`` names one of :data:`functions.engines.ENGINES`). It fetches
 only those bytes, runs the engine on a local view over the
 region's context (the region widened by the plan's padding, so that every read
@@ -65,26 +66,31 @@ def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
     t0 = time.monotonic()
     store = ObjectStore.from_description(task["store"], storage)
     injected = inject(FaultSettings.from_dict(task["faults"]), store, task) if task.get("faults") else {}
-    bam, ref, region = task["bam"], task["reference"], task["region"]
+    ref, region = task["reference"], task["region"]
     params = make_params(task["engine"], task["params"])
     start, end, chrom = region["start"], region["end"], region["chrom"]
+    ctx_start, ctx_end = region["context_start"], region["context_end"]
     tmp = tempfile.mkdtemp(prefix="svc-region-")
     try:
-        bam_path = fetch_bam_slice(
-            store,
-            bam["key"],
-            bam["size"],
-            bam["n_ref"],
-            tuple(bam["header"]),
-            region["tid"],
-            [Chunk(b, e) for b, e in region["chunks"]],
-            [tuple(r) for r in region["ranges"]],
-            os.path.join(tmp, "slice.bam"),
-            bam.get("bucket"),
-        )
+        slices = []
+        lo, hi = ctx_start, ctx_end + REFERENCE_MARGIN
+        for i, bam in enumerate(task["bams"]):
+            path = fetch_bam_slice(
+                store,
+                bam["key"],
+                bam["size"],
+                bam["n_ref"],
+                tuple(bam["header"]),
+                bam["tid"],
+                [Chunk(b, e) for b, e in bam["chunks"]],
+                [tuple(r) for r in bam["ranges"]],
+                os.path.join(tmp, f"slice{i}.bam"),
+                bam.get("bucket"),
+            )
+            slices.append(path)
+            s_lo, s_hi = read_extent(path, chrom, ctx_start, ctx_end, REFERENCE_MARGIN)
+            lo, hi = min(lo, s_lo), max(hi, s_hi)
         bam_gets, bam_bytes = store.counts.gets, store.counts.get_bytes
-        ctx_start, ctx_end = region["context_start"], region["context_end"]
-        lo, hi = read_extent(bam_path, chrom, ctx_start, ctx_end, REFERENCE_MARGIN)
         entry = FaiEntry(**ref["fai"])
         ref_path = fetch_reference_window(
             store,
@@ -96,7 +102,7 @@ def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
             ref.get("bucket"),
         )
         raw_vcf = run_engine(
-            params, bam_path, ref_path, os.path.join(tmp, "raw.vcf"),
+            params, slices, ref_path, os.path.join(tmp, "raw.vcf"),
             region=f"{chrom}:{ctx_start + 1}-{ctx_end}", workdir=tmp,
         )
         frag = os.path.join(tmp, "fragment.vcf.gz")

@@ -4,12 +4,15 @@ Contract: :data:`ENGINES` maps an engine name (config ``calling.engine``) to its
 parameters class and its run function. Every engine has the same shape: a frozen
 parameters dataclass with ``ENGINE`` (its name), ``from_dict``, ``as_dict`` and
 ``describe``, and ``run(bam, reference, params, out_vcf, region=None, workdir=None)``
-writing an uncompressed VCF. The functions, the fragment keys and the whole-genome
-reference runs all go through here, so adding an engine is one entry.
+writing an uncompressed VCF. An engine whose parameters say ``JOINT = True`` also
+takes a list of BAMs and calls their samples together (one VCF column each). The
+functions, the fragment keys and the whole-genome reference runs all go through
+here, so adding an engine is one entry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from functions.bcftools_engine import BcftoolsParams, run_bcftools
@@ -36,8 +39,18 @@ def make_params(engine: str, values: dict[str, Any]) -> EngineParams:
     return cls.from_dict(values)  # type: ignore[no-any-return]
 
 
-def run_engine(params: EngineParams, bam: str, reference: str, out_vcf: str,
+def joint_capable(engine: str) -> bool:
+    """Can the engine call several samples together?"""
+    cls, _ = ENGINES[engine]
+    return bool(getattr(cls, "JOINT", False))
+
+
+def run_engine(params: EngineParams, bam: str | Sequence[str], reference: str, out_vcf: str,
                region: str | None = None, workdir: str | None = None) -> str:
-    """Run the engine ``params`` belong to."""
+    """Run the engine ``params`` belong to on one BAM, or on several (joint engines only)."""
     _, run = ENGINES[params.ENGINE]
-    return run(bam, reference, params, out_vcf, region=region, workdir=workdir)  # type: ignore[no-any-return]
+    bams = [bam] if isinstance(bam, str) else list(bam)
+    if len(bams) != 1 and not joint_capable(params.ENGINE):
+        raise ValueError(f"the {params.ENGINE} engine calls one sample at a time, not {len(bams)}")
+    arg = bams[0] if len(bams) == 1 else bams
+    return run(arg, reference, params, out_vcf, region=region, workdir=workdir)  # type: ignore[no-any-return]

@@ -11,6 +11,13 @@ listing its fragments in plan order, each with ``reused`` and, for those compute
 than its task's is refused (:class:`CallError`): stats are never filed under the
 wrong region. It returns a :class:`CallSummary`.
 
+Joint calling (``cohort``): one task per region of a joint plan carries every
+sample's BAM slice; its fragments and the one manifest are filed under the cohort's
+name. Cluster scatter mode: :func:`call_share` is one of ``jobs`` Snakemake jobs,
+each calling its :func:`share` of the same tasks with the serial runner and writing
+their stats; :func:`call_samples` with ``scattered`` then runs nothing and writes
+the manifests from the fragments the jobs left (the same fragments, the same merge).
+
 Injected faults (config ``faults``, for tests) travel in the tasks; they are not
 part of the fragment key, since they never change a result.
 """
@@ -21,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +40,7 @@ from functions.call_region import call_region
 from functions.engines import EngineParams
 from functions.slice import parse_fai
 from pipeline.executor import FanOutError, LithopsRunner, SerialRunner, task_label
-from pipeline.plan import SamplePlan
+from pipeline.plan import Region, SamplePlan
 from pipeline.storage import ObjectMissingError, ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -80,6 +88,56 @@ def fragment_key(bam_fp: str, ref_fp: str, chrom: str, start: int, end: int,
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def _check_contig(plan: SamplePlan, r: Region, fai: dict[str, Any], ref_manifest: dict[str, Any]) -> Any:
+    """The reference's ``.fai`` entry of the region's contig, which must match the BAM's."""
+    entry = fai.get(r.chrom)
+    bam_length = dict(plan.contigs)[r.chrom]
+    if entry is None or entry.length != bam_length:
+        found = "is not in" if entry is None else f"has length {entry.length} in"
+        raise CallError(
+            f"contig {r.chrom!r} ({bam_length} bp in sample {plan.sample}'s BAM) {found} the "
+            f"reference {ref_manifest['fasta']['path']}; use the reference the reads were aligned to"
+        )
+    return entry
+
+
+def _slice(plan: SamplePlan, r: Region, bam: dict[str, Any]) -> dict[str, Any]:
+    """What a function fetches of one BAM for region ``r``."""
+    return {"bucket": bam.get("bucket"), "key": bam["key"], "size": bam["size"], "n_ref": plan.n_ref,
+            "header": [plan.header.start, plan.header.end], "tid": r.tid,
+            "chunks": [[c.beg, c.end] for c in r.chunks],
+            "ranges": [[b.start, b.end, b.tail] for b in r.ranges]}
+
+
+def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: list[dict[str, Any]],
+          i: int, ref_manifest: dict[str, Any], fai: dict[str, Any], params: EngineParams,
+          faults: dict[str, Any] | None) -> dict[str, Any]:
+    """The task of region ``i`` of ``plans`` (one sample's, or every sample's of a joint call)."""
+    r = plans[0].regions[i]
+    entry = None
+    for plan in plans:
+        entry = _check_contig(plan, plan.regions[i], fai, ref_manifest)
+    key = fragment_key("+".join(m["bam"]["fingerprint"] for m in manifests),
+                       ref_manifest["fasta"]["fingerprint"], r.chrom, r.start, r.end, params.ENGINE,
+                       {**params.as_dict(), "context": [r.context_start, r.context_end]})
+    return {
+        "sample": name,
+        "store": store.describe(),
+        "bams": [_slice(plan, plan.regions[i], m["bam"]) for plan, m in zip(plans, manifests, strict=True)],
+        "reference": {"bucket": ref_manifest["fasta"].get("bucket"), "key": ref_manifest["fasta"]["key"],
+                      "fai": vars(entry)},
+        "region": {"index": r.index, "name": r.name, "chrom": r.chrom,
+                   "est_bytes": sum(plan.regions[i].est_bytes for plan in plans),
+                   "start": r.start, "end": r.end,
+                   "context_start": r.context_start, "context_end": r.context_end},
+        "engine": params.ENGINE,
+        "params": params.as_dict(),
+        "key": key,
+        "out_key": store.key("fragments", name, f"{r.index:05d}-{key}"),
+        **({"faults": faults} if faults and faults.get("probability") else {}),
+    }
+
+
 def make_tasks(
     store: ObjectStore,
     plan: SamplePlan,
@@ -89,41 +147,29 @@ def make_tasks(
     params: EngineParams,
     faults: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    bam = sample_manifest["bam"]
-    tasks = []
-    bam_lengths = dict(plan.contigs)
-    for r in plan.regions:
-        entry = fai.get(r.chrom)
-        bam_length = bam_lengths[r.chrom]
-        if entry is None or entry.length != bam_length:
-            found = "is not in" if entry is None else f"has length {entry.length} in"
-            raise CallError(
-                f"contig {r.chrom!r} ({bam_length} bp in sample {plan.sample}'s BAM) {found} the "
-                f"reference {ref_manifest['fasta']['path']}; use the reference the reads were aligned to"
-            )
-        key = fragment_key(bam["fingerprint"], ref_manifest["fasta"]["fingerprint"],
-                           r.chrom, r.start, r.end, params.ENGINE,
-                           {**params.as_dict(), "context": [r.context_start, r.context_end]})
-        tasks.append({
-            "sample": plan.sample,
-            "store": store.describe(),
-            "bam": {"bucket": bam.get("bucket"), "key": bam["key"], "size": bam["size"], "n_ref": plan.n_ref,
-                    "header": [plan.header.start, plan.header.end]},
-            "reference": {"bucket": ref_manifest["fasta"].get("bucket"), "key": ref_manifest["fasta"]["key"],
-                          "fai": vars(entry)},
-            "region": {"index": r.index, "name": r.name, "chrom": r.chrom, "tid": r.tid,
-                       "est_bytes": r.est_bytes,
-                       "start": r.start, "end": r.end,
-                       "context_start": r.context_start, "context_end": r.context_end,
-                       "chunks": [[c.beg, c.end] for c in r.chunks],
-                       "ranges": [[b.start, b.end, b.tail] for b in r.ranges]},
-            "engine": params.ENGINE,
-            "params": params.as_dict(),
-            "key": key,
-            "out_key": store.key("fragments", plan.sample, f"{r.index:05d}-{key}"),
-            **({"faults": faults} if faults and faults.get("probability") else {}),
-        })
-    return tasks
+    """One task per region of one sample's plan."""
+    return [_task(store, plan.sample, [plan], [sample_manifest], i, ref_manifest, fai, params, faults)
+            for i in range(len(plan.regions))]
+
+
+def make_joint_tasks(
+    store: ObjectStore,
+    cohort: str,
+    plans: list[SamplePlan],
+    manifests: list[dict[str, Any]],
+    ref_manifest: dict[str, Any],
+    fai: dict[str, Any],
+    params: EngineParams,
+    faults: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One task per region of a joint plan (:func:`pipeline.plan.plan_joint`): every
+    sample's BAM slice, called together into the fragments of ``cohort``."""
+    spans = {tuple((r.chrom, r.start, r.end) for r in p.regions) for p in plans}
+    if len(spans) != 1:
+        raise CallError(f"the plans of cohort {cohort} do not share their regions: "
+                        "they were not made together; delete work/plans and rerun")
+    return [_task(store, cohort, plans, manifests, i, ref_manifest, fai, params, faults)
+            for i in range(len(plans[0].regions))]
 
 
 def check_staged(store: ObjectStore, manifests: list[dict[str, Any]],
@@ -222,50 +268,145 @@ def run_todo(runner: SerialRunner | LithopsRunner, func: Any, todo: list[dict[st
     return done
 
 
+def build_tasks(
+    store: ObjectStore,
+    plans: list[SamplePlan],
+    sample_manifests: dict[str, dict[str, Any]],
+    ref_manifest: dict[str, Any],
+    params: EngineParams,
+    faults: dict[str, Any] | None = None,
+    cohort: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every task of a run, in plan order: one per (sample, region), or with ``cohort``
+    one per region calling every sample together. Checks the staged inputs first."""
+    check_staged(store, [ref_manifest, *(sample_manifests[p.sample] for p in plans)])
+    fai = parse_fai(store.get(ref_manifest["fai"]["key"], ref_manifest["fai"].get("bucket")).decode())
+    if cohort is not None:
+        return make_joint_tasks(store, cohort, plans, [sample_manifests[p.sample] for p in plans],
+                                ref_manifest, fai, params, faults)
+    tasks: list[dict[str, Any]] = []
+    for plan in plans:
+        tasks += make_tasks(store, plan, sample_manifests[plan.sample], ref_manifest, fai, params, faults)
+    return tasks
+
+
+def _fragment_prefixes(store: ObjectStore, tasks: list[dict[str, Any]]) -> list[str]:
+    return [store.key("fragments", name) + "/" for name in dict.fromkeys(t["sample"] for t in tasks)]
+
+
+def share(tasks: list[dict[str, Any]], job: int, jobs: int) -> list[dict[str, Any]]:
+    """The tasks of scatter job ``job`` of ``jobs``: heaviest first, each to the job
+    with the least estimated bytes so far (so jobs finish about together). The same
+    tasks give every job the same split, so jobs need not talk to each other."""
+    if not 0 <= job < jobs:
+        raise CallError(f"scatter job {job} is not one of 0..{jobs - 1}")
+    load = [0] * jobs
+    mine = []
+    for t in sorted(tasks, key=lambda t: (-t["region"]["est_bytes"], t["out_key"])):
+        j = min(range(jobs), key=lambda k: (load[k], k))
+        load[j] += max(1, t["region"]["est_bytes"])
+        if j == job:
+            mine.append(t)
+    return mine
+
+
 def call_samples(
     store: ObjectStore,
     plans: list[SamplePlan],
     sample_manifests: dict[str, dict[str, Any]],
     ref_manifest: dict[str, Any],
     params: EngineParams,
-    runner: SerialRunner | LithopsRunner,
+    runner: SerialRunner | LithopsRunner | None,
     out_manifests: dict[str, str | Path],
     faults: dict[str, Any] | None = None,
+    cohort: str | None = None,
+    scattered: dict[str, dict[str, Any]] | None = None,
 ) -> CallSummary:
+    """Call every task not done yet in one map through ``runner`` and write the manifests
+    (by sample, or by ``cohort`` for a joint call).
+
+    With ``scattered`` (the stats by ``out_key`` that the scatter jobs of
+    :func:`call_share` wrote; ``runner`` unused) nothing is run: every fragment must be
+    in the store already, intact.
+    """
     t0 = time.monotonic()
-    check_staged(store, [ref_manifest, *(sample_manifests[p.sample] for p in plans)])
-    fai = parse_fai(store.get(ref_manifest["fai"]["key"], ref_manifest["fai"].get("bucket")).decode())
-    tasks: list[dict[str, Any]] = []
-    for plan in plans:
-        tasks += make_tasks(store, plan, sample_manifests[plan.sample], ref_manifest, fai, params, faults)
-    done, todo = split_done(store, tasks, [store.key("fragments", plan.sample) + "/" for plan in plans])
+    tasks = build_tasks(store, plans, sample_manifests, ref_manifest, params, faults, cohort)
+    done, todo = split_done(store, tasks, _fragment_prefixes(store, tasks))
     fetch = sum(p.fetch_bytes for p in plans)
     logger.info(
-        "plan: %d samples, %d regions, %.2f MB to fetch; %d fragments already done, %d functions to run with %r",
-        len(plans), len(tasks), fetch / 1e6, len(done), len(todo), runner,
+        "plan: %d samples%s, %d regions, %.2f MB to fetch; %d fragments already done, %d functions to run with %r",
+        len(plans), f" called jointly as {cohort}" if cohort else "", len(tasks), fetch / 1e6, len(done),
+        len(todo), runner if scattered is None else "the scatter jobs",
     )
-    for t in todo:
-        logger.debug("region %s %s: %d ranges", t["sample"], t["region"]["name"], len(t["region"]["ranges"]))
-    # Heaviest regions first: the last functions to finish are then the light ones.
-    todo.sort(key=lambda t: -t["region"]["est_bytes"])
-    done.update(run_todo(runner, call_region, todo, tasks, "calling regions", "region", CallError))
-    for plan in plans:
-        frags = [
-            {**done[t["out_key"]], "out_key": t["out_key"]}
-            for t in tasks if t["sample"] == plan.sample
-        ]
-        out = out_manifests[plan.sample]
+    if scattered is not None:
+        if todo:
+            raise CallError(
+                f"{len(todo)} region(s) have no intact fragment after the scatter jobs ran "
+                f"(first: {task_label(todo[0])}); `snakemake --cores 2 --forcerun call_scatter` recomputes "
+                "them (and reuses the intact fragments)"
+            )
+        done.update({k: v for k, v in scattered.items() if k in done})
+    else:
+        for t in todo:
+            logger.debug("region %s %s: %d ranges", t["sample"], t["region"]["name"],
+                         sum(len(b["ranges"]) for b in t["bams"]))
+        # Heaviest regions first: the last functions to finish are then the light ones.
+        todo.sort(key=lambda t: -t["region"]["est_bytes"])
+        assert runner is not None
+        done.update(run_todo(runner, call_region, todo, tasks, "calling regions", "region", CallError))
+    for name, out in out_manifests.items():
+        frags = [{**done[t["out_key"]], "out_key": t["out_key"]} for t in tasks if t["sample"] == name]
         tmp = f"{out}.tmp"
         Path(tmp).write_text(json.dumps(
-            {"sample": plan.sample, "code": code_version(), "engine": params.ENGINE,
+            {"sample": name, "code": code_version(), "engine": params.ENGINE,
              "params": params.as_dict(), "command": params.describe(),
+             **({"samples": [p.sample for p in plans]} if cohort else {}),
              "retries": sum(f.get("attempts", 1) - 1 for f in frags if not f["reused"]),
              "fragments": frags}, indent=1) + "\n")
         os.replace(tmp, out)
-    computed = [s for s in done.values() if not s["reused"]]
+    return _summary(done.values(), len(plans), len(tasks), plans, sample_manifests, t0)
+
+
+def call_share(
+    store: ObjectStore,
+    plans: list[SamplePlan],
+    sample_manifests: dict[str, dict[str, Any]],
+    ref_manifest: dict[str, Any],
+    params: EngineParams,
+    runner: SerialRunner | LithopsRunner,
+    job: int,
+    jobs: int,
+    out: str | Path,
+    faults: dict[str, Any] | None = None,
+    cohort: str | None = None,
+) -> CallSummary:
+    """Scatter job ``job`` of ``jobs`` (a Snakemake job, e.g. on SLURM): call its
+    :func:`share` of the tasks through ``runner`` (reusing intact fragments) and write
+    their stats, with where the job ran, to ``out`` as JSON."""
+    t0 = time.monotonic()
+    tasks = build_tasks(store, plans, sample_manifests, ref_manifest, params, faults, cohort)
+    mine = share(tasks, job, jobs)
+    done, todo = split_done(store, mine, _fragment_prefixes(store, mine))
+    where = {"host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    logger.info("scatter job %d of %d on %s%s: %d of %d regions, %d already done", job + 1, jobs, where["host"],
+                f" (SLURM job {where['slurm_job_id']})" if where["slurm_job_id"] else "",
+                len(mine), len(tasks), len(done))
+    done.update(run_todo(runner, call_region, todo, mine, "calling regions", "region", CallError))
+    tmp = f"{out}.tmp"
+    Path(tmp).write_text(json.dumps(
+        {"job": job, "jobs": jobs, **where, "seconds": round(time.monotonic() - t0, 3),
+         "fragments": done}, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, out)
+    return _summary(done.values(), len(plans), len(mine), plans, sample_manifests, t0)
+
+
+def _summary(stats: Any, samples: int, regions: int, plans: list[SamplePlan],
+             sample_manifests: dict[str, dict[str, Any]], t0: float) -> CallSummary:
+    stats = list(stats)
+    computed = [s for s in stats if not s["reused"]]
     return CallSummary(
-        samples=len(plans), regions=len(tasks), computed=len(computed),
-        reused=len(done) - len(computed),
+        samples=samples, regions=regions, computed=len(computed),
+        reused=len(stats) - len(computed),
         get_bytes=sum(s["get_bytes"] for s in computed), gets=sum(s["gets"] for s in computed),
         bam_bytes=sum(sample_manifests[p.sample]["bam"]["size"] for p in plans),
         seconds=time.monotonic() - t0,

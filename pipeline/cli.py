@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pipeline.bai import IndexFormatError
 from pipeline.bamheader import BamHeaderError
@@ -25,6 +26,9 @@ from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.executor import FanOutError, make_runner
 from pipeline.storage import ObjectStore, StorageError
 from pipeline.validate import InputError
+
+if TYPE_CHECKING:
+    from pipeline.plan import PlanSettings
 
 logger = logging.getLogger("pipeline")
 
@@ -104,7 +108,12 @@ def cmd_align(settings: Settings, args: argparse.Namespace) -> None:
     a = settings.align
     params = AlignParams(chunk_pairs=a["chunk_pairs"], max_insert=a["max_insert"])
     outs = dict(zip([fq["sample"] for fq in fastqs], args.out, strict=True))
-    runner = make_runner(settings.executor, settings.lithops)
+    # Cluster scatter mode splits the calling into Snakemake jobs; the alignment chunks
+    # still fan out through Lithops (localhost: the cores of the job running this step).
+    executor = settings.executor
+    if executor["runner"] == "snakemake":
+        executor["runner"] = "lithops"
+    runner = make_runner(executor, settings.lithops)
     store = open_store(settings)
     try:
         summary = align_samples(store, fastqs, read_manifest(args.index), read_manifest(args.reference), groups,
@@ -120,21 +129,27 @@ def cmd_merge_alignments(settings: Settings, args: argparse.Namespace) -> None:
     merge_parts(open_store(settings), args.parts, args.out, args.stats, level=settings.align["compression_level"])
 
 
-def cmd_plan(settings: Settings, args: argparse.Namespace) -> None:
-    from pipeline.plan import PlanSettings, plan_from_store, write_plan
-    from pipeline.stage import read_manifest
+def plan_settings(settings: Settings) -> PlanSettings:
+    from pipeline.plan import PlanSettings
 
     p = settings.plan
-    ps = PlanSettings(
+    return PlanSettings(
         n_regions=None if p.get("target_bytes") else p.get("n_regions"),
         target_bytes=p.get("target_bytes"),
         max_region_length=p["max_region_length"],
         padding=p["padding"],
     )
+
+
+def cmd_plan(settings: Settings, args: argparse.Namespace) -> None:
+    from pipeline.plan import plan_from_store, write_plan
+    from pipeline.stage import read_manifest
+
     t0 = time.monotonic()
     store = open_store(settings)
     reference = read_manifest(args.reference) if args.reference else None
-    plan = plan_from_store(store, args.sample, read_manifest(args.staged), ps, reference=reference)
+    plan = plan_from_store(store, args.sample, read_manifest(args.staged), plan_settings(settings),
+                           reference=reference)
     tmp = f"{args.out}.tmp"
     write_plan(plan, tmp, store.counts)
     os.replace(tmp, args.out)
@@ -145,9 +160,30 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+def cmd_plan_joint(settings: Settings, args: argparse.Namespace) -> None:
+    from pipeline.plan import plan_input, plan_joint, write_plan
+    from pipeline.stage import read_manifest
+
+    t0 = time.monotonic()
+    store = open_store(settings)
+    reference = read_manifest(args.reference)
+    manifests = [read_manifest(p) for p in args.staged]
+    inputs = [plan_input(store, m["sample"], m, reference) for m in manifests]
+    plans = plan_joint(inputs, plan_settings(settings))
+    for plan, out in zip(plans, args.out, strict=True):
+        write_plan(plan, f"{out}.tmp", store.counts)
+    for out in args.out:
+        os.replace(f"{out}.tmp", out)
+    logger.info(
+        "planned %d samples together: %d regions, %.2f MB to fetch of %.2f MB of BAMs, in %.2f s; read %s",
+        len(plans), len(plans[0].regions), sum(p.fetch_bytes for p in plans) / 1e6,
+        sum(p.bam_size for p in plans) / 1e6, time.monotonic() - t0, store.counts.line(),
+    )
+
+
 def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
     from functions.engines import make_params
-    from pipeline.call import CallError, call_samples
+    from pipeline.call import CallError, call_samples, call_share
     from pipeline.plan import read_plan
     from pipeline.stage import read_manifest
 
@@ -155,12 +191,25 @@ def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
     params = make_params(calling["engine"], calling[calling["engine"]])
     plans = [read_plan(p) for p in args.plans]
     staged = {m["sample"]: m for m in (read_manifest(p) for p in args.staged)}
-    outs = dict(zip([p.sample for p in plans], args.out, strict=True))
+    cohort = settings.cohort
     runner = make_runner(settings.executor, settings.lithops)
     store = open_store(settings)
     try:
-        summary = call_samples(store, plans, staged, read_manifest(args.reference), params, runner, outs,
-                               faults=settings.faults)
+        if args.scatter_job is not None:
+            summary = call_share(store, plans, staged, read_manifest(args.reference), params, runner,
+                                 args.scatter_job, settings.executor["jobs"], args.out[0],
+                                 faults=settings.faults, cohort=cohort)
+        else:
+            names = [cohort] if cohort else [p.sample for p in plans]
+            outs = dict(zip(names, args.out, strict=True))
+            scattered = None
+            if args.scattered:
+                scattered = {}
+                for path in args.scattered:
+                    scattered.update(read_manifest(path)["fragments"])
+            summary = call_samples(store, plans, staged, read_manifest(args.reference), params,
+                                   None if scattered is not None else runner, outs,
+                                   faults=settings.faults, cohort=cohort, scattered=scattered)
     except FanOutError as exc:
         raise CallError(rerun_hint(exc, "region", "call", args.log)) from exc
     logger.info(summary.line())
@@ -170,7 +219,8 @@ def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_merge(settings: Settings, args: argparse.Namespace) -> None:
     from pipeline.merge import merge_sample
 
-    merge_sample(open_store(settings), args.calls, settings.reference, args.out, args.stats)
+    rerun = "call_scatter" if settings.executor["runner"] == "snakemake" else "call"
+    merge_sample(open_store(settings), args.calls, settings.reference, args.out, args.stats, rerun=rerun)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,11 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--staged", required=True)
     p.add_argument("--reference", help="the staged reference's manifest: its contigs are checked against the BAM")
     p.add_argument("--out", required=True)
+    p = step("plan-joint", cmd_plan_joint)
+    p.add_argument("--staged", nargs="+", required=True)
+    p.add_argument("--reference", required=True)
+    p.add_argument("--out", nargs="+", required=True, help="one plan per sample, in the order of --staged")
     p = step("call", cmd_call)
     p.add_argument("--plans", nargs="+", required=True)
     p.add_argument("--staged", nargs="+", required=True)
     p.add_argument("--reference", required=True)
     p.add_argument("--out", nargs="+", required=True)
+    p.add_argument("--scatter-job", type=int,
+                   help="cluster scatter mode: call only this job's share (0-based, of executor.jobs); "
+                        "--out is the job's stats JSON")
+    p.add_argument("--scattered", nargs="+", help="cluster scatter mode: the scatter jobs' stats; run nothing")
     p = step("merge", cmd_merge)
     p.add_argument("--calls", required=True)
     p.add_argument("--out", required=True)

@@ -86,6 +86,12 @@ class Settings:
         return dict(self.raw["calling"])
 
     @property
+    def cohort(self) -> str | None:
+        """The joint VCF's name in joint mode; None when samples are called one by one."""
+        c = self.raw["calling"]
+        return str(c["cohort"]) if c["mode"] == "joint" else None
+
+    @property
     def storage(self) -> dict[str, Any]:
         return dict(self.raw["storage"])
 
@@ -255,5 +261,19 @@ def load_settings(config: dict[str, Any]) -> Settings:
             f"config: reference {raw['reference']} is in object storage, but samples given as FASTQs are aligned "
             "with a minimap2 index built on this machine from the FASTA: set 'reference' to a local copy"
         )
+    calling = raw["calling"]
+    if calling["mode"] == "joint":
+        from functions.engines import joint_capable
+
+        if not joint_capable(calling["engine"]):
+            raise ConfigError(
+                f"config: calling: engine {calling['engine']} calls one sample at a time; "
+                "joint mode needs engine bcftools (or set mode: per_sample)"
+            )
+        if any(s.name == calling["cohort"] for s in samples):
+            raise ConfigError(
+                f"config: calling: cohort {calling['cohort']!r} is also a sample's name; "
+                "give the joint VCF another name (calling.cohort)"
+            )
     lithops = load_lithops_config(raw["lithops_config"])
     return Settings(raw=raw, samples=samples, lithops=lithops)

@@ -284,7 +284,9 @@ def _leave_inherited_lithops_session() -> None:
 
 
 def make_runner(executor: dict[str, Any], lithops_config: dict[str, Any]) -> SerialRunner | LithopsRunner:
-    if executor.get("runner", "lithops") == "serial":
+    """The runner the config names. Runner ``snakemake`` (cluster scatter mode) runs each
+    scatter job's share of the regions serially inside that Snakemake job."""
+    if executor.get("runner", "lithops") in ("serial", "snakemake"):
         from pipeline.storage import open_lithops_storage
 
         storage = open_lithops_storage(lithops_config)

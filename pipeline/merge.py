@@ -31,9 +31,10 @@ class MergeError(RuntimeError):
     """A fragment is missing or damaged; no VCF is written."""
 
 
-def _fragment_body(store: ObjectStore, frag: dict[str, Any], sample: str) -> tuple[list[str], list[str]]:
+def _fragment_body(store: ObjectStore, frag: dict[str, Any], sample: str,
+                   rerun: str) -> tuple[list[str], list[str]]:
     key = frag["out_key"] + ".vcf.gz"
-    fix = "`snakemake --cores 2 --forcerun call` recomputes it (and reuses the intact fragments)"
+    fix = f"`snakemake --cores 2 --forcerun {rerun}` recomputes it (and reuses the intact fragments)"
     try:
         data = store.get(key)
     except ObjectMissingError as exc:
@@ -68,9 +69,11 @@ def merged_header(first_header: list[str], manifest: dict[str, Any], reference: 
 
 
 def merge_sample(
-    store: ObjectStore, call_manifest: str | Path, reference: str, out_vcf: str, out_stats: str
+    store: ObjectStore, call_manifest: str | Path, reference: str, out_vcf: str, out_stats: str,
+    rerun: str = "call",
 ) -> int:
-    """Merge; returns the number of records written."""
+    """Merge; returns the number of records written. ``rerun``: the rule that recomputes
+    fragments (named in the fix of an error)."""
     manifest = read_manifest(call_manifest)
     sample = manifest["sample"]
     frags = sorted(manifest["fragments"], key=lambda f: f["region"])
@@ -78,7 +81,7 @@ def merge_sample(
     body: list[str] = []
     last: tuple[str, int] | None = None
     for frag in frags:
-        fh, fb = _fragment_body(store, frag, sample)
+        fh, fb = _fragment_body(store, frag, sample, rerun)
         header = header or fh
         chrom, span = frag["name"].rsplit(":", 1)
         start, end = (int(x) for x in span.split("-"))
@@ -90,7 +93,7 @@ def merge_sample(
             if c != chrom or not start <= int(p) <= end:
                 raise MergeError(
                     f"sample {sample}: fragment of {frag['name']} holds a record at {c}:{p} "
-                    "outside its region; rerun with `snakemake --forcerun call`"
+                    f"outside its region; rerun with `snakemake --forcerun {rerun}`"
                 )
         body.extend(fb)
     if header is None:

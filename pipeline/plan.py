@@ -6,7 +6,9 @@ half-open, never across contigs, never wider than the maximum length) that toget
 cover every contig holding reads, each with the chunks (virtual offsets) and the
 compressed byte ranges a function must fetch to see every read overlapping it. The
 BAM body is never read. Contigs without reads get no region, so they cost no
-function. Plans are written to and read from a TSV a person can read.
+function. :func:`plan_joint` plans several samples over the same regions (cut by
+their summed bytes) for calling them together. Plans are written to and read from a
+TSV a person can read.
 """
 
 from __future__ import annotations
@@ -139,55 +141,115 @@ def plan_sample(
     cuts: dict[str, list[int]] | None = None,
 ) -> SamplePlan:
     """Plan one sample. ``cuts`` (tests, expert use) fixes the cut positions per contig."""
-    if len(index.refs) != len(contigs):
-        raise PlanError(
-            f"index lists {len(index.refs)} contigs but the BAM header {len(contigs)}: "
-            "the index does not belong to this BAM; rebuild it with `samtools index`"
-        )
-    first = first_record(index, sample, bam_key)
-    header = ByteRange(0, _range_end(index, first, bam_size))
-    weights = {
-        tid: index.window_bytes(tid, length)
-        for tid, (_, length) in enumerate(contigs)
-        if index.refs[tid].has_reads
-    }
+    _check_index(index, contigs)
+    weights = _weights(index, contigs)
     if cuts is None:
-        counts = _allocate(weights, settings)
-        bounds = {
-            tid: _snap(_cut(weights[tid], contigs[tid][1], n), settings.padding)
-            for tid, n in counts.items()
-        }
+        bounds = _bounds(weights, contigs, settings)
     else:
         bounds = {}
         for tid in weights:
             name, length = contigs[tid]
             inner = sorted({c for c in cuts.get(name, []) if 0 < c < length})
             bounds[tid] = [0, *inner, length]
-    plan = SamplePlan(sample, bam_key, bam_size, contigs, header)
+    plan = _empty_plan(sample, index, contigs, bam_key, bam_size)
     for tid in sorted(bounds):
-        name, length = contigs[tid]
-        cum = _cumulative(weights[tid], length)
         for start, end in _limit(bounds[tid], settings.max_region_length):
-            if not index.query(tid, start, end):
-                continue  # no read overlaps: nothing to call
-            ctx_start, ctx_end = max(0, start - settings.padding), min(length, end + settings.padding)
-            chunks = tuple(index.query(tid, ctx_start, ctx_end))
-            est = float(np.interp(end, cum[0], cum[1]) - np.interp(start, cum[0], cum[1]))
-            plan.regions.append(
-                Region(
-                    index=len(plan.regions),
-                    chrom=name,
-                    tid=tid,
-                    start=start,
-                    end=end,
-                    est_bytes=round(est),
-                    chunks=chunks,
-                    ranges=_byte_ranges(chunks),
-                    context_start=ctx_start,
-                    context_end=ctx_end,
-                )
-            )
+            if index.query(tid, start, end):  # else no read overlaps: nothing to call
+                plan.regions.append(_region(len(plan.regions), index, contigs, tid, start, end,
+                                            weights[tid], settings.padding))
     return plan
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """What planning reads of one sample: its index and its BAM's contigs, key and size."""
+
+    sample: str
+    index: BamIndex
+    contigs: tuple[tuple[str, int], ...]
+    bam_key: str
+    bam_size: int
+
+
+def plan_joint(inputs: list[PlanInput], settings: PlanSettings) -> list[SamplePlan]:
+    """Plans of several samples over the same regions, for calling them together.
+
+    The regions are cut by the samples' summed bytes (so a region is about as heavy
+    for the joint call as any other) and kept where any sample has reads; each
+    sample's plan lists, for every region, the chunks and byte ranges of its own BAM
+    (none where it has no reads there). Region ``i`` is the same span in every plan.
+    """
+    if not inputs:
+        raise PlanError("no samples to plan")
+    first = inputs[0]
+    for p in inputs:
+        _check_index(p.index, p.contigs)
+        if p.contigs != first.contigs:
+            raise PlanError(
+                f"sample {p.sample}'s BAM lists other contigs (or another order) than sample "
+                f"{first.sample}'s: joint calling needs every BAM aligned to the same reference; "
+                "realign it, or call the samples one by one (calling.mode: per_sample)"
+            )
+    contigs = first.contigs
+    per_sample = [_weights(p.index, contigs) for p in inputs]
+    tids = sorted({tid for w in per_sample for tid in w})
+    summed = {tid: sum(w.get(tid, 0.0) for w in per_sample) for tid in tids}
+    spans = [
+        (tid, start, end)
+        for tid, bounds in sorted(_bounds(summed, contigs, settings).items())  # type: ignore[arg-type]
+        for start, end in _limit(bounds, settings.max_region_length)
+        if any(p.index.query(tid, start, end) for p in inputs)
+    ]
+    plans = []
+    for p, weights in zip(inputs, per_sample, strict=True):
+        plan = _empty_plan(p.sample, p.index, contigs, p.bam_key, p.bam_size)
+        for i, (tid, start, end) in enumerate(spans):
+            w = weights.get(tid, np.zeros_like(summed[tid]))
+            plan.regions.append(_region(i, p.index, contigs, tid, start, end, w, settings.padding))
+        plans.append(plan)
+    return plans
+
+
+def _check_index(index: BamIndex, contigs: tuple[tuple[str, int], ...]) -> None:
+    if len(index.refs) != len(contigs):
+        raise PlanError(
+            f"index lists {len(index.refs)} contigs but the BAM header {len(contigs)}: "
+            "the index does not belong to this BAM; rebuild it with `samtools index`"
+        )
+
+
+def _weights(index: BamIndex, contigs: tuple[tuple[str, int], ...]) -> dict[int, np.ndarray]:
+    """Estimated bytes per 16 kb window, of each contig holding reads."""
+    return {
+        tid: index.window_bytes(tid, length)
+        for tid, (_, length) in enumerate(contigs)
+        if index.refs[tid].has_reads
+    }
+
+
+def _bounds(weights: dict[int, np.ndarray], contigs: tuple[tuple[str, int], ...],
+            settings: PlanSettings) -> dict[int, list[int]]:
+    """Cut positions per contig: regions of about equal bytes, snapped to windows."""
+    counts = _allocate(weights, settings)
+    return {tid: _snap(_cut(weights[tid], contigs[tid][1], n), settings.padding) for tid, n in counts.items()}
+
+
+def _empty_plan(sample: str, index: BamIndex, contigs: tuple[tuple[str, int], ...],
+                bam_key: str, bam_size: int) -> SamplePlan:
+    first = first_record(index, sample, bam_key)
+    return SamplePlan(sample, bam_key, bam_size, contigs, ByteRange(0, _range_end(index, first, bam_size)))
+
+
+def _region(i: int, index: BamIndex, contigs: tuple[tuple[str, int], ...], tid: int, start: int, end: int,
+            weights: np.ndarray, padding: int) -> Region:
+    """Region ``i``: [start, end) of contig ``tid`` with the chunks of its padded context."""
+    name, length = contigs[tid]
+    ctx_start, ctx_end = max(0, start - padding), min(length, end + padding)
+    chunks = tuple(index.query(tid, ctx_start, ctx_end))
+    cum = _cumulative(weights, length)
+    est = float(np.interp(end, cum[0], cum[1]) - np.interp(start, cum[0], cum[1]))
+    return Region(index=i, chrom=name, tid=tid, start=start, end=end, est_bytes=round(est),
+                  chunks=chunks, ranges=_byte_ranges(chunks), context_start=ctx_start, context_end=ctx_end)
 
 
 def first_record(index: BamIndex, sample: str, bam: str) -> int:
@@ -393,15 +455,13 @@ def _parse_chunk(text: str) -> Chunk:
     return Chunk((ac << 16) | au, (bc << 16) | bu)
 
 
-def plan_from_store(
+def plan_input(
     store: ObjectStore,
     sample: str,
     manifest: dict[str, Any],
-    settings: PlanSettings,
-    cuts: dict[str, list[int]] | None = None,
     reference: dict[str, Any] | None = None,
-) -> SamplePlan:
-    """Plan a staged sample: read its BAI and BAM header (only) from the store.
+) -> PlanInput:
+    """Read a staged sample's BAI and BAM header (only) from the store.
 
     The header must not say the BAM is unsorted and, given the staged ``reference``'s
     manifest, must agree with it on every contig (name, length, MD5 where both have one).
@@ -421,4 +481,17 @@ def plan_from_store(
     if reference is not None:
         check_contigs(sample, header.contigs, sq_tags(header.text, "M5"), reference["fasta"]["path"],
                       reference_contigs(store, reference))
-    return plan_sample(sample, index, header.contigs, bam["key"], bam["size"], settings, cuts)
+    return PlanInput(sample, index, header.contigs, bam["key"], bam["size"])
+
+
+def plan_from_store(
+    store: ObjectStore,
+    sample: str,
+    manifest: dict[str, Any],
+    settings: PlanSettings,
+    cuts: dict[str, list[int]] | None = None,
+    reference: dict[str, Any] | None = None,
+) -> SamplePlan:
+    """Plan a staged sample (see :func:`plan_input` for what is read and checked)."""
+    p = plan_input(store, sample, manifest, reference)
+    return plan_sample(sample, p.index, p.contigs, p.bam_key, p.bam_size, settings, cuts)

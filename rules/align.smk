@@ -12,6 +12,9 @@ if FASTQ_SAMPLES:
             f"{WORK}/index/minimap2.json",
         log:
             f"{WORK}/logs/index_reference.log",
+        resources:
+            mem_mb=get_index_mem_mb(),
+            runtime=120,
         params:
             settings=SETTINGS_JSON,
             python=PY,
@@ -27,6 +30,9 @@ if FASTQ_SAMPLES:
             f"{WORK}/staged/fastq/{{sample}}.json",
         log:
             f"{WORK}/logs/stage_fastq_{{sample}}.log",
+        resources:
+            mem_mb=1000,  # streams the reads
+            runtime=120,
         params:
             settings=SETTINGS_JSON,
             python=PY,
@@ -46,6 +52,10 @@ if FASTQ_SAMPLES:
             f"{WORK}/logs/align.log",
         benchmark:
             f"{WORK}/benchmarks/align.tsv"
+        threads: FANOUT_THREADS
+        resources:
+            mem_mb=1000 + 1000 * FANOUT_THREADS,  # Lithops localhost: ~0.5 GB per worker at 50,000 pairs
+            runtime=240,
         params:
             settings=SETTINGS_JSON,
             python=PY,
@@ -62,6 +72,9 @@ if FASTQ_SAMPLES:
             stats="results/{sample}.align.txt",
         log:
             f"{WORK}/logs/merge_alignments_{{sample}}.log",
+        resources:
+            mem_mb=2000,  # samtools merge, streaming
+            runtime=120,
         params:
             settings=SETTINGS_JSON,
             python=PY,

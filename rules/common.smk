@@ -1,5 +1,7 @@
 # Shared set-up: validate the config and sample sheet once, and small get_* helpers.
 import json
+import os
+import re
 import sys
 
 from pipeline.config import ConfigError, load_settings
@@ -11,14 +13,25 @@ except ConfigError as exc:
 
 SAMPLES = [s.name for s in SETTINGS.samples]
 FASTQ_SAMPLES = [s.name for s in SETTINGS.samples if s.aligned]
+# Joint mode calls every sample together into results/{COHORT}.vcf.gz; else None.
+COHORT = SETTINGS.cohort
+# What a VCF is made for: each sample, or the cohort.
+CALLSETS = [COHORT] if COHORT else SAMPLES
+# Cluster scatter mode (executor.runner: snakemake): the calls run as SCATTER_JOBS jobs.
+SCATTER_JOBS = SETTINGS.executor["jobs"] if SETTINGS.executor["runner"] == "snakemake" else 0
 WORK = "work"
 PY = sys.executable
 # The validated config travels to each step as JSON (quoted with :q in the shell lines).
 SETTINGS_JSON = json.dumps(SETTINGS.raw, sort_keys=True)
+# Cores of a step that fans out through Lithops: localhost runs its workers in that job.
+_backend = SETTINGS.lithops.get("lithops", {}).get("backend", "localhost")
+FANOUT_THREADS = SETTINGS.lithops.get("localhost", {}).get("worker_processes", 2) if _backend == "localhost" else 1
 
 
 wildcard_constraints:
-    sample="|".join(SAMPLES),
+    sample="|".join(re.escape(s) for s in SAMPLES),
+    callset="|".join(re.escape(s) for s in CALLSETS),
+    job=r"\d+",
 
 
 def get_bam(wildcards):
@@ -49,8 +62,20 @@ def get_storage_checked():
     return [] if backend == "localhost" else f"{WORK}/storage.checked"
 
 
+def get_plans():
+    """Each sample's region plan: its own, or in joint mode the one all samples share."""
+    return expand(f"{WORK}/plans/{'joint/' if COHORT else ''}{{sample}}.tsv", sample=SAMPLES)
+
+
 def get_final_outputs():
     return expand(
-        ["results/{sample}.vcf.gz", "results/{sample}.vcf.gz.tbi", "results/{sample}.stats.txt"],
-        sample=SAMPLES,
+        ["results/{callset}.vcf.gz", "results/{callset}.vcf.gz.tbi", "results/{callset}.stats.txt"],
+        callset=CALLSETS,
     ) + expand("results/{sample}.align.txt", sample=FASTQ_SAMPLES)
+
+
+def get_index_mem_mb():
+    """Memory to build the minimap2 index: about 3.2 bytes per base (measured), and room."""
+    ref = SETTINGS.reference
+    size = os.path.getsize(ref) if os.path.exists(ref) else 0
+    return 1000 + 4 * size // 1_000_000

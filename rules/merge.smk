@@ -1,15 +1,18 @@
-# Merge each sample's fragments (checked first) into one indexed VCF and its stats.
+# Merge each sample's (or the cohort's) fragments (checked first) into one indexed VCF and its stats.
 
 
 rule merge:
     input:
-        f"{WORK}/calls/{{sample}}.json",
+        f"{WORK}/calls/{{callset}}.json",
     output:
-        vcf="results/{sample}.vcf.gz",
-        tbi="results/{sample}.vcf.gz.tbi",
-        stats="results/{sample}.stats.txt",
+        vcf="results/{callset}.vcf.gz",
+        tbi="results/{callset}.vcf.gz.tbi",
+        stats="results/{callset}.stats.txt",
     log:
-        f"{WORK}/logs/merge_{{sample}}.log",
+        f"{WORK}/logs/merge_{{callset}}.log",
+    resources:
+        mem_mb=1000,  # the fragments' records are held until all are checked
+        runtime=30,
     params:
         settings=SETTINGS_JSON,
         python=PY,

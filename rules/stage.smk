@@ -8,6 +8,9 @@ rule check_storage:
         temp(f"{WORK}/storage.checked"),
     log:
         f"{WORK}/logs/check_storage.log",
+    resources:
+        mem_mb=500,
+        runtime=5,
     params:
         settings=SETTINGS_JSON,
         python=PY,
@@ -23,6 +26,9 @@ rule stage_reference:
         f"{WORK}/staged/reference.json",
     log:
         f"{WORK}/logs/stage_reference.log",
+    resources:
+        mem_mb=1000,  # streams the FASTA; the .fai and contig digests
+        runtime=60,
     params:
         settings=SETTINGS_JSON,
         python=PY,
@@ -38,6 +44,9 @@ rule stage_sample:
         f"{WORK}/staged/{{sample}}.json",
     log:
         f"{WORK}/logs/stage_{{sample}}.log",
+    resources:
+        mem_mb=1000,  # streams the BAM in parts
+        runtime=120,
     params:
         source=get_bam_source,
         settings=SETTINGS_JSON,

@@ -109,13 +109,20 @@ def test_malformed_sample_sheet_row_stops_with_one_line(tmp_path: Path) -> None:
     assert not (wd / "results").exists()
 
 
-def test_lint_and_dry_run() -> None:
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--cores", "1"], cwd=ROOT,
+@pytest.mark.parametrize("overlay", [None, "config/slurm.yaml", "config/joint.yaml"])
+def test_lint_and_dry_run(overlay: str | None) -> None:
+    """The default workflow, its cluster scatter mode and its joint mode."""
+    extra = ["--configfile", overlay] if overlay else []
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--cores", "1", *extra], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     lints = {ln.strip() for ln in (res.stdout + res.stderr).splitlines() if ln.strip().startswith("* ")}
     # The one lint we accept: rules run in the project's own Python environment
     # (installed by pyproject.toml), not in per-rule conda envs or containers.
     assert lints <= {"* Specify a conda environment or container for each rule.:"}, lints
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--forceall"], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--forceall", *extra], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
+    rules = {"call_scatter": overlay == "config/slurm.yaml", "plan_joint": overlay == "config/joint.yaml",
+             "plan": overlay != "config/joint.yaml", "call": True, "merge": True}
+    for rule, expected in rules.items():
+        assert (f"rule {rule}:" in res.stdout) == expected, (rule, res.stdout[-2000:])
