@@ -4,8 +4,8 @@
 Contract
 --------
 ``python test_data/generate.py [--outdir DIR] [--seed 42] [--genome-size 310000]
-[--coverage 20] [--contigs 3] [--threads N] [--fastq]`` (or ``generate(...)`` from
-Python) writes into ``DIR``:
+[--coverage 20] [--contigs 3] [--samples 2] [--threads N] [--fastq]`` (or
+``generate(...)`` from Python) writes into ``DIR``:
 
 * ``ref.fa`` + ``ref.fa.fai`` -- reference with contigs ``chr1`` .. ``chrN``
   (decreasing lengths summing to ``genome_size``), 60 bases per FASTA line,
@@ -13,7 +13,7 @@ Python) writes into ``DIR``:
   homopolymers sprinkled in (no long exact repeats).
 * ``truth/sampleA.vcf.gz`` / ``truth/sampleB.vcf.gz`` (+ ``.tbi``) -- VCFv4.2
   truth sets, one diploid sample each, unphased ``GT`` (``0/1`` or ``1/1``),
-  biallelic SNVs and 1-10 bp insertions/deletions, some shared between the two
+  biallelic SNVs and 1-10 bp insertions/deletions, some shared between the
   samples and some private.  Every indel is left-aligned and parsimonious with
   the anchor base included (i.e. already in ``bcftools norm -f ref.fa`` form).
   Every variant lies >= 500 bp from a contig end, and the windows in which the
@@ -33,9 +33,32 @@ Python) writes into ``DIR``:
   ``@<QNAME> 1:N:0:1`` / ``@<QNAME> 2:N:0:1`` with the BAM's ``QNAME``, phred+33
   qualities; gzip with mtime 0 and no file name.  It changes no other file.
 
+Cohorts (``--samples N``, ``samples=N``; default 2)
+---------------------------------------------------
+``N >= 1`` samples share the one reference; each gets its own truth VCF, BAM (and FASTQs).
+Sample ``i`` (0-based) is named ``sample`` + the ``i``-th capital letter for
+``i < 26`` (``sampleA`` .. ``sampleZ``), then ``sample027``, ``sample028``, ...
+(``sample{i + 1:03d}``).  Samples ``sampleA`` and ``sampleB`` are drawn exactly as
+always: a pool of which 40 % is in both and the rest private to one of them.  Each
+further sample ``i >= 2``, from its own random stream (``seed``, 3, ``i``), carries
+about as many variants as they do: on each contig it takes each variant of the
+earlier samples with the probability that makes about 40 % of its variants shared
+with earlier samples, and draws the rest (about 60 %) as new variants of its own,
+placed like the pool's (>= 25 bp between ambiguity windows, also from every earlier
+sample's variants); a later sample may take some of them, so not all of them stay
+private.  Its reads come from its own streams, as sampleA's and sampleB's do.
+
+Guarantee: a sample's files depend only on its index and the other parameters,
+never on ``N``.  So ``--samples 2`` is today's output byte for byte, the first two
+samples of any cohort are byte-identical to it (and ``ref.fa`` too), and a cohort of
+``N`` samples is the first ``N`` samples of any larger one with the same parameters.
+The ``##source`` line of a truth VCF and the ``@PG`` command line of a BAM name
+``--samples i + 1`` for samples ``i >= 2`` (the smallest cohort that has the sample)
+and nothing for sampleA and sampleB.
+
 Public API: ``generate(outdir, seed, genome_size, coverage, n_contigs, threads,
-..., fastq) -> GenerationSummary``; ``main(argv)`` is the command line.  Needs numpy,
-pysam and ``mappy`` (``pip install mappy``).
+..., fastq, samples) -> GenerationSummary``; ``sample_names(n)``; ``main(argv)`` is
+the command line.  Needs numpy, pysam and ``mappy`` (``pip install mappy``).
 
 The output is a pure function of the parameters (``outdir`` excepted) and the
 installed versions of numpy, pysam and mappy: running twice gives byte-identical
@@ -62,7 +85,7 @@ import numpy as np
 import pysam
 import pysam.bcftools
 
-SAMPLES: tuple[str, ...] = ("sampleA", "sampleB")
+SAMPLES: tuple[str, ...] = ("sampleA", "sampleB")  # the default cohort (``sample_names(2)``)
 FASTA_LINE_WIDTH = 60
 CONTIG_END_MARGIN = 500  # no variant closer than this to a contig end
 MIN_VARIANT_GAP = 25  # minimum distance between variants' ambiguity windows
@@ -141,6 +164,17 @@ class GenerationSummary:
     flagstat: dict[str, str]
     seconds: float
     fastqs: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # sample -> (R1, R2), with fastq=True
+    private_variants: dict[str, int] = field(default_factory=dict)  # sample -> variants no other sample has
+
+
+def sample_names(n: int) -> list[str]:
+    """Names of a cohort of ``n`` samples: ``sampleA`` .. ``sampleZ``, then ``sample027``, ...
+
+    The ``i``-th name does not depend on ``n``.
+    """
+    if n < 1:
+        raise ValueError("need at least one sample")
+    return [f"sample{chr(ord('A') + i)}" if i < 26 else f"sample{i + 1:03d}" for i in range(n)]
 
 
 # --------------------------------------------------------------------------- #
@@ -284,13 +318,19 @@ def make_variant_pool(
     n_variants: int,
     indel_fraction: float = 0.3,
     repeat_indel_fraction: float = 0.35,
+    taken: list[tuple[int, int]] | None = None,
 ) -> list[tuple[Variant, int, int]]:
     """Draw ``n_variants`` normalised, well separated variants on one contig.
 
     Returns ``(variant, window_start, window_end)`` tuples, where the window
     (0-based, half-open) covers every equivalent placement of the variant.
+    ``taken`` are windows of variants drawn before (well separated among
+    themselves): the new ones keep the same distance from them.
     """
     occ = _Occupancy(MIN_VARIANT_GAP)
+    for start, end in taken or ():
+        if not occ.try_add(start, end):
+            raise ValueError(f"{contig}: taken windows overlap at {start}-{end}")
     out: list[tuple[Variant, int, int]] = []
     lo, hi = CONTIG_END_MARGIN, len(ref) - CONTIG_END_MARGIN
     unused_repeats = [r for r in repeats if lo + 20 < r[0] and r[1] < hi - 20]
@@ -362,6 +402,44 @@ def assign_genotypes(
                 gt = (True, False) if rng.random() < 0.5 else (False, True)
             truths[ci].calls[var] = gt
     return truths
+
+
+def _draw_genotype(rng: np.random.Generator, hom_fraction: float) -> tuple[bool, bool]:
+    if rng.random() < hom_fraction:
+        return (True, True)
+    return (True, False) if rng.random() < 0.5 else (False, True)
+
+
+def add_cohort_sample(
+    rng: np.random.Generator,
+    name: str,
+    contigs: dict[str, str],
+    repeats: dict[str, list[tuple[int, int, str]]],
+    earlier: dict[str, list[tuple[Variant, int, int]]],
+    variant_spacing: float,
+    shared_fraction: float = 0.4,
+    hom_fraction: float = 0.35,
+) -> SampleTruth:
+    """Draw the truth of a further cohort sample (the third and later).
+
+    ``earlier`` holds, per contig, every variant of the earlier samples with its
+    window, in position order; it is extended with the new sample's own variants.
+    On each contig the sample carries each earlier variant with the probability that
+    makes about ``shared_fraction`` of its variants shared, and draws the rest as new
+    variants, well separated from all earlier ones.
+    """
+    truth = SampleTruth(name)
+    for contig, seq in contigs.items():
+        per_sample = (len(seq) - 2 * CONTIG_END_MARGIN) / variant_spacing
+        old = earlier[contig]
+        p_take = min(1.0, shared_fraction * per_sample / len(old)) if old else 0.0
+        inherited = [v for (v, _, _), u in zip(old, rng.random(len(old)), strict=True) if u < p_take]
+        n_new = round(per_sample * (1 - shared_fraction))
+        new = make_variant_pool(rng, contig, seq, repeats[contig], n_new, taken=[(a, b) for _, a, b in old])
+        for var in sorted(inherited + [v for v, _, _ in new], key=lambda v: v.pos):
+            truth.calls[var] = _draw_genotype(rng, hom_fraction)
+        earlier[contig] = sorted(old + new, key=lambda t: t[1])
+    return truth
 
 
 def write_truth_vcf(path_gz: Path, truth: SampleTruth, contigs: dict[str, str], params: str) -> None:
@@ -734,7 +812,7 @@ def _run_batch(task: tuple[int, int, int, str, bool]) -> tuple[str, int, int]:
 
     si, bi, n_pairs, chunk, fastq = task
     st = _STATE
-    sample = SAMPLES[si]
+    sample = st["samples"][si]
     rng = np.random.default_rng([st["seed"], 1000 + si, bi])
     s1, q1, s2, q2 = simulate_pairs(rng, st["haplotypes"][si], n_pairs, st["model"])
     rl = st["model"].read_length
@@ -874,13 +952,16 @@ def generate(
     verify: bool = True,
     log: bool = True,
     fastq: bool = False,
+    samples: int = 2,
 ) -> GenerationSummary:
     """Generate reference, truth VCFs and aligned BAMs into ``outdir``.
 
     ``variant_spacing`` is the mean number of reference bases per variant per
     sample.  ``fastq`` also writes the BAMs' reads, unaligned and in generation
     order, to ``fastq/<sample>_R1.fastq.gz`` and ``_R2.fastq.gz``; it changes no
-    other file.  ``threads`` only changes speed, never the output.
+    other file.  ``samples`` is the cohort size (names: :func:`sample_names`); a
+    sample's files do not depend on it.  ``threads`` only changes speed, never the
+    output.
     """
     import mappy
 
@@ -894,6 +975,9 @@ def generate(
         f"--seed {seed} --genome-size {genome_size} --coverage {coverage:g} --contigs {n_contigs}"
         f" --variant-spacing {variant_spacing:g}"
     )
+    names = sample_names(samples)
+    # what a sample's files say made them: the smallest cohort that has the sample
+    sample_params = [params if i < len(SAMPLES) else f"{params} --samples {i + 1}" for i in range(samples)]
 
     def say(msg: str) -> None:
         if log:
@@ -915,17 +999,28 @@ def generate(
     rng_var = np.random.default_rng([seed, 2])
     shared_fraction = 0.4
     pool: list[Variant] = []
+    drawn: dict[str, list[tuple[Variant, int, int]]] = {}  # per contig, with windows, in position order
     for name, seq in contigs.items():
         per_sample = (len(seq) - 2 * CONTIG_END_MARGIN) / variant_spacing
         n_pool = round(per_sample * 2 / (1 + shared_fraction))
-        pool += [v for v, _, _ in make_variant_pool(rng_var, name, seq, repeats[name], n_pool)]
-    truths = assign_genotypes(rng_var, pool, shared_fraction=shared_fraction)
+        drawn[name] = make_variant_pool(rng_var, name, seq, repeats[name], n_pool)
+        pool += [v for v, _, _ in drawn[name]]
+    truths = assign_genotypes(rng_var, pool, shared_fraction=shared_fraction)[:samples]
+    # further samples: each from its own stream, so none depends on the cohort size
+    for i in range(len(truths), samples):
+        rng_i = np.random.default_rng([seed, 3, i])
+        truths.append(add_cohort_sample(rng_i, names[i], contigs, repeats, drawn, variant_spacing, shared_fraction))
     vcfs: dict[str, Path] = {}
-    for truth in truths:
+    for truth, sp in zip(truths, sample_params, strict=True):
         vcf = out / "truth" / f"{truth.name}.vcf.gz"
-        write_truth_vcf(vcf, truth, contigs, params)
+        write_truth_vcf(vcf, truth, contigs, sp)
         vcfs[truth.name] = vcf
-    shared = len(set(truths[0].calls) & set(truths[1].calls))
+    carriers: dict[Variant, int] = {}
+    for truth in truths:
+        for var in truth.calls:
+            carriers[var] = carriers.get(var, 0) + 1
+    shared = sum(1 for c in carriers.values() if c > 1)
+    private = {t.name: sum(1 for v in t.calls if carriers[v] == 1) for t in truths}
     say(f"truth: {[t.counts()['total'] for t in truths]} variants, {shared} shared")
 
     # haplotypes
@@ -953,7 +1048,8 @@ def generate(
         model=model,
         aligner=aligner,
         contigs=contigs,
-        header=[_bam_header(s, contigs, params, mv) for s in SAMPLES],
+        header=[_bam_header(s, contigs, sp, mv) for s, sp in zip(names, sample_params, strict=True)],
+        samples=names,
     )
     bams: dict[str, Path] = {}
     pairs: dict[str, int] = {}
@@ -961,7 +1057,7 @@ def generate(
     fastqs: dict[str, tuple[Path, Path]] = {}
     with tempfile.TemporaryDirectory(dir=out, prefix=".tmp_generate_") as tmp:
         tasks: list[tuple[int, int, int, str, bool]] = []
-        for si in range(len(SAMPLES)):
+        for si in range(len(names)):
             n_batches = -(-n_pairs_total // BATCH_PAIRS)
             for bi in range(n_batches):
                 n = min(BATCH_PAIRS, n_pairs_total - bi * BATCH_PAIRS)
@@ -975,7 +1071,7 @@ def generate(
                 str(out / f"{sample}.bam"),
                 os.path.join(tmp, sample),
             )
-            for si, sample in enumerate(SAMPLES)
+            for si, sample in enumerate(names)
         ]
         # FASTQ: per sample and read, the batches' files joined in batch order (tasks are in that order)
         fastq_jobs: list[tuple[list[str], str]] = [
@@ -983,7 +1079,7 @@ def generate(
                 [t[3].removesuffix(".bam") + f"_R{k}.fastq" for t in tasks if t[0] == si],
                 str(out / "fastq" / f"{sample}_R{k}.fastq.gz"),
             )
-            for si, sample in enumerate(SAMPLES)
+            for si, sample in enumerate(names)
             for k in (1, 2)
             if fastq
         ]
@@ -1008,7 +1104,7 @@ def generate(
                 say("BAMs sorted; compressing FASTQs")
             for fq_job in fastq_jobs:
                 _join_fastq(fq_job)
-        for si, sample in enumerate(SAMPLES):
+        for si, sample in enumerate(names):
             pairs[sample] = sum(r[1] for t, r in zip(tasks, results, strict=True) if t[0] == si)
             bams[sample] = out / f"{sample}.bam"
             if fastq:
@@ -1018,7 +1114,7 @@ def generate(
     _STATE.clear()
 
     if verify:
-        for sample in SAMPLES:
+        for sample in names:
             check_truth_normalised(vcfs[sample], ref_path)
             flagstats[sample] = check_bam(bams[sample])
         say("verification passed (bcftools norm, quickcheck, flagstat)")
@@ -1035,6 +1131,7 @@ def generate(
         flagstat=flagstats,
         seconds=time.time() - t0,
         fastqs=fastqs,
+        private_variants=private,
     )
 
 
@@ -1047,6 +1144,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--genome-size", type=int, default=310_000, help="total reference length in bp")
     ap.add_argument("--coverage", type=float, default=20.0, help="mean depth per sample")
     ap.add_argument("--contigs", type=int, default=3, help="number of contigs")
+    ap.add_argument(
+        "--samples",
+        type=int,
+        default=2,
+        help="cohort size: sampleA, sampleB, ... sampleZ, then sample027, ... (a sample's files do not depend on it)",
+    )
     ap.add_argument(
         "--threads",
         type=int,
@@ -1061,6 +1164,8 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the reads as fastq/<sample>_R1.fastq.gz and _R2.fastq.gz (changes no other file)",
     )
     args = ap.parse_args(argv)
+    if args.samples < 1:
+        ap.error("--samples: need at least one sample")
     summary = generate(
         args.outdir,
         seed=args.seed,
@@ -1071,9 +1176,11 @@ def main(argv: list[str] | None = None) -> int:
         variant_spacing=args.variant_spacing,
         verify=not args.no_verify,
         fastq=args.fastq,
+        samples=args.samples,
     )
     for sample, counts in summary.variant_counts.items():
-        print(f"{sample}: {counts}  read pairs: {summary.read_pairs[sample]}")
+        print(f"{sample}: {counts}  private: {summary.private_variants[sample]}  "
+              f"read pairs: {summary.read_pairs[sample]}")
     print(f"shared variants: {summary.shared_variants}; done in {summary.seconds:.1f}s")
     return 0
 
