@@ -153,10 +153,11 @@ def plan_sample(
             bounds[tid] = [0, *inner, length]
     plan = _empty_plan(sample, index, contigs, bam_key, bam_size)
     for tid in sorted(bounds):
+        cum = _cumulative(weights[tid], contigs[tid][1])
         for start, end in _limit(bounds[tid], settings.max_region_length):
             if index.query(tid, start, end):  # else no read overlaps: nothing to call
                 plan.regions.append(_region(len(plan.regions), index, contigs, tid, start, end,
-                                            weights[tid], settings.padding))
+                                            cum, settings.padding))
     return plan
 
 
@@ -203,9 +204,9 @@ def plan_joint(inputs: list[PlanInput], settings: PlanSettings) -> list[SamplePl
     plans = []
     for p, weights in zip(inputs, per_sample, strict=True):
         plan = _empty_plan(p.sample, p.index, contigs, p.bam_key, p.bam_size)
+        cums = {tid: _cumulative(weights.get(tid, np.zeros_like(summed[tid])), contigs[tid][1]) for tid in tids}
         for i, (tid, start, end) in enumerate(spans):
-            w = weights.get(tid, np.zeros_like(summed[tid]))
-            plan.regions.append(_region(i, p.index, contigs, tid, start, end, w, settings.padding))
+            plan.regions.append(_region(i, p.index, contigs, tid, start, end, cums[tid], settings.padding))
         plans.append(plan)
     return plans
 
@@ -241,12 +242,12 @@ def _empty_plan(sample: str, index: BamIndex, contigs: tuple[tuple[str, int], ..
 
 
 def _region(i: int, index: BamIndex, contigs: tuple[tuple[str, int], ...], tid: int, start: int, end: int,
-            weights: np.ndarray, padding: int) -> Region:
-    """Region ``i``: [start, end) of contig ``tid`` with the chunks of its padded context."""
+            cum: tuple[np.ndarray, np.ndarray], padding: int) -> Region:
+    """Region ``i``: [start, end) of contig ``tid`` with the chunks of its padded context;
+    ``cum``: the contig's cumulative bytes (:func:`_cumulative`), for the estimate."""
     name, length = contigs[tid]
     ctx_start, ctx_end = max(0, start - padding), min(length, end + padding)
     chunks = tuple(index.query(tid, ctx_start, ctx_end))
-    cum = _cumulative(weights, length)
     est = float(np.interp(end, cum[0], cum[1]) - np.interp(start, cum[0], cum[1]))
     return Region(index=i, chrom=name, tid=tid, start=start, end=end, est_bytes=round(est),
                   chunks=chunks, ranges=_byte_ranges(chunks), context_start=ctx_start, context_end=ctx_end)
