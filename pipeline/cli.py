@@ -108,12 +108,7 @@ def cmd_align(settings: Settings, args: argparse.Namespace) -> None:
     a = settings.align
     params = AlignParams(chunk_pairs=a["chunk_pairs"], max_insert=a["max_insert"])
     outs = dict(zip([fq["sample"] for fq in fastqs], args.out, strict=True))
-    # Cluster scatter mode splits the calling into Snakemake jobs; the alignment chunks
-    # still fan out through Lithops (localhost: the cores of the job running this step).
-    executor = settings.executor
-    if executor["runner"] == "snakemake":
-        executor["runner"] = "lithops"
-    runner = make_runner(executor, settings.lithops)
+    runner = make_runner(settings.executor, settings.lithops)
     store = open_store(settings)
     try:
         summary = align_samples(store, fastqs, read_manifest(args.index), read_manifest(args.reference), groups,
@@ -192,23 +187,24 @@ def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
     plans = [read_plan(p) for p in args.plans]
     staged = {m["sample"]: m for m in (read_manifest(p) for p in args.staged)}
     cohort = settings.cohort
-    runner = make_runner(settings.executor, settings.lithops)
     store = open_store(settings)
     try:
         if args.scatter_job is not None:
-            summary = call_share(store, plans, staged, read_manifest(args.reference), params, runner,
+            # Cluster scatter mode: this Snakemake job calls its share itself, region after region.
+            serial = make_runner({**settings.executor, "runner": "serial"}, settings.lithops)
+            summary = call_share(store, plans, staged, read_manifest(args.reference), params, serial,
                                  args.scatter_job, settings.executor["jobs"], args.out[0],
                                  faults=settings.faults, cohort=cohort)
         else:
             names = [cohort] if cohort else [p.sample for p in plans]
             outs = dict(zip(names, args.out, strict=True))
             scattered = None
-            if args.scattered:
+            if args.scattered:  # the scatter jobs ran every region: nothing to run here
                 scattered = {}
                 for path in args.scattered:
                     scattered.update(read_manifest(path)["fragments"])
-            summary = call_samples(store, plans, staged, read_manifest(args.reference), params,
-                                   None if scattered is not None else runner, outs,
+            runner = None if scattered is not None else make_runner(settings.executor, settings.lithops)
+            summary = call_samples(store, plans, staged, read_manifest(args.reference), params, runner, outs,
                                    faults=settings.faults, cohort=cohort, scattered=scattered)
     except FanOutError as exc:
         raise CallError(rerun_hint(exc, "region", "call", args.log)) from exc

@@ -284,9 +284,9 @@ def _leave_inherited_lithops_session() -> None:
 
 
 def make_runner(executor: dict[str, Any], lithops_config: dict[str, Any]) -> SerialRunner | LithopsRunner:
-    """The runner the config names. Runner ``snakemake`` (cluster scatter mode) runs each
-    scatter job's share of the regions serially inside that Snakemake job."""
-    if executor.get("runner", "lithops") in ("serial", "snakemake"):
+    """The serial runner for runner ``serial``, else Lithops (runner ``snakemake`` only
+    changes how the calls are scattered: see ``pipeline.cli.cmd_call``)."""
+    if executor.get("runner", "lithops") == "serial":
         from pipeline.storage import open_lithops_storage
 
         storage = open_lithops_storage(lithops_config)
