@@ -105,23 +105,23 @@ def test_share_splits_every_task_once_and_balances_bytes() -> None:
         share(tasks, 6, 6)
 
 
-def config(tmp_path: Path, **calling: object) -> dict:
-    cfg = {"reference": str(REF), "samples": str(Path(__file__).parent.parent / "config" / "samples.tsv"),
-           "lithops_config": str(Path(__file__).parent.parent / "config" / "lithops" / "localhost.yaml"),
-           "calling": calling}
-    return cfg
+def config(**calling: object) -> dict:
+    """The default run's inputs with this ``calling`` section (run from the repository root:
+    the sample sheet's paths are relative to it)."""
+    return {"reference": str(REF), "samples": "config/samples.tsv",
+            "lithops_config": "config/lithops/localhost.yaml", "calling": calling}
 
 
-def test_joint_mode_needs_a_joint_engine_and_a_free_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_joint_mode_needs_a_joint_engine_and_a_free_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(Path(__file__).parent.parent)
-    assert load_settings(config(tmp_path, mode="joint")).cohort == "cohort"
-    assert load_settings(config(tmp_path)).cohort is None
+    assert load_settings(config(mode="joint")).cohort == "cohort"
+    assert load_settings(config()).cohort is None
     with pytest.raises(ConfigError, match="engine lowfreq calls one sample at a time; joint mode needs engine"):
-        load_settings(config(tmp_path, mode="joint", engine="lowfreq"))
+        load_settings(config(mode="joint", engine="lowfreq"))
     with pytest.raises(ConfigError, match="cohort 'sampleA' is also a sample's name"):
-        load_settings(config(tmp_path, mode="joint", cohort="sampleA"))
+        load_settings(config(mode="joint", cohort="sampleA"))
     with pytest.raises(ConfigError, match="calling.cohort 'a/b' is not allowed"):
-        load_settings(config(tmp_path, mode="joint", cohort="a/b"))
+        load_settings(config(mode="joint", cohort="a/b"))
 
 
 # -- through the real snakemake command line -------------------------------------------------
