@@ -86,6 +86,20 @@ def ceph_s3(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
         subprocess.run(["bash", str(script), "stop", str(state)], capture_output=True, timeout=60)
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A running one-node SLURM cluster (partition ``debug``, ``nproc`` CPUs, 500 MB per
+    CPU unless a job asks for more), started for the session by tests/services/slurm.sh
+    and stopped after it. Yields a :class:`slurm_cluster.SlurmCluster`."""
+    from slurm_cluster import start, stop
+
+    cluster = start(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster
+    finally:
+        stop(cluster.dir)
+
+
 def ceph_lithops_config(ceph: dict) -> dict:
     """Lithops config: localhost compute, the Ceph gateway as storage."""
     return {

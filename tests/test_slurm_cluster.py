@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_cluster import SlurmCluster, slurm_cluster_fixture  # noqa: F401
+from slurm_cluster import SlurmCluster
 
 
 def job_fields(cluster: SlurmCluster, job_id: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLES
-from slurm_cluster import SlurmCluster, slurm_cluster_fixture  # noqa: F401
+from slurm_cluster import SlurmCluster
 from test_e2e import make_workdir, snakemake
 
 from pipeline.vcfcompare import vcf_body
