@@ -51,17 +51,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "test_data"))
 
 from bench_align import ToolError, timed  # noqa: E402
+from generate import sample_names  # noqa: E402
 
 from pipeline.vcfcompare import vcf_body  # noqa: E402
 
 STAMP = "bench-cohort.json"
-
-
-def sample_names(n: int) -> list[str]:
-    """The generator's names (``test_data/generate.py``: ``sample_names``)."""
-    return [f"sample{chr(ord('A') + i)}" if i < 26 else f"sample{i + 1:03d}" for i in range(n)]
 
 
 def ensure_data(data: Path, genome_size: int, coverage: float, seed: int, samples: int) -> float | None:
