@@ -10,12 +10,14 @@ include: "rules/align.smk"
 include: "rules/plan.smk"
 include: "rules/call.smk"
 include: "rules/merge.smk"
+include: "rules/report.smk"
 
 
 # On a cluster (profiles/slurm) these run where snakemake runs, not as jobs.
 localrules:
     all,
     check_storage,
+    report,
 
 
 rule all:

@@ -80,7 +80,7 @@ def align_chunk(task: dict[str, Any], storage: Any = None) -> dict[str, Any]:
 
 
 def _align(task: dict[str, Any], storage: Any) -> dict[str, Any]:
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     store = ObjectStore.from_description(task["store"], storage)
     injected = inject(FaultSettings.from_dict(task["faults"]), store, task) if task.get("faults") else {}
     chunk, params = task["chunk"], task["params"]
@@ -120,6 +120,7 @@ def _align(task: dict[str, Any], storage: Any) -> dict[str, Any]:
             "get_bytes": store.counts.get_bytes,
             "index_seconds": round(t_index, 3),
             "map_seconds": round(t_map, 3),
+            "started": round(started, 3),  # epoch seconds, the worker's clock
             "seconds": round(time.monotonic() - t0, 3),
             "key": task["key"],
             **injected,

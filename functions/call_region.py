@@ -15,7 +15,7 @@ back to the store
 
 * ``<out_key>.vcf.gz`` — a bgzipped VCF (full header, owned records only), and
 * ``<out_key>.json`` — stats: records, bytes and GETs (all, and of the BAM
-  alone), seconds, the fragment's md5.
+  alone), when it started (epoch seconds) and how long it took, the fragment's md5.
 
 It returns the stats. Any failure raises :class:`RegionError` naming the sample,
 region and object being read. A task with a ``faults`` entry (tests only, see
@@ -63,7 +63,7 @@ def call_region(task: dict[str, Any], storage: Any = None) -> dict[str, Any]:
 
 
 def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     store = ObjectStore.from_description(task["store"], storage)
     injected = inject(FaultSettings.from_dict(task["faults"]), store, task) if task.get("faults") else {}
     ref, region = task["reference"], task["region"]
@@ -120,6 +120,7 @@ def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
             "get_bytes": store.counts.get_bytes,
             "bam_gets": bam_gets,
             "bam_get_bytes": bam_bytes,
+            "started": round(started, 3),  # epoch seconds, the worker's clock
             "seconds": round(time.monotonic() - t0, 3),
             "key": task["key"],
             **injected,

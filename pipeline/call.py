@@ -244,7 +244,9 @@ def split_done(store: ObjectStore, tasks: list[dict[str, Any]], prefixes: list[s
 def run_todo(runner: SerialRunner | LithopsRunner, func: Any, todo: list[dict[str, Any]],
              tasks: list[dict[str, Any]], what: str, unit: str,
              error: type[Exception]) -> dict[str, dict[str, Any]]:
-    """Run ``func`` over ``todo`` in one map; the stats by ``out_key``, each with ``attempts``.
+    """Run ``func`` over ``todo`` in one map; the stats by ``out_key``, each with ``attempts``,
+    ``submitted`` (epoch seconds: when the map was started) and, for a task that needed
+    retries, ``failed_attempts`` (the runner's record of them; see :mod:`pipeline.executor`).
 
     A failure names the failed tasks in the order of ``tasks``; a result that names
     another key than its task's is refused with ``error``: stats are never filed under
@@ -253,18 +255,20 @@ def run_todo(runner: SerialRunner | LithopsRunner, func: Any, todo: list[dict[st
     if any("faults" in t for t in todo):
         logger.warning("injecting faults into the functions (config 'faults', for tests): %s",
                        next(t["faults"] for t in todo if "faults" in t))
+    submitted = round(time.time(), 3)
     try:
         results = runner.run(func, todo, what=what, unit=unit)
     except FanOutError as exc:
         raise exc.reordered([task_label(t) for t in tasks]) from exc
     done = {}
-    for t, stats, attempts in zip(todo, results, runner.attempts, strict=True):
+    for t, stats, attempts, failed in zip(todo, results, runner.attempts, runner.failed_attempts, strict=True):
         if stats.get("key") != t["key"]:
             raise error(
                 f"the result for {task_label(t)} is that of another task (it names key {stats.get('key')}): "
                 "the executor mixed up its calls; run the step again"
             )
-        done[t["out_key"]] = {**stats, "reused": False, "attempts": attempts}
+        done[t["out_key"]] = {**stats, "reused": False, "attempts": attempts, "submitted": submitted,
+                              **({"failed_attempts": failed} if failed else {})}
     return done
 
 

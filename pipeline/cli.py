@@ -219,6 +219,14 @@ def cmd_merge(settings: Settings, args: argparse.Namespace) -> None:
     merge_sample(open_store(settings), args.calls, settings.reference, args.out, args.stats, rerun=rerun)
 
 
+def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
+    from pipeline.report import build_report, load_run
+
+    run = load_run(settings.raw, settings.lithops, args.calls, args.vcfs, args.plans, args.staged,
+                   args.aligned or [], args.logs)
+    build_report(run, settings.report["cost"], args.out, args.mqc)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pipeline.cli", description=__doc__)
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -274,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--stats", required=True)
+    p = step("report", cmd_report)
+    p.add_argument("--calls", nargs="+", required=True, help="the call manifests, one per VCF")
+    p.add_argument("--vcfs", nargs="+", required=True, help="the merged VCFs, in the order of --calls")
+    p.add_argument("--plans", nargs="+", required=True)
+    p.add_argument("--staged", nargs="+", required=True, help="the staged samples' manifests")
+    p.add_argument("--aligned", nargs="*", help="the alignment manifests of FASTQ samples")
+    p.add_argument("--logs", help="the folder of the step logs")
+    p.add_argument("--out", required=True, help="the HTML report")
+    p.add_argument("--mqc", required=True, help="the MultiQC custom-content table (*_mqc.tsv)")
     return ap
 
 

@@ -104,6 +104,10 @@ class Settings:
         return dict(self.raw["executor"])
 
     @property
+    def report(self) -> dict[str, Any]:
+        return dict(self.raw["report"])
+
+    @property
     def faults(self) -> dict[str, Any]:
         return dict(self.raw["faults"])
 

@@ -6,7 +6,10 @@ tasks (a function that declares a ``storage`` parameter also gets an open
 config, so no credentials travel in the tasks; the serial runner passes the one it
 was given), returns the results in task order, shows a progress bar while it waits, and
 raises :class:`FanOutError` naming every task that still failed after its retries.
-After a run, ``attempts`` holds how many times each task was tried, in task order.
+After a run, ``attempts`` holds how many times each task was tried, in task order, and
+``failed_attempts`` what is known of each task's failed tries (``started``, epoch
+seconds, and ``seconds``, as far as the runner saw them; and the ``error``): the run
+report draws them.
 
 A ``timeout`` (seconds per call) is enforced by Lithops itself: the worker kills a
 call that runs longer and reports a ``TimeoutError``, and the client gives up on a
@@ -126,6 +129,7 @@ class SerialRunner:
         self.storage = storage
         self.timeout = timeout
         self.attempts: list[int] = []
+        self.failed_attempts: list[list[dict[str, Any]]] = []
 
     def __repr__(self) -> str:
         return f"SerialRunner(retries={self.retries}, timeout={self.timeout})"
@@ -134,21 +138,25 @@ class SerialRunner:
             unit: str = "region") -> list[Any]:
         results: list[Any] = []
         failures: dict[str, str] = {}
-        self.attempts = []
+        self.attempts, self.failed_attempts = [], []
         extra = {"storage": self.storage} if "storage" in inspect.signature(func).parameters else {}
         with _bar(len(tasks), self.progress, what, unit) as bar:
             for task in tasks:
+                failed: list[dict[str, Any]] = []
                 for attempt in range(self.retries + 1):
+                    started = time.time()
                     try:
                         with _time_limit(self.timeout):
                             results.append(func(task, **extra))
                         break
                     except Exception as exc:  # report, retry, then give up on this task
                         logger.debug("attempt %d of %s failed: %s", attempt + 1, task_label(task), exc)
+                        failed.append(_attempt(started, time.time(), exc))
                         if attempt == self.retries:
                             failures[task_label(task)] = describe_error(exc)
                             results.append(None)
                 self.attempts.append(attempt + 1)
+                self.failed_attempts.append(failed)
                 bar.update(1)
         if failures:
             raise FanOutError(failures, len(tasks), self.retries)
@@ -177,6 +185,7 @@ class LithopsRunner:
         self.progress = progress
         self.timeout = timeout
         self.attempts: list[int] = []
+        self.failed_attempts: list[list[dict[str, Any]]] = []
 
     def __repr__(self) -> str:
         lt = self.lithops_config.get("lithops", {})
@@ -190,6 +199,7 @@ class LithopsRunner:
     def run(self, func: Callable[[Task], Any], tasks: list[Task], what: str = "calling",
             unit: str = "region") -> list[Any]:
         self.attempts = []
+        self.failed_attempts = [[] for _ in tasks]
         if not tasks:
             return []
         import lithops
@@ -216,7 +226,7 @@ class LithopsRunner:
                     done, pending = rexec.wait(
                         pending, throw_except=False, return_when=ALWAYS, show_progressbar=False,
                     )
-                    retried = self._note_retries(tasks, futures, calls)
+                    retried = self._note_retries(tasks, futures, calls, self.failed_attempts)
                     if done or retried:
                         last_event = time.monotonic()
                         bar.update(len(done))
@@ -251,18 +261,30 @@ class LithopsRunner:
         return results
 
     @staticmethod
-    def _note_retries(tasks: list[Task], futures: list[Any], calls: dict[int, Any]) -> int:
-        """Log each failed call that Lithops has just resubmitted (with why it failed); how many."""
+    def _note_retries(tasks: list[Task], futures: list[Any], calls: dict[int, Any],
+                      failed: list[list[dict[str, Any]]]) -> int:
+        """Log each failed call that Lithops has just resubmitted (with why it failed) and
+        note it in ``failed`` (when its worker ran, as Lithops recorded it); how many."""
         n = 0
-        for task, fut in zip(tasks, futures, strict=True):
+        for i, (task, fut) in enumerate(zip(tasks, futures, strict=True)):
             before = calls[id(fut)]
             if fut.response_future is not before:
                 exc = before._exception[1] if before.error and before._exception else None
                 logger.debug("%s: attempt %d failed, retrying: %s", task_label(task), fut.failure_count,
                              describe_error(exc))
+                stats = before.stats or {}
+                start = stats.get("worker_start_tstamp")
+                if start is not None:
+                    failed[i].append(_attempt(start, stats.get("worker_end_tstamp") or time.time(), exc))
                 calls[id(fut)] = fut.response_future
                 n += 1
         return n
+
+
+def _attempt(started: float, ended: float, exc: BaseException | None) -> dict[str, Any]:
+    """A failed try as the run report draws it."""
+    return {"started": round(started, 3), "seconds": round(max(0.0, ended - started), 3),
+            "error": describe_error(exc)}
 
 
 # Lithops names each executor "<session>-<n>" and its calls' status and result objects

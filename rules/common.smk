@@ -68,10 +68,14 @@ def get_plans():
 
 
 def get_final_outputs():
-    return expand(
-        ["results/{callset}.vcf.gz", "results/{callset}.vcf.gz.tbi", "results/{callset}.stats.txt"],
-        callset=CALLSETS,
-    ) + expand("results/{sample}.align.txt", sample=FASTQ_SAMPLES)
+    return (
+        expand(
+            ["results/{callset}.vcf.gz", "results/{callset}.vcf.gz.tbi", "results/{callset}.stats.txt"],
+            callset=CALLSETS,
+        )
+        + expand("results/{sample}.align.txt", sample=FASTQ_SAMPLES)
+        + ["results/report.html", "results/run_metrics_mqc.tsv"]
+    )
 
 
 def get_index_mem_mb():

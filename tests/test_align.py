@@ -277,6 +277,10 @@ def test_fastq_to_vcf_through_snakemake(tmp_path: Path) -> None:
         scores = accuracy(vcf, str(DATA / "truth" / f"{sample}.vcf.gz"), str(DATA / "ref.fa"))
         for kind, (p_min, r_min) in FLOORS.items():
             assert scores[kind].precision >= p_min and scores[kind].recall >= r_min, str(scores[kind])
+    # The run report's timeline has the 10 alignment functions and the 16 calling functions.
+    page = (wd / "results" / "report.html").read_text()
+    assert len(re.findall(r"<title>align sample[AB] chunk \d+: ", page)) == 10
+    assert len(re.findall(r"<title>call sample[AB] chr\d:\d+-\d+: ", page)) == 16
     # A second run has nothing to do.
     again = snakemake(wd, "--configfile", str(wd / "config" / "fastq.yaml"))
     assert again.returncode == 0 and "Nothing to be done" in again.stderr, again.stderr[-2000:]

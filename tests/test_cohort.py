@@ -137,6 +137,9 @@ def test_joint_mode_through_snakemake(tmp_path: Path) -> None:
     assert vcf_body(str(vcf)) == whole_joint([DATA / f"{s}.bam" for s in SAMPLES], tmp_path)
     calls = read_manifest(wd / "work" / "calls" / "lab7.json")
     assert calls["samples"] == list(SAMPLES) and len(calls["fragments"]) >= 9
+    # The run report has a row per sample of the cohort's VCF.
+    page = (wd / "results" / "report.html").read_text()
+    assert all(f"<td>{s} (lab7)</td>" in page for s in SAMPLES)
 
 
 @pytest.mark.e2e

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -173,6 +174,17 @@ def test_injected_failures_are_retried_and_change_nothing(clean: Path, tmp_path:
     assert retries == 2
     assert "8 functions run, 0 fragments reused; 2 retries (2 regions); read" in res.stderr
     assert bodies(wd) == bodies(clean)
+
+    # The run report draws each failed try (as Lithops saw it) and names the straggler.
+    frags = [(s, f) for s in SAMPLES for f in calls(wd, s)["fragments"]]
+    for _, f in frags:
+        failed = f.get("failed_attempts", [])
+        assert len(failed) == f["attempts"] - 1
+        assert all(f["submitted"] - 1 <= a["started"] <= f["started"] and a["seconds"] >= 0 for a in failed)
+    page = (wd / "results" / "report.html").read_text()
+    assert page.count(" s, failed: ") == 2 and "RegionError" in page
+    slow = [f"{s} {f['name']}" for s, f in frags if f["fault"] == "delay"]
+    assert re.findall(r"<tr><td>(sample[AB] chr\d:\d+-\d+)</td><td>[\d.]+</td><td>[\d.]+</td></tr>", page) == slow
 
 
 def test_functions_that_always_fail_stop_the_run_naming_every_region(tmp_path: Path) -> None:

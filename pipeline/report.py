@@ -1,0 +1,577 @@
+"""The run report: what a run called, where its time went, what it read and would cost.
+
+Contract: :func:`build_report` reads what a finished run left (the VCFs, the call
+manifests ``work/calls/<callset>.json`` with each function's stats, the region plans,
+the staged-BAM manifests, the alignment manifests of FASTQ samples and the step logs)
+and writes
+
+* ``results/report.html``: one self-contained page (inline CSS and SVG; no script,
+  no network) with, per sample, the variants by type, Ts/Tv and the depth
+  distribution; the fan-out as a timeline (one bar per function attempt, coloured by
+  stage and retry); the function durations with the stragglers named; planned
+  against actual bytes per region; bytes and GETs read; and an estimated cloud cost
+  from the price table in the config (``report.cost``), which the page states; and
+* ``results/run_metrics_mqc.tsv``: the run metrics as a MultiQC custom-content table
+  (MultiQC also picks up the ``results/<callset>.stats.txt`` files of ``bcftools
+  stats``).
+
+Nothing here changes a result; the report only reads.
+
+Definitions used on the page (and in the tests):
+
+* A function *attempt* is one run of the calling or alignment function. Its time is
+  measured inside the function (``started``, ``seconds`` in its stats; failed tries as
+  the executor saw them), so the time a backend spends starting a worker is not in it.
+* A *straggler* is a function that took more than :data:`STRAGGLER_FACTOR` times the
+  median of its stage.
+* Estimated cost = GB-seconds (each attempt's seconds x ``function_memory_mb`` / 1024)
+  x ``per_gb_second`` + attempts x ``per_million_invocations`` / 10^6 + GETs x
+  ``per_thousand_gets`` / 1000 + PUTs (2 per finished function: its output and its
+  stats) x ``per_thousand_puts`` / 1000. It counts the functions that made the
+  results, also those of fragments reused from an earlier run; the local steps
+  (staging, planning, merging) and storage per month are not in it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import pysam
+
+from pipeline import svgplot
+from pipeline.plan import read_plan
+
+logger = logging.getLogger(__name__)
+
+STRAGGLER_FACTOR = 1.5
+# The MultiQC custom-content table's columns, in order (the first names the row).
+MQC_COLUMNS = ("Callset", "Regions", "Functions run", "Fragments reused", "Retries", "Function seconds",
+               "GB-seconds", "MB read", "GETs", "Read / BAM size", "Estimated cost")
+TRANSITIONS = {frozenset("AG"), frozenset("CT")}
+STAGE_COLOURS = {"call": svgplot.PALETTE[0], "align": svgplot.PALETTE[2]}
+FAILED_COLOUR = svgplot.PALETTE[5]
+RETRIED_OUTLINE = svgplot.PALETTE[1]
+
+
+# -- variants per sample ---------------------------------------------------------------
+@dataclass
+class SampleVariants:
+    """What one sample of one VCF carries: alleles by type, Ts/Tv, genotypes, depth."""
+
+    callset: str
+    sample: str
+    records: int = 0
+    types: Counter[str] = field(default_factory=Counter)  # snv, mnp, indel, other
+    ts: int = 0
+    tv: int = 0
+    het: int = 0
+    hom_alt: int = 0
+    passed: int = 0
+    depth: Counter[int] = field(default_factory=Counter)  # depth -> sites
+
+    @property
+    def ts_tv(self) -> float | None:
+        return self.ts / self.tv if self.tv else None
+
+
+def allele_type(ref: str, alt: str) -> str:
+    """bcftools stats' classes: snv, mnp (same length > 1), indel, other (symbolic, *)."""
+    if alt.startswith("<") or alt in ("*", ".") or not alt.isalpha():
+        return "other"
+    if len(ref) == len(alt):
+        return "snv" if len(ref) == 1 else "mnp"
+    return "indel"
+
+
+def variant_stats(vcf: str | Path, callset: str) -> list[SampleVariants]:
+    """One :class:`SampleVariants` per sample column (or, for a VCF without samples, one
+    named after the callset, counting every ALT). A sample counts the ALT alleles its
+    genotype carries; depth is its FORMAT/DP, else the site's INFO/DP."""
+    with pysam.VariantFile(str(vcf)) as fh:
+        names = list(fh.header.samples) or [callset]
+        out = {n: SampleVariants(callset, n) for n in names}
+        has_fdp = "DP" in fh.header.formats
+        has_idp = "DP" in fh.header.info
+        for rec in fh:
+            alts = rec.alts or ()
+            passed = "PASS" in rec.filter.keys() or not rec.filter.keys()
+            ref = rec.ref or ""
+            for name in names:
+                sv = out[name]
+                if rec.samples:
+                    call = rec.samples[name]
+                    gt = [a for a in (call.get("GT") or ()) if a is not None]
+                    carried = sorted({a for a in gt if a > 0})
+                    if not carried:
+                        continue
+                    if len(set(gt)) > 1:
+                        sv.het += 1
+                    else:
+                        sv.hom_alt += 1
+                    dp = call.get("DP") if has_fdp else None
+                else:
+                    carried = list(range(1, len(alts) + 1))
+                    dp = None
+                if dp is None and has_idp:
+                    dp = rec.info.get("DP")
+                sv.records += 1
+                sv.passed += passed
+                if dp is not None:
+                    sv.depth[int(dp)] += 1
+                for a in carried:
+                    alt = alts[a - 1]
+                    kind = allele_type(ref, alt)
+                    sv.types[kind] += 1
+                    if kind == "snv":
+                        if frozenset((ref.upper(), alt.upper())) in TRANSITIONS:
+                            sv.ts += 1
+                        else:
+                            sv.tv += 1
+    return list(out.values())
+
+
+def depth_bins(depth: Counter[int], n_bins: int = 30) -> list[tuple[float, float]]:
+    """(bin start, sites) over [0, the 99th percentile of depth]; deeper sites go into the last bin."""
+    if not depth:
+        return []
+    total, seen, p99 = sum(depth.values()), 0, 0
+    for d in sorted(depth):
+        seen += depth[d]
+        p99 = d
+        if seen >= 0.99 * total:
+            break
+    width = max(1, -(-(p99 + 1) // n_bins))
+    bins: Counter[int] = Counter()
+    for d, n in depth.items():
+        bins[min(d // width, n_bins - 1)] += n
+    return [(b * width, bins.get(b, 0)) for b in range(min(n_bins, p99 // width + 1))]
+
+
+# -- the functions --------------------------------------------------------------------
+@dataclass
+class Attempt:
+    """One run of a function: its stage, what it worked on, when, how it ended."""
+
+    stage: str  # call | align
+    callset: str
+    label: str
+    started: float  # epoch seconds
+    seconds: float
+    ok: bool
+    after_retry: bool = False
+    error: str = ""
+
+
+def attempts_of(stage: str, callset: str, label: str, stats: dict[str, Any]) -> list[Attempt]:
+    """The failed tries and the finished run of one function (none if it was reused)."""
+    if stats.get("reused") or "started" not in stats:
+        return []
+    failed = [Attempt(stage, callset, label, f["started"], f["seconds"], False, error=f.get("error", ""))
+              for f in stats.get("failed_attempts", [])]
+    return failed + [Attempt(stage, callset, label, stats["started"], stats["seconds"], True,
+                             after_retry=stats.get("attempts", 1) > 1)]
+
+
+def stragglers(attempts: list[Attempt]) -> tuple[dict[str, float], list[Attempt]]:
+    """Per stage, the straggler threshold (``STRAGGLER_FACTOR`` x the median of the
+    finished functions), and the finished functions above it, slowest first."""
+    limits: dict[str, float] = {}
+    slow: list[Attempt] = []
+    for stage in sorted({a.stage for a in attempts}):
+        done = [a for a in attempts if a.ok and a.stage == stage]
+        if len(done) < 2:
+            continue
+        limits[stage] = STRAGGLER_FACTOR * statistics.median(a.seconds for a in done)
+        slow += [a for a in done if a.seconds > limits[stage]]
+    return limits, sorted(slow, key=lambda a: -a.seconds)
+
+
+@dataclass
+class Cost:
+    """An estimate of what the functions would cost in the cloud, by the config's prices."""
+
+    gb_seconds: float
+    invocations: int
+    gets: int
+    puts: int
+    prices: dict[str, Any]
+
+    @property
+    def compute(self) -> float:
+        return self.gb_seconds * self.prices["per_gb_second"]
+
+    @property
+    def requests(self) -> float:
+        return (self.invocations * self.prices["per_million_invocations"] / 1e6
+                + self.gets * self.prices["per_thousand_gets"] / 1e3
+                + self.puts * self.prices["per_thousand_puts"] / 1e3)
+
+    @property
+    def total(self) -> float:
+        return self.compute + self.requests
+
+
+def estimate_cost(functions: list[dict[str, Any]], prices: dict[str, Any]) -> Cost:
+    """The cost of the functions that made ``functions`` (fragment or part stats): every
+    attempt's seconds, the GETs of the finished ones, 2 PUTs each."""
+    gb = prices["function_memory_mb"] / 1024
+    seconds = sum(f["seconds"] + sum(a["seconds"] for a in f.get("failed_attempts", [])) for f in functions)
+    return Cost(
+        gb_seconds=seconds * gb,
+        invocations=sum(f.get("attempts", 1) for f in functions),
+        gets=sum(f["gets"] for f in functions),
+        puts=2 * len(functions),
+        prices=prices,
+    )
+
+
+# -- the run --------------------------------------------------------------------------
+@dataclass
+class Callset:
+    """One VCF of the run and the functions that made it."""
+
+    name: str
+    manifest: dict[str, Any]
+    vcf: Path
+    samples: list[str]  # the BAMs it was called from
+    bam_bytes: int
+    planned: dict[int, int]  # region index -> planned BAM bytes (all its samples)
+
+    @property
+    def fragments(self) -> list[dict[str, Any]]:
+        return list(self.manifest["fragments"])
+
+
+@dataclass
+class Run:
+    callsets: list[Callset]
+    variants: list[SampleVariants]
+    attempts: list[Attempt]
+    align: dict[str, dict[str, Any]]  # FASTQ sample -> its alignment manifest
+    steps: list[tuple[str, float, float]]  # (log name, start epoch, seconds)
+    settings: dict[str, Any]  # the workflow config
+    lithops: dict[str, Any]  # the Lithops config
+
+    def functions(self) -> list[dict[str, Any]]:
+        """The stats of every function that made the results: fragments and alignment parts."""
+        return [f for cs in self.callsets for f in cs.fragments] + [p for m in self.align.values() for p in m["parts"]]
+
+
+def planned_bytes(plan_paths: list[str | Path]) -> dict[int, int]:
+    """Region index -> the BAM bytes its plans say a function fetches (header included)."""
+    out: Counter[int] = Counter()
+    for path in plan_paths:
+        plan = read_plan(path)
+        for r in plan.regions:
+            out[r.index] += plan.header.end + r.fetch_bytes
+    return dict(out)
+
+
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def step_times(log_dir: str | Path) -> list[tuple[str, float, float]]:
+    """(step, start, seconds) of each step log, from its first and last time stamps."""
+    out = []
+    for log in sorted(Path(log_dir).glob("*.log")):
+        stamps = [m.group(1) for line in log.read_text(errors="replace").splitlines()
+                  if (m := LOG_TIME.match(line))]
+        if stamps:
+            t0, t1 = (dt.datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f").timestamp() for s in (stamps[0], stamps[-1]))
+            out.append((log.stem, t0, t1 - t0))
+    return sorted(out, key=lambda s: s[1])
+
+
+def load_run(settings: dict[str, Any], lithops: dict[str, Any], calls: list[str | Path], vcfs: list[str | Path],
+             plans: list[str | Path], staged: list[str | Path], aligned: list[str | Path],
+             log_dir: str | Path | None) -> Run:
+    """Everything the report shows, read from the run's files."""
+    bams = {m["sample"]: m["bam"]["size"] for m in (json.loads(Path(p).read_text()) for p in staged)}
+    plan_of = {read_plan(p).sample: p for p in plans}
+    callsets, variants, attempts = [], [], []
+    for call_path, vcf in zip(calls, vcfs, strict=True):
+        manifest = json.loads(Path(call_path).read_text())
+        name = manifest["sample"]
+        samples = manifest.get("samples", [name])
+        cs = Callset(name, manifest, Path(vcf), samples, sum(bams.get(s, 0) for s in samples),
+                     planned_bytes([plan_of[s] for s in samples if s in plan_of]))
+        callsets.append(cs)
+        variants += variant_stats(vcf, name)
+        for f in cs.fragments:
+            label = f"{name} {f['name']}"
+            attempts += attempts_of("call", name, label, f)
+    align = {}
+    for path in aligned:
+        manifest = json.loads(Path(path).read_text())
+        align[manifest["sample"]] = manifest
+        for p in manifest["parts"]:
+            attempts += attempts_of("align", manifest["sample"], f"{manifest['sample']} chunk {p['chunk']}", p)
+    steps = step_times(log_dir) if log_dir and Path(log_dir).is_dir() else []
+    return Run(callsets, variants, sorted(attempts, key=lambda a: a.started), align, steps, settings, lithops)
+
+
+# -- the page -------------------------------------------------------------------------
+CSS = """
+body { font-family: 'DejaVu Sans', Arial, sans-serif; font-size: 16px; line-height: 1.45; color: #1a1a1a;
+       max-width: 960px; margin: 0 auto; padding: 24px; background: #ffffff; }
+h1 { font-size: 28px; margin: 0 0 4px; } h2 { font-size: 22px; margin-top: 36px; border-bottom: 2px solid #0072B2; }
+h3 { font-size: 18px; margin-top: 24px; }
+table { border-collapse: collapse; margin: 12px 0; font-size: 15px; }
+th, td { border: 1px solid #c8c8c8; padding: 4px 10px; text-align: right; }
+th { background: #eef3f8; } td:first-child, th:first-child { text-align: left; }
+.note { color: #444; font-size: 15px; } .figure { margin: 16px 0 28px; }
+code { background: #f2f2f2; padding: 0 3px; }
+"""
+
+
+def _table(head: list[str] | None, rows: Sequence[Sequence[Any]]) -> str:
+    """A table; without ``head``, the first column heads each row."""
+    th = "<thead><tr>" + "".join(f"<th>{escape(str(h))}</th>" for h in head) + "</tr></thead>" if head else ""
+    first = "td" if head else "th"
+    body = "".join(f"<tr><{first}>{escape(str(row[0]))}</{first}>"
+                   + "".join(f"<td>{escape(str(c))}</td>" for c in row[1:]) + "</tr>" for row in rows)
+    return f"<table>{th}<tbody>{body}</tbody></table>"
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.2f} MB"
+
+
+def _money(v: float, currency: str) -> str:
+    return f"{v:,.6f} {currency}" if v < 0.01 else f"{v:,.4f} {currency}"
+
+
+def _figure(svg: str, caption: str) -> str:
+    return f'<div class="figure">{svg}<p class="note">{escape(caption)}</p></div>'
+
+
+def callset_metrics(cs: Callset, prices: dict[str, Any]) -> dict[str, Any]:
+    """The run-metrics row of one callset (also the MultiQC table's)."""
+    frags = cs.fragments
+    ran = [f for f in frags if not f.get("reused")]
+    cost = estimate_cost(frags, prices)
+    read = sum(f["get_bytes"] for f in frags)
+    return {
+        "Callset": cs.name,
+        "Regions": len(frags),
+        "Functions run": len(ran),
+        "Fragments reused": len(frags) - len(ran),
+        "Retries": sum(f.get("attempts", 1) - 1 for f in ran),
+        "Function seconds": round(sum(f["seconds"] for f in frags), 2),
+        "GB-seconds": round(cost.gb_seconds, 2),
+        "MB read": round(read / 1e6, 2),
+        "GETs": sum(f["gets"] for f in frags),
+        "Read / BAM size": round(sum(f["bam_get_bytes"] for f in frags) / cs.bam_bytes, 3) if cs.bam_bytes else "",
+        "Estimated cost": round(cost.total, 6),
+    }
+
+
+def _summary_section(run: Run) -> str:
+    s = run.settings
+    calling = s["calling"]
+    engine = calling["engine"]
+    lt = run.lithops.get("lithops", {})
+    ran = [a for a in run.attempts if a.ok]
+    span = (max(a.started + a.seconds for a in run.attempts) - min(a.started for a in run.attempts)
+            if run.attempts else 0.0)
+    rows: list[list[Any]] = [
+        ["samples", ", ".join(sorted({v.sample for v in run.variants}))],
+        ["engine", f"{engine} ({'joint' if calling.get('mode') == 'joint' else 'per sample'})"],
+        ["executor", f"{s['executor']['runner']}"
+                     + (f", Lithops backend {lt.get('backend', '?')}, storage {lt.get('storage', '?')}" if lt else "")],
+        ["regions (all callsets)", sum(len(cs.fragments) for cs in run.callsets)],
+        ["functions run in this run", f"{len(ran)} ({sum(not a.ok for a in run.attempts)} failed tries, retried)"],
+        ["fan-out span (first start to last end)", f"{span:.1f} s"],
+        ["function time (sum)", f"{sum(a.seconds for a in run.attempts):.1f} s"],
+    ]
+    return "<h2>Run</h2>" + _table(None, rows)
+
+
+def _variants_section(run: Run) -> str:
+    out = ["<h2>Variants per sample</h2>"]
+    rows = []
+    for v in run.variants:
+        who = v.sample if v.sample == v.callset else f"{v.sample} ({v.callset})"
+        rows.append([who, f"{v.records:,}", f"{v.types['snv']:,}", f"{v.types['indel']:,}", f"{v.types['mnp']:,}",
+                     f"{v.types['other']:,}", f"{v.ts_tv:.2f}" if v.ts_tv is not None else "-",
+                     f"{v.het:,}", f"{v.hom_alt:,}", f"{v.passed:,}"])
+    out.append(_table(["sample", "sites", "SNVs", "indels", "MNPs", "other", "Ts/Tv", "het", "hom-alt", "PASS"],
+                      rows))
+    out.append('<p class="note">Alleles each sample carries (its genotype), by bcftools stats\' classes. '
+               "A VCF without genotypes (the lowfreq engine) counts every allele. The full "
+               "<code>bcftools stats</code> of each VCF is in <code>results/&lt;callset&gt;.stats.txt</code>.</p>")
+    labels = [v.sample if v.sample == v.callset else f"{v.sample} ({v.callset})" for v in run.variants]
+    out.append(_figure(svgplot.bars(
+        labels, {k: [v.types[k] for v in run.variants] for k in ("snv", "indel", "mnp", "other")},
+        "Variants by type per sample", "alleles carried"), "Variants by type, per sample."))
+    series = {lab: depth_bins(v.depth) for lab, v in zip(labels, run.variants, strict=True) if v.depth}
+    if series:
+        out.append(_figure(svgplot.lines(series, "Depth at the called sites", "depth (reads; bin start)",
+                                         "sites"),
+                           "Depth at each called site (the sample's FORMAT/DP, else INFO/DP), in 30 bins up to "
+                           "the 99th percentile; deeper sites are counted in the last bin."))
+    return "\n".join(out)
+
+
+def _fanout_section(run: Run) -> str:
+    out = ["<h2>The fan-out</h2>"]
+    if not run.attempts:
+        return out[0] + "<p>No function ran in this run: every fragment was reused from an earlier run.</p>"
+    submitted = [f["submitted"] for f in run.functions() if not f.get("reused") and "submitted" in f]
+    t0 = min(submitted + [a.started for a in run.attempts])
+    order: dict[str, int] = {}
+    for a in run.attempts:
+        order.setdefault(a.label, len(order))
+    spans = []
+    for a in run.attempts:
+        colour = STAGE_COLOURS.get(a.stage, svgplot.PALETTE[3]) if a.ok else FAILED_COLOUR
+        what = "finished" if a.ok else f"failed: {a.error}"
+        spans.append(svgplot.Span(order[a.label], a.started - t0, a.seconds, colour,
+                                  f"{a.stage} {a.label}: {a.started - t0:.2f}-{a.started - t0 + a.seconds:.2f} s, "
+                                  f"{what}", RETRIED_OUTLINE if a.after_retry else None))
+    kinds = [(f"{stage} function", colour) for stage, colour in STAGE_COLOURS.items()
+             if any(a.stage == stage for a in run.attempts)]
+    kinds += [("failed try", FAILED_COLOUR), ("finished after retries (outline)", RETRIED_OUTLINE)]
+    out.append(_figure(svgplot.timeline(spans, len(order), "Fan-out timeline", kinds),
+                       "One row per function, in the order they started; a bar from its start to its end "
+                       "(time measured inside the function, from the start of the map). Failed tries are "
+                       "drawn in their function's row."))
+    limits, slow = stragglers(run.attempts)
+    for stage in sorted({a.stage for a in run.attempts if a.ok}):
+        secs = [a.seconds for a in run.attempts if a.ok and a.stage == stage]
+        med = statistics.median(secs)
+        out.append(f"<h3>{escape(stage.capitalize())} functions: durations</h3>")
+        out.append(_figure(svgplot.histogram(secs, f"Durations of the {stage} functions", "seconds",
+                                             mark_from=limits.get(stage)),
+                           f"{len(secs)} functions: median {med:.2f} s, slowest {max(secs):.2f} s, "
+                           f"sum {sum(secs):.1f} s."))
+        mine = [a for a in slow if a.stage == stage]
+        if stage in limits:
+            if mine:
+                out.append(f"<p>Stragglers (more than {STRAGGLER_FACTOR:g} times the median, "
+                           f"{limits[stage]:.2f} s):</p>")
+                out.append(_table(["function", "seconds", "x median"],
+                                  [[a.label, f"{a.seconds:.2f}", f"{a.seconds / med:.1f}"] for a in mine[:20]]))
+                if len(mine) > 20:
+                    out.append(f"<p>... and {len(mine) - 20} more.</p>")
+            else:
+                out.append(f"<p>No stragglers: no function took more than {STRAGGLER_FACTOR:g} times the "
+                           f"median ({limits[stage]:.2f} s).</p>")
+    return "\n".join(out)
+
+
+def _bytes_section(run: Run, metrics: list[dict[str, Any]]) -> str:
+    out = ["<h2>Data read</h2>"]
+    points, ratios = [], []
+    for cs in run.callsets:
+        for f in cs.fragments:
+            planned = cs.planned.get(f["region"])
+            if planned:
+                points.append((planned / 1e6, f["bam_get_bytes"] / 1e6,
+                               f"{cs.name} {f['name']}: planned {_mb(planned)}, read {_mb(f['bam_get_bytes'])}"))
+                ratios.append((f["bam_get_bytes"] / planned, f"{cs.name} {f['name']}"))
+    if points:
+        worst = max(ratios)
+        out.append(_figure(svgplot.scatter(points, "Planned and actual BAM bytes per region",
+                                           "planned (MB, from the BAI)", "read by the function (MB)"),
+                           f"One point per region. Planned: the BAM header and the region's byte ranges in the plan; "
+                           f"read: the BAM bytes its function fetched (the last block's tail, which the index does "
+                           f"not size, comes on top). Actual / planned: median "
+                           f"{statistics.median(r for r, _ in ratios):.3f}, highest {worst[0]:.3f} ({worst[1]})."))
+    rows = [[m["Callset"], m["Regions"], f"{m['MB read']:,.2f}", f"{m['GETs']:,}", m["Read / BAM size"]]
+            for m in metrics]
+    out.append(_table(["callset", "regions", "MB read by functions", "GETs", "BAM bytes read / BAM size"], rows))
+    for sample, manifest in run.align.items():
+        parts = manifest["parts"]
+        out.append(f"<p>Alignment of {escape(sample)}: {len(parts)} chunks read "
+                   f"{_mb(sum(p['get_bytes'] for p in parts))} in {sum(p['gets'] for p in parts):,} GETs.</p>")
+    return "\n".join(out)
+
+
+def _cost_section(run: Run, prices: dict[str, Any]) -> str:
+    functions = run.functions()
+    cost = estimate_cost(functions, prices)
+    cur = prices["currency"]
+    out = ["<h2>Estimated cloud cost</h2>",
+           f"<p>If the {len(functions):,} functions that made these results ran as cloud functions reading "
+           f"from an object store, at the prices below: <strong>{_money(cost.total, cur)}</strong>.</p>",
+           _table(["item", "amount", "price", "cost"], [
+               ["compute", f"{cost.gb_seconds:,.1f} GB-s", f"{prices['per_gb_second']:g} {cur} per GB-s",
+                _money(cost.compute, cur)],
+               ["invocations", f"{cost.invocations:,}", f"{prices['per_million_invocations']:g} {cur} per million",
+                _money(cost.invocations * prices["per_million_invocations"] / 1e6, cur)],
+               ["GET requests", f"{cost.gets:,}", f"{prices['per_thousand_gets']:g} {cur} per 1000",
+                _money(cost.gets * prices["per_thousand_gets"] / 1e3, cur)],
+               ["PUT requests", f"{cost.puts:,}", f"{prices['per_thousand_puts']:g} {cur} per 1000",
+                _money(cost.puts * prices["per_thousand_puts"] / 1e3, cur)],
+           ]),
+           f'<p class="note">Price table (config <code>report.cost</code>): {escape(prices["source"])}; '
+           f"each function given {prices['function_memory_mb']:,} MB. GB-seconds: every attempt's seconds "
+           f"(measured inside the function) times its memory; PUTs: 2 per finished function (its output and "
+           f"its stats). Fragments reused from an earlier run are counted at what they cost then. Not counted: "
+           f"the local steps (staging, planning, merging), data transfer and storage per month.</p>"]
+    return "\n".join(out)
+
+
+def _steps_section(run: Run) -> str:
+    if not run.steps:
+        return ""
+    t0 = run.steps[0][1]
+    rows = [[name, f"{start - t0:.1f}", f"{secs:.1f}" if secs >= 0.05 else "< 0.1"] for name, start, secs in run.steps]
+    return ("<h2>Steps</h2>" + _table(["step (log in work/logs/)", "started (s after the first)", "seconds"], rows)
+            + '<p class="note">From the first and last time stamps of each step\'s log.</p>')
+
+
+def render(run: Run, prices: dict[str, Any]) -> str:
+    """The report page as one string."""
+    metrics = [callset_metrics(cs, prices) for cs in run.callsets]
+    made = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>Variant-calling run report</title>", f"<style>{CSS}</style></head><body>",
+        "<h1>Variant-calling run report</h1>",
+        f'<p class="note">serverless-variant-calling; written {made}. Callsets: '
+        f"{escape(', '.join(cs.name for cs in run.callsets))}.</p>",
+        _summary_section(run), _variants_section(run), _fanout_section(run),
+        _bytes_section(run, metrics), _cost_section(run, prices), _steps_section(run),
+        "</body></html>",
+    ]) + "\n"
+
+
+def mqc_table(run: Run, prices: dict[str, Any]) -> str:
+    """The run metrics as a MultiQC custom-content table (``*_mqc.tsv``)."""
+    head = [
+        "# id: 'svc_run_metrics'",
+        "# section_name: 'Serverless variant calling: run metrics'",
+        "# description: 'Per callset: regions, functions, bytes read and the estimated cloud cost "
+        f"({prices['currency']}; results/report.html states the price table).'",
+        "# plot_type: 'table'",
+        "# pconfig:",
+        "#     id: 'svc_run_metrics_table'",
+        "#     namespace: 'svc'",
+        "\t".join(MQC_COLUMNS),
+    ]
+    rows = ["\t".join(str(m[c]) for c in MQC_COLUMNS) for m in (callset_metrics(cs, prices) for cs in run.callsets)]
+    return "\n".join(head + rows) + "\n"
+
+
+def build_report(run: Run, prices: dict[str, Any], out_html: str | Path, out_mqc: str | Path) -> None:
+    """Write the page and the MultiQC table (under temporary names, then renamed)."""
+    for path, text in ((out_html, render(run, prices)), (out_mqc, mqc_table(run, prices))):
+        tmp = f"{path}.tmp"
+        Path(tmp).write_text(text)
+        os.replace(tmp, path)
+    logger.info("run report: %s (%d callsets, %d function runs); MultiQC table: %s", out_html,
+                len(run.callsets), len(run.attempts), out_mqc)
