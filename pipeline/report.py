@@ -383,6 +383,7 @@ def _summary_section(run: Run) -> str:
     engine = calling["engine"]
     lt = run.lithops.get("lithops", {})
     ran = [a for a in run.attempts if a.ok]
+    n_failed = len(run.attempts) - len(ran)
     span = (max(a.started + a.seconds for a in run.attempts) - min(a.started for a in run.attempts)
             if run.attempts else 0.0)
     rows: list[list[Any]] = [
@@ -391,7 +392,7 @@ def _summary_section(run: Run) -> str:
         ["executor", f"{s['executor']['runner']}"
                      + (f", Lithops backend {lt.get('backend', '?')}, storage {lt.get('storage', '?')}" if lt else "")],
         ["regions (all callsets)", sum(len(cs.fragments) for cs in run.callsets)],
-        ["functions run in this run", f"{len(ran)} ({sum(not a.ok for a in run.attempts)} failed tries, retried)"],
+        ["functions run in this run", f"{len(ran)}" + (f"; {n_failed} failed tries, each retried" if n_failed else "")],
         ["fan-out span (first start to last end)", f"{span:.1f} s"],
         ["function time (sum)", f"{sum(a.seconds for a in run.attempts):.1f} s"],
     ]

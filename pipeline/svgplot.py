@@ -245,7 +245,7 @@ class Span:
 def timeline(spans: Sequence[Span], rows: int, title: str, kinds: Sequence[tuple[str, str]],
              x_label: str = "seconds since the fan-out started") -> str:
     """One row per item, its bars on a shared time axis; ``kinds`` is the legend."""
-    row_h = max(2.0, min(16.0, 480 / max(1, rows)))
+    row_h = min(16.0, 480 / max(1, rows))  # thousands of functions still fit in 480 px
     height = int(TOP + BOTTOM + row_h * max(1, rows)) + 10
     hi = max([s.start + s.seconds for s in spans] or [1])
     ticks = nice_ticks(0, hi)
@@ -256,7 +256,7 @@ def timeline(spans: Sequence[Span], rows: int, title: str, kinds: Sequence[tuple
         y = TOP + 5 + s.row * row_h
         w = max(1.0, f.x(s.start + s.seconds) - f.x(s.start))
         stroke = f' stroke="{s.outline}" stroke-width="2"' if s.outline else ""
-        out.append(f'<rect x="{f.x(s.start):.1f}" y="{y:.1f}" width="{w:.1f}" height="{max(1.0, row_h - 1.5):.1f}" '
+        out.append(f'<rect x="{f.x(s.start):.1f}" y="{y:.2f}" width="{w:.1f}" height="{max(row_h * 0.8, row_h - 1.5):.2f}" '
                    f'fill="{s.colour}"{stroke}><title>{escape(s.label)}</title></rect>')
     out += legend(kinds)
     out.append("</svg>")

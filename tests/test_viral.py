@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from test_e2e import make_workdir, snakemake
 
 from functions.lowfreq import LowfreqParams
 from pipeline import afeval
+from pipeline.vcfcompare import vcf_body
 
 SAMPLE = "mixture"
 
@@ -66,6 +68,11 @@ def test_cli_run_equals_whole_genome_run(cli_run: Path, whole: str) -> None:
     calls = json.loads((cli_run / "work" / "calls" / f"{SAMPLE}.json").read_text())
     assert calls["engine"] == "lowfreq" and len(calls["fragments"]) == 6
     assert_same(str(vcf), whole)
+    # The run report counts every allele of this VCF without genotypes, and its PASS sites.
+    records = vcf_body(str(vcf))
+    passed = sum(r.split("\t")[6] == "PASS" for r in records)
+    page = (cli_run / "results" / "report.html").read_text()
+    assert re.search(rf"<tr><td>{SAMPLE}</td><td>{len(records):,}</td>.*?<td>{passed:,}</td></tr>", page), page[:3000]
 
 
 def test_accuracy_against_truth(cli_run: Path, mixture: Path, capsys: pytest.CaptureFixture[str]) -> None:
