@@ -256,7 +256,8 @@ def timeline(spans: Sequence[Span], rows: int, title: str, kinds: Sequence[tuple
         y = TOP + 5 + s.row * row_h
         w = max(1.0, f.x(s.start + s.seconds) - f.x(s.start))
         stroke = f' stroke="{s.outline}" stroke-width="2"' if s.outline else ""
-        out.append(f'<rect x="{f.x(s.start):.1f}" y="{y:.2f}" width="{w:.1f}" height="{max(row_h * 0.8, row_h - 1.5):.2f}" '
+        bar_h = max(row_h * 0.8, row_h - 1.5)
+        out.append(f'<rect x="{f.x(s.start):.1f}" y="{y:.2f}" width="{w:.1f}" height="{bar_h:.2f}" '
                    f'fill="{s.colour}"{stroke}><title>{escape(s.label)}</title></rect>')
     out += legend(kinds)
     out.append("</svg>")

@@ -184,7 +184,10 @@ def test_injected_failures_are_retried_and_change_nothing(clean: Path, tmp_path:
     page = (wd / "results" / "report.html").read_text()
     assert page.count(" s, failed: ") == 2 and "RegionError" in page
     slow = [f"{s} {f['name']}" for s, f in frags if f["fault"] == "delay"]
-    assert re.findall(r"<tr><td>(sample[AB] chr\d:\d+-\d+)</td><td>[\d.]+</td><td>[\d.]+</td></tr>", page) == slow
+    named = re.findall(r"<tr><td>(sample[AB] chr\d:\d+-\d+)</td><td>[\d.]+</td><td>[\d.]+</td></tr>", page)
+    # The delayed function (3 s against a median of about 0.4 s) comes first; on a busy
+    # machine another function may cross the line too.
+    assert len(slow) == 1 and named[:1] == slow, named
 
 
 def test_functions_that_always_fail_stop_the_run_naming_every_region(tmp_path: Path) -> None:
