@@ -520,10 +520,20 @@ def bcftools_pipe(ref: Path, bam: Path, params: BcftoolsParams, out: Path, regio
     return shlex.join(mp) + " | " + shlex.join(call)
 
 
-def parallel_jobs(jobs: list[str], path: Path) -> str:
-    """GNU parallel running the shell commands in ``jobs`` (written to ``path``), 2 at a time."""
+def parallel_jobs(jobs: list[str], path: Path, keep_order: bool = False) -> str:
+    """GNU parallel running the shell commands in ``jobs`` (written to ``path``), 2 at a
+    time; with ``keep_order`` their outputs come in the order of ``jobs`` (``-k``)."""
     path.write_text("".join(j + "\n" for j in jobs))
-    return f"parallel --will-cite --halt now,fail=1 -j2 :::: {shlex.quote(str(path))}"
+    return f"parallel --will-cite --halt now,fail=1{' -k' if keep_order else ''} -j2 :::: {shlex.quote(str(path))}"
+
+
+def run_germline_tool(ctx: Context, row: Row, cmd: str | list[str], vcf: Path, min_qual: float = 0.0) -> Timing:
+    """Time ``cmd`` (a shell line, or an argument list), then score the VCF it wrote."""
+    row.command = row.command or (cmd if isinstance(cmd, str) else shlex.join(cmd))
+    t = measure(bash(cmd) if isinstance(cmd, str) else cmd)
+    ctx.vcfs[row.key] = vcf
+    score_germline(ctx, row, vcf, min_qual)
+    return t
 
 
 def _run_pipeline_germline(ctx: Context, row: Row, out: Path, ceph: dict[str, str] | None = None) -> Timing:
@@ -570,11 +580,8 @@ def tool_bcftools(ctx: Context, row: Row, out: Path) -> Timing:
     assert ctx.germline is not None
     out.mkdir(parents=True, exist_ok=True)
     vcf = out / "calls.vcf"
-    row.command = bcftools_pipe(ctx.germline / "ref.fa", ctx.germline / f"{SAMPLE}.bam", ctx.params, vcf)
-    t = measure(bash(row.command))
-    ctx.vcfs[row.key] = vcf
-    score_germline(ctx, row, vcf)
-    return t
+    return run_germline_tool(ctx, row, bcftools_pipe(ctx.germline / "ref.fa", ctx.germline / f"{SAMPLE}.bam",
+                                                     ctx.params, vcf), vcf)
 
 
 def tool_bcftools_pysam(ctx: Context, row: Row, out: Path) -> Timing:
@@ -584,10 +591,7 @@ def tool_bcftools_pysam(ctx: Context, row: Row, out: Path) -> Timing:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run-bcftools", str(ctx.germline / f"{SAMPLE}.bam"),
            str(ctx.germline / "ref.fa"), str(vcf)]
     row.command = shlex.join(cmd) + "  # functions.bcftools_engine.run_bcftools with calling.bcftools of the config"
-    t = measure(cmd)
-    ctx.vcfs[row.key] = vcf
-    score_germline(ctx, row, vcf)
-    return t
+    return run_germline_tool(ctx, row, cmd, vcf)
 
 
 def tool_bcftools_scatter(ctx: Context, row: Row, out: Path) -> Timing:
@@ -599,23 +603,17 @@ def tool_bcftools_scatter(ctx: Context, row: Row, out: Path) -> Timing:
                                                                                                strict=True)]
     (out / "parts.txt").write_text("".join(f"{p}\n" for p in parts))
     vcf = out / "calls.vcf"
-    row.command = (parallel_jobs(jobs, out / "jobs.txt")
-                   + f" && bcftools concat --file-list {shlex.quote(str(out / 'parts.txt'))} -Ov -o {vcf}")
-    t = measure(bash(row.command))
-    ctx.vcfs[row.key] = vcf
-    score_germline(ctx, row, vcf)
-    return t
+    return run_germline_tool(ctx, row, parallel_jobs(jobs, out / "jobs.txt")
+                             + f" && bcftools concat --file-list {shlex.quote(str(out / 'parts.txt'))} -Ov -o {vcf}",
+                             vcf)
 
 
 def tool_freebayes(ctx: Context, row: Row, out: Path) -> Timing:
     assert ctx.germline is not None
     out.mkdir(parents=True, exist_ok=True)
     vcf = out / "calls.vcf"
-    row.command = shlex.join(["freebayes", "-f", str(ctx.germline / "ref.fa"), str(ctx.germline / f"{SAMPLE}.bam")]
-                             ) + f" > {shlex.quote(str(vcf))}"
-    t = measure(bash(row.command))
-    score_germline(ctx, row, vcf, ctx.args.freebayes_min_qual)
-    return t
+    cmd = shlex.join(["freebayes", "-f", str(ctx.germline / "ref.fa"), str(ctx.germline / f"{SAMPLE}.bam")])
+    return run_germline_tool(ctx, row, f"{cmd} > {shlex.quote(str(vcf))}", vcf, ctx.args.freebayes_min_qual)
 
 
 def tool_freebayes_parallel(ctx: Context, row: Row, out: Path) -> Timing:
@@ -625,11 +623,8 @@ def tool_freebayes_parallel(ctx: Context, row: Row, out: Path) -> Timing:
     jobs = [shlex.join(["freebayes", "-f", str(ref), "--region", freebayes_region(r), str(bam)]) for r in ctx.regions]
     vcf = out / "calls.vcf"
     merge = shlex.join([sys.executable, str(Path(__file__).resolve()), "--merge-region-vcfs"])
-    row.command = (parallel_jobs(jobs, out / "jobs.txt").replace(" -j2 ", " -k -j2 ")
-                   + f" | {merge} > {shlex.quote(str(vcf))}")
-    t = measure(bash(row.command))
-    score_germline(ctx, row, vcf, ctx.args.freebayes_min_qual)
-    return t
+    return run_germline_tool(ctx, row, parallel_jobs(jobs, out / "jobs.txt", keep_order=True)
+                             + f" | {merge} > {shlex.quote(str(vcf))}", vcf, ctx.args.freebayes_min_qual)
 
 
 def tool_viral_pipeline(ctx: Context, row: Row, out: Path) -> Timing:
