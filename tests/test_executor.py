@@ -55,7 +55,14 @@ def test_failures_name_every_failed_region(kind: str) -> None:
 @pytest.mark.parametrize("kind", RUNNERS)
 def test_a_failed_call_is_retried(kind: str, tmp_path) -> None:
     ts = [{"sample": "s", "region": {"name": f"r{i}"}, "x": i, "marker": str(tmp_path / f"m{i}")} for i in range(3)]
-    assert RUNNERS[kind](1).run(flaky, ts) == [0, 1, 2]
+    t0 = time.time()
+    runner = RUNNERS[kind](1)
+    assert runner.run(flaky, ts) == [0, 1, 2]
+    # Each task's failed try is recorded (for the run report): when it ran, and why it failed.
+    assert runner.attempts == [2, 2, 2]
+    for (failed,) in runner.failed_attempts:
+        assert t0 - 1 <= failed["started"] <= time.time() and 0 <= failed["seconds"] < 30
+        assert failed["error"] == "RuntimeError: transient"
     for t in ts:
         os.remove(t["marker"])
     with pytest.raises(FanOutError, match="transient"):
