@@ -50,7 +50,7 @@ from typing import Any
 import pysam
 
 from pipeline import svgplot
-from pipeline.plan import read_plan
+from pipeline.plan import SamplePlan, read_plan
 
 logger = logging.getLogger(__name__)
 
@@ -268,11 +268,10 @@ class Run:
         return [f for cs in self.callsets for f in cs.fragments] + [p for m in self.align.values() for p in m["parts"]]
 
 
-def planned_bytes(plan_paths: list[str | Path]) -> dict[int, int]:
+def planned_bytes(plans: list[SamplePlan]) -> dict[int, int]:
     """Region index -> the BAM bytes its plans say a function fetches (header included)."""
     out: Counter[int] = Counter()
-    for path in plan_paths:
-        plan = read_plan(path)
+    for plan in plans:
         for r in plan.regions:
             out[r.index] += plan.header.end + r.fetch_bytes
     return dict(out)
@@ -298,7 +297,7 @@ def load_run(settings: dict[str, Any], lithops: dict[str, Any], calls: list[str 
              log_dir: str | Path | None) -> Run:
     """Everything the report shows, read from the run's files."""
     bams = {m["sample"]: m["bam"]["size"] for m in (json.loads(Path(p).read_text()) for p in staged)}
-    plan_of = {read_plan(p).sample: p for p in plans}
+    plan_of = {plan.sample: plan for plan in map(read_plan, plans)}
     callsets, variants, attempts = [], [], []
     for call_path, vcf in zip(calls, vcfs, strict=True):
         manifest = json.loads(Path(call_path).read_text())
@@ -534,9 +533,8 @@ def _steps_section(run: Run) -> str:
             + '<p class="note">From the first and last time stamps of each step\'s log.</p>')
 
 
-def render(run: Run, prices: dict[str, Any]) -> str:
-    """The report page as one string."""
-    metrics = [callset_metrics(cs, prices) for cs in run.callsets]
+def render(run: Run, prices: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
+    """The report page as one string (``metrics``: :func:`callset_metrics` of each callset)."""
     made = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -551,8 +549,9 @@ def render(run: Run, prices: dict[str, Any]) -> str:
     ]) + "\n"
 
 
-def mqc_table(run: Run, prices: dict[str, Any]) -> str:
-    """The run metrics as a MultiQC custom-content table (``*_mqc.tsv``)."""
+def mqc_table(metrics: list[dict[str, Any]], prices: dict[str, Any]) -> str:
+    """The run metrics (:func:`callset_metrics` of each callset) as a MultiQC
+    custom-content table (``*_mqc.tsv``)."""
     head = [
         "# id: 'svc_run_metrics'",
         "# section_name: 'Serverless variant calling: run metrics'",
@@ -564,13 +563,14 @@ def mqc_table(run: Run, prices: dict[str, Any]) -> str:
         "#     namespace: 'svc'",
         "\t".join(MQC_COLUMNS),
     ]
-    rows = ["\t".join(str(m[c]) for c in MQC_COLUMNS) for m in (callset_metrics(cs, prices) for cs in run.callsets)]
+    rows = ["\t".join(str(m[c]) for c in MQC_COLUMNS) for m in metrics]
     return "\n".join(head + rows) + "\n"
 
 
 def build_report(run: Run, prices: dict[str, Any], out_html: str | Path, out_mqc: str | Path) -> None:
     """Write the page and the MultiQC table (under temporary names, then renamed)."""
-    for path, text in ((out_html, render(run, prices)), (out_mqc, mqc_table(run, prices))):
+    metrics = [callset_metrics(cs, prices) for cs in run.callsets]
+    for path, text in ((out_html, render(run, prices, metrics)), (out_mqc, mqc_table(metrics, prices))):
         tmp = f"{path}.tmp"
         Path(tmp).write_text(text)
         os.replace(tmp, path)
