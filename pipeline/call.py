@@ -1,7 +1,7 @@
 """Fan the calling out: one function per (sample, region), skipping finished work.
 
-Contract: :func:`call_samples` builds one task per region of every sample's plan,
-keys each fragment by what produced it (:func:`fragment_key`: the BAM and reference
+Contract: :func:`call_samples` takes what the calls are made from (:class:`CallInputs`),
+builds one task per region of every sample's plan, keys each fragment by what produced it (:func:`fragment_key`: the BAM and reference
 fingerprints, the region, the engine and its parameters, the code version), reuses
 fragments already in the store that are intact (their stats object is readable and
 names the same key, and the fragment has the size and md5 the stats record), runs the
@@ -272,26 +272,49 @@ def run_todo(runner: SerialRunner | LithopsRunner, func: Any, todo: list[dict[st
     return done
 
 
-def build_tasks(
-    store: ObjectStore,
-    plans: list[SamplePlan],
-    sample_manifests: dict[str, dict[str, Any]],
-    ref_manifest: dict[str, Any],
-    params: EngineParams,
-    faults: dict[str, Any] | None = None,
-    cohort: str | None = None,
-) -> list[dict[str, Any]]:
-    """Every task of a run, in plan order: one per (sample, region), or with ``cohort``
-    one per region calling every sample together. Checks the staged inputs first."""
-    check_staged(store, [ref_manifest, *(sample_manifests[p.sample] for p in plans)])
-    fai = parse_fai(store.get(ref_manifest["fai"]["key"], ref_manifest["fai"].get("bucket")).decode())
-    if cohort is not None:
-        return make_joint_tasks(store, cohort, plans, [sample_manifests[p.sample] for p in plans],
-                                ref_manifest, fai, params, faults)
-    tasks: list[dict[str, Any]] = []
-    for plan in plans:
-        tasks += make_tasks(store, plan, sample_manifests[plan.sample], ref_manifest, fai, params, faults)
-    return tasks
+@dataclass(frozen=True)
+class CallInputs:
+    """What a run's calls are made from: the store, the samples' plans (for a joint call,
+    the cohort's, with the same regions) and staged manifests (by sample), the staged
+    reference's manifest, the engine parameters, injected ``faults`` (tests only) and,
+    for a joint call, the ``cohort``'s name."""
+
+    store: ObjectStore
+    plans: list[SamplePlan]
+    sample_manifests: dict[str, dict[str, Any]]
+    ref_manifest: dict[str, Any]
+    params: EngineParams
+    faults: dict[str, Any] | None = None
+    cohort: str | None = None
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task of the run, in plan order: one per (sample, region), or with a
+        ``cohort`` one per region calling every sample together. Checks the staged
+        inputs first."""
+        store, plans, mans = self.store, self.plans, self.sample_manifests
+        check_staged(store, [self.ref_manifest, *(mans[p.sample] for p in plans)])
+        fai = parse_fai(store.get(self.ref_manifest["fai"]["key"], self.ref_manifest["fai"].get("bucket")).decode())
+        if self.cohort is not None:
+            return make_joint_tasks(store, self.cohort, plans, [mans[p.sample] for p in plans],
+                                    self.ref_manifest, fai, self.params, self.faults)
+        tasks: list[dict[str, Any]] = []
+        for plan in plans:
+            tasks += make_tasks(store, plan, mans[plan.sample], self.ref_manifest, fai, self.params, self.faults)
+        return tasks
+
+    def summary(self, stats: Any, regions: int, t0: float) -> CallSummary:
+        """The summary of ``regions`` regions whose fragments' stats are ``stats``, begun at ``t0``."""
+        stats = list(stats)
+        computed = [s for s in stats if not s["reused"]]
+        return CallSummary(
+            samples=len(self.plans), regions=regions, computed=len(computed),
+            reused=len(stats) - len(computed),
+            get_bytes=sum(s["get_bytes"] for s in computed), gets=sum(s["gets"] for s in computed),
+            bam_bytes=sum(self.sample_manifests[p.sample]["bam"]["size"] for p in self.plans),
+            seconds=time.monotonic() - t0,
+            retries=sum(s["attempts"] - 1 for s in computed),
+            retried_regions=sum(s["attempts"] > 1 for s in computed),
+        )
 
 
 def _fragment_prefixes(store: ObjectStore, tasks: list[dict[str, Any]]) -> list[str]:
@@ -315,15 +338,9 @@ def share(tasks: list[dict[str, Any]], job: int, jobs: int) -> list[dict[str, An
 
 
 def call_samples(
-    store: ObjectStore,
-    plans: list[SamplePlan],
-    sample_manifests: dict[str, dict[str, Any]],
-    ref_manifest: dict[str, Any],
-    params: EngineParams,
+    inputs: CallInputs,
     runner: SerialRunner | LithopsRunner | None,
     out_manifests: dict[str, str | Path],
-    faults: dict[str, Any] | None = None,
-    cohort: str | None = None,
     scattered: dict[str, dict[str, Any]] | None = None,
 ) -> CallSummary:
     """Call every task not done yet in one map through ``runner`` and write the manifests
@@ -334,7 +351,8 @@ def call_samples(
     in the store already, intact.
     """
     t0 = time.monotonic()
-    tasks = build_tasks(store, plans, sample_manifests, ref_manifest, params, faults, cohort)
+    store, plans, params, cohort = inputs.store, inputs.plans, inputs.params, inputs.cohort
+    tasks = inputs.tasks()
     done, todo = split_done(store, tasks, _fragment_prefixes(store, tasks))
     fetch = sum(p.fetch_bytes for p in plans)
     logger.info(
@@ -368,27 +386,21 @@ def call_samples(
              "retries": sum(f.get("attempts", 1) - 1 for f in frags if not f["reused"]),
              "fragments": frags}, indent=1) + "\n")
         os.replace(tmp, out)
-    return _summary(done.values(), len(plans), len(tasks), plans, sample_manifests, t0)
+    return inputs.summary(done.values(), len(tasks), t0)
 
 
 def call_share(
-    store: ObjectStore,
-    plans: list[SamplePlan],
-    sample_manifests: dict[str, dict[str, Any]],
-    ref_manifest: dict[str, Any],
-    params: EngineParams,
+    inputs: CallInputs,
     runner: SerialRunner | LithopsRunner,
     job: int,
     jobs: int,
     out: str | Path,
-    faults: dict[str, Any] | None = None,
-    cohort: str | None = None,
 ) -> CallSummary:
     """Scatter job ``job`` of ``jobs`` (a Snakemake job, e.g. on SLURM): call its
     :func:`share` of the tasks through ``runner`` (reusing intact fragments) and write
     their stats, with where the job ran, to ``out`` as JSON."""
     t0 = time.monotonic()
-    tasks = build_tasks(store, plans, sample_manifests, ref_manifest, params, faults, cohort)
+    store, tasks = inputs.store, inputs.tasks()
     mine = share(tasks, job, jobs)
     done, todo = split_done(store, mine, _fragment_prefixes(store, mine))
     where = {"host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
@@ -401,19 +413,5 @@ def call_share(
         {"job": job, "jobs": jobs, **where, "seconds": round(time.monotonic() - t0, 3),
          "fragments": done}, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, out)
-    return _summary(done.values(), len(plans), len(mine), plans, sample_manifests, t0)
+    return inputs.summary(done.values(), len(mine), t0)
 
-
-def _summary(stats: Any, samples: int, regions: int, plans: list[SamplePlan],
-             sample_manifests: dict[str, dict[str, Any]], t0: float) -> CallSummary:
-    stats = list(stats)
-    computed = [s for s in stats if not s["reused"]]
-    return CallSummary(
-        samples=samples, regions=regions, computed=len(computed),
-        reused=len(stats) - len(computed),
-        get_bytes=sum(s["get_bytes"] for s in computed), gets=sum(s["gets"] for s in computed),
-        bam_bytes=sum(sample_manifests[p.sample]["bam"]["size"] for p in plans),
-        seconds=time.monotonic() - t0,
-        retries=sum(s["attempts"] - 1 for s in computed),
-        retried_regions=sum(s["attempts"] > 1 for s in computed),
-    )

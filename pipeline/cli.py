@@ -178,7 +178,7 @@ def cmd_plan_joint(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
     from functions.engines import make_params
-    from pipeline.call import CallError, call_samples, call_share
+    from pipeline.call import CallError, CallInputs, call_samples, call_share
     from pipeline.plan import read_plan
     from pipeline.stage import read_manifest
 
@@ -188,13 +188,12 @@ def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
     staged = {m["sample"]: m for m in (read_manifest(p) for p in args.staged)}
     cohort = settings.cohort
     store = open_store(settings)
+    inputs = CallInputs(store, plans, staged, read_manifest(args.reference), params, settings.faults, cohort)
     try:
         if args.scatter_job is not None:
             # Cluster scatter mode: this Snakemake job calls its share itself, region after region.
             serial = make_runner({**settings.executor, "runner": "serial"}, settings.lithops)
-            summary = call_share(store, plans, staged, read_manifest(args.reference), params, serial,
-                                 args.scatter_job, settings.executor["jobs"], args.out[0],
-                                 faults=settings.faults, cohort=cohort)
+            summary = call_share(inputs, serial, args.scatter_job, settings.executor["jobs"], args.out[0])
         else:
             names = [cohort] if cohort else [p.sample for p in plans]
             outs = dict(zip(names, args.out, strict=True))
@@ -204,8 +203,7 @@ def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
                 for path in args.scattered:
                     scattered.update(read_manifest(path)["fragments"])
             runner = None if scattered is not None else make_runner(settings.executor, settings.lithops)
-            summary = call_samples(store, plans, staged, read_manifest(args.reference), params, runner, outs,
-                                   faults=settings.faults, cohort=cohort, scattered=scattered)
+            summary = call_samples(inputs, runner, outs, scattered=scattered)
     except FanOutError as exc:
         raise CallError(rerun_hint(exc, "region", "call", args.log)) from exc
     logger.info(summary.line())

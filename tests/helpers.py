@@ -10,7 +10,7 @@ from types import ModuleType
 
 from functions.bcftools_engine import BcftoolsParams
 from functions.engines import EngineParams, run_engine
-from pipeline.call import CallSummary, call_samples
+from pipeline.call import CallInputs, CallSummary, call_samples
 from pipeline.executor import SerialRunner
 from pipeline.merge import merge_sample
 from pipeline.plan import PlanSettings, SamplePlan, plan_from_store, write_plan
@@ -56,7 +56,7 @@ def run_core(
     plan = plan_from_store(store, sample, man, settings, cuts)
     write_plan(plan, workdir / f"{sample}.plan.tsv")
     calls = workdir / f"{sample}.calls.json"
-    summary = call_samples(store, [plan], {sample: man}, ref, params, runner, {sample: calls})
+    summary = call_samples(CallInputs(store, [plan], {sample: man}, ref, params), runner, {sample: calls})
     vcf = workdir / f"{sample}.vcf.gz"
     merge_sample(store, calls, str(reference), str(vcf), str(workdir / f"{sample}.stats.txt"))
     return str(vcf), plan, summary

@@ -17,7 +17,7 @@ from test_e2e import make_workdir, snakemake
 
 from functions.bcftools_engine import BcftoolsParams
 from functions.engines import run_engine
-from pipeline.call import CallError, call_samples, share
+from pipeline.call import CallError, CallInputs, call_samples, share
 from pipeline.config import ConfigError, load_settings
 from pipeline.executor import SerialRunner
 from pipeline.merge import merge_sample
@@ -50,8 +50,8 @@ def call_jointly(store: ObjectStore, bams: dict[str, Path], work: Path, n_region
     ref, mans, inputs = staged_inputs(store, bams, work)
     plans = plan_joint(inputs, PlanSettings(n_regions=n_regions))
     calls = work / "cohort.calls.json"
-    call_samples(store, plans, mans, ref, BcftoolsParams(), runner or serial(store), {"cohort": calls},
-                 cohort="cohort")
+    call_samples(CallInputs(store, plans, mans, ref, BcftoolsParams(), cohort="cohort"), runner or serial(store),
+                 {"cohort": calls})
     vcf = work / "cohort.vcf.gz"
     merge_sample(store, calls, str(REF), str(vcf), str(work / "cohort.stats.txt"))
     return str(vcf), plans

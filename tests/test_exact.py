@@ -12,7 +12,7 @@ from helpers import DATA, assert_same, run_core, serial, tricky_cuts, whole_geno
 
 from functions.bcftools_engine import BcftoolsParams, EngineError, run_bcftools
 from functions.slice import parse_fai
-from pipeline.call import CallError, call_samples, make_tasks
+from pipeline.call import CallError, CallInputs, call_samples, make_tasks
 from pipeline.executor import LithopsRunner
 from pipeline.merge import MergeError, merge_sample
 from pipeline.plan import read_plan
@@ -79,7 +79,8 @@ def test_inputs_lost_from_the_store_stop_the_run_before_any_function(store, tmp_
     ref = json.loads((tmp_path / "ref.json").read_text())
     plan = read_plan(tmp_path / "sampleA.plan.tsv")
     with pytest.raises(CallError, match=r"staged input .*sampleA.bam .* is missing from the object store; stage"):
-        call_samples(store, [plan], {"sampleA": man}, ref, BcftoolsParams(), runner, {"sampleA": tmp_path / "c.json"})
+        call_samples(CallInputs(store, [plan], {"sampleA": man}, ref, BcftoolsParams()), runner,
+                     {"sampleA": tmp_path / "c.json"})
 
 
 def test_reference_of_another_length_is_refused(store, tmp_path) -> None:
