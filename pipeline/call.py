@@ -1,15 +1,16 @@
 """Fan the calling out: one function per (sample, region), skipping finished work.
 
-Contract: :func:`call_samples` takes what the calls are made from (:class:`CallInputs`),
-builds one task per region of every sample's plan, keys each fragment by what produced it (:func:`fragment_key`: the BAM and reference
+Contract: :func:`call_samples` takes what the calls are made from
+(:class:`CallInputs`), builds one task per region of every sample's plan, keys each
+fragment by what produced it (:func:`fragment_key`: the BAM and reference
 fingerprints, the region, the engine and its parameters, the code version), reuses
 fragments already in the store that are intact (their stats object is readable and
 names the same key, and the fragment has the size and md5 the stats record), runs the
 rest in one map through the given runner, and writes one JSON manifest per sample
 listing its fragments in plan order, each with ``reused`` and, for those computed,
-``attempts`` (1 + the retries it took). A result that names another fragment key
-than its task's is refused (:class:`CallError`): stats are never filed under the
-wrong region. It returns a :class:`CallSummary`.
+``attempts`` (1 + the retries it took). A result that names another fragment key than
+its task's is refused (:class:`CallError`): stats are never filed under the wrong
+region. It returns a :class:`CallSummary`.
 
 Joint calling (``cohort``): one task per region of a joint plan carries every
 sample's BAM slice; its fragments and the one manifest are filed under the cohort's
