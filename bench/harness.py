@@ -83,6 +83,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # ceph_gateway: the tests' Ceph gateway
 
 import scaling  # noqa: E402
 from bench_align import ToolError, timed  # noqa: E402
@@ -96,7 +97,6 @@ from pipeline.vcfcompare import Accuracy, accuracy, vcf_body  # noqa: E402
 SAMPLE = "sampleA"
 VIRAL_SAMPLE = "mixture"
 CEPH_PORTS = (7480, 3300, 6789)  # the gateway, the monitor (v2, v1): fixed in tests/services/ceph.sh
-CEPH_SCRIPT = ROOT / "tests" / "services" / "ceph.sh"
 VIRAL_BCFTOOLS = BcftoolsParams(ploidy=1, max_depth=100_000)  # as bench_lowfreq's bcftools run
 GERMLINE_TOOLS = ("pipeline", "pipeline-ceph", "bcftools", "bcftools-pysam", "bcftools-scatter", "freebayes",
                   "freebayes-parallel")
@@ -443,21 +443,16 @@ def ceph_cpu(state: Path) -> float:
 
 @contextmanager
 def ceph_gateway(state: Path, bucket: str = "svc-bench") -> Iterator[dict[str, str]]:
-    """A Ceph RADOS Gateway (tests/services/ceph.sh) with an empty ``bucket``, stopped on
-    leaving, whatever happens. Yields endpoint, keys and bucket."""
-    try:
-        res = subprocess.run(["bash", str(CEPH_SCRIPT), "start", str(state)], capture_output=True, text=True,
-                             timeout=240)
-        if res.returncode != 0:
-            raise ToolError(f"could not start Ceph: {res.stderr.strip()[-500:]}")
-        endpoint, access_key, secret_key = res.stdout.split()[-3:]
-        import boto3
+    """The tests' Ceph RADOS Gateway (tests/ceph_gateway.py: tests/services/ceph.sh) with an
+    empty ``bucket``, stopped on leaving, whatever happens. Yields endpoint, keys and bucket."""
+    from ceph_gateway import CephError
+    from ceph_gateway import ceph_gateway as gateway
 
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                     region_name="us-east-1").create_bucket(Bucket=bucket)
-        yield {"endpoint": endpoint, "access_key": access_key, "secret_key": secret_key, "bucket": bucket}
-    finally:
-        subprocess.run(["bash", str(CEPH_SCRIPT), "stop", str(state)], capture_output=True, timeout=120)
+    try:
+        with gateway(state, bucket) as ceph:
+            yield ceph
+    except CephError as exc:
+        raise ToolError(f"could not start Ceph: {str(exc)[-500:]}") from exc
 
 
 def ceph_lithops_config(ceph: dict[str, str], path: Path) -> Path:

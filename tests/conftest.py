@@ -64,26 +64,14 @@ def store(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
 def ceph_s3(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A real S3 server: single-node Ceph with a RADOS Gateway on 127.0.0.1:7480,
     started for the session by tests/services/ceph.sh and stopped after it, with a
-    user and an empty bucket. Yields the connection facts as a dict."""
-    import subprocess
+    user and an empty bucket (tests/ceph_gateway.py). Yields the connection facts as a dict."""
+    from ceph_gateway import CephError, ceph_gateway
 
-    import boto3
-
-    state = tmp_path_factory.mktemp("ceph")
-    script = ROOT / "tests" / "services" / "ceph.sh"
-    res = subprocess.run(["bash", str(script), "start", str(state)], capture_output=True, text=True, timeout=180)
-    if res.returncode != 0:
-        subprocess.run(["bash", str(script), "stop", str(state)], capture_output=True, timeout=60)
-        pytest.fail(f"could not start Ceph (install it with `bash tests/install.sh`): {res.stderr[-2000:]}")
-    endpoint, access_key, secret_key = res.stdout.split()[-3:]
-    bucket = "svc-test"
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
-                      aws_secret_access_key=secret_key, region_name="us-east-1")
-    s3.create_bucket(Bucket=bucket)
     try:
-        yield {"endpoint": endpoint, "access_key": access_key, "secret_key": secret_key, "bucket": bucket}
-    finally:
-        subprocess.run(["bash", str(script), "stop", str(state)], capture_output=True, timeout=60)
+        with ceph_gateway(tmp_path_factory.mktemp("ceph"), "svc-test", start_timeout=180, stop_timeout=60) as ceph:
+            yield ceph
+    except CephError as exc:
+        pytest.fail(f"could not start Ceph (install it with `bash tests/install.sh`): {exc}")
 
 
 @pytest.fixture(scope="session")
