@@ -81,6 +81,11 @@ class SampleVariants:
     depth: Counter[int] = field(default_factory=Counter)  # depth -> sites
 
     @property
+    def label(self) -> str:
+        """The sample's name, and its VCF's when that is another (a cohort's)."""
+        return self.sample if self.sample == self.callset else f"{self.sample} ({self.callset})"
+
+    @property
     def ts_tv(self) -> float | None:
         return self.ts / self.tv if self.tv else None
 
@@ -164,7 +169,6 @@ class Attempt:
     """One run of a function: its stage, what it worked on, when, how it ended."""
 
     stage: str  # call | align
-    callset: str
     label: str
     started: float  # epoch seconds
     seconds: float
@@ -173,13 +177,13 @@ class Attempt:
     error: str = ""
 
 
-def attempts_of(stage: str, callset: str, label: str, stats: dict[str, Any]) -> list[Attempt]:
+def attempts_of(stage: str, label: str, stats: dict[str, Any]) -> list[Attempt]:
     """The failed tries and the finished run of one function (none if it was reused)."""
     if stats.get("reused") or "started" not in stats:
         return []
-    failed = [Attempt(stage, callset, label, f["started"], f["seconds"], False, error=f.get("error", ""))
+    failed = [Attempt(stage, label, f["started"], f["seconds"], False, error=f.get("error", ""))
               for f in stats.get("failed_attempts", [])]
-    return failed + [Attempt(stage, callset, label, stats["started"], stats["seconds"], True,
+    return failed + [Attempt(stage, label, stats["started"], stats["seconds"], True,
                              after_retry=stats.get("attempts", 1) > 1)]
 
 
@@ -309,13 +313,13 @@ def load_run(settings: dict[str, Any], lithops: dict[str, Any], calls: list[str 
         variants += variant_stats(vcf, name)
         for f in cs.fragments:
             label = f"{name} {f['name']}"
-            attempts += attempts_of("call", name, label, f)
+            attempts += attempts_of("call", label, f)
     align = {}
     for path in aligned:
         manifest = json.loads(Path(path).read_text())
         align[manifest["sample"]] = manifest
         for p in manifest["parts"]:
-            attempts += attempts_of("align", manifest["sample"], f"{manifest['sample']} chunk {p['chunk']}", p)
+            attempts += attempts_of("align", f"{manifest['sample']} chunk {p['chunk']}", p)
     steps = step_times(log_dir) if log_dir and Path(log_dir).is_dir() else []
     return Run(callsets, variants, sorted(attempts, key=lambda a: a.started), align, steps, settings, lithops)
 
@@ -402,8 +406,7 @@ def _variants_section(run: Run) -> str:
     out = ["<h2>Variants per sample</h2>"]
     rows = []
     for v in run.variants:
-        who = v.sample if v.sample == v.callset else f"{v.sample} ({v.callset})"
-        rows.append([who, f"{v.records:,}", f"{v.types['snv']:,}", f"{v.types['indel']:,}", f"{v.types['mnp']:,}",
+        rows.append([v.label, f"{v.records:,}", f"{v.types['snv']:,}", f"{v.types['indel']:,}", f"{v.types['mnp']:,}",
                      f"{v.types['other']:,}", f"{v.ts_tv:.2f}" if v.ts_tv is not None else "-",
                      f"{v.het:,}", f"{v.hom_alt:,}", f"{v.passed:,}"])
     out.append(_table(["sample", "sites", "SNVs", "indels", "MNPs", "other", "Ts/Tv", "het", "hom-alt", "PASS"],
@@ -411,11 +414,11 @@ def _variants_section(run: Run) -> str:
     out.append('<p class="note">Alleles each sample carries (its genotype), by bcftools stats\' classes. '
                "A VCF without genotypes (the lowfreq engine) counts every allele. The full "
                "<code>bcftools stats</code> of each VCF is in <code>results/&lt;callset&gt;.stats.txt</code>.</p>")
-    labels = [v.sample if v.sample == v.callset else f"{v.sample} ({v.callset})" for v in run.variants]
+    labels = [v.label for v in run.variants]
     out.append(_figure(svgplot.bars(
         labels, {k: [v.types[k] for v in run.variants] for k in ("snv", "indel", "mnp", "other")},
         "Variants by type per sample", "alleles carried"), "Variants by type, per sample."))
-    series = {lab: depth_bins(v.depth) for lab, v in zip(labels, run.variants, strict=True) if v.depth}
+    series = {v.label: depth_bins(v.depth) for v in run.variants if v.depth}
     if series:
         out.append(_figure(svgplot.lines(series, "Depth at the called sites", "depth (reads; bin start)",
                                          "sites"),

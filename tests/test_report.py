@@ -89,7 +89,7 @@ def test_cost_counts_every_attempt_and_two_puts_per_function() -> None:
 
 def test_stragglers_are_the_functions_beyond_the_factor_times_the_median() -> None:
     def a(label: str, seconds: float, stage: str = "call", ok: bool = True) -> Attempt:
-        return Attempt(stage, "s", label, 0.0, seconds, ok)
+        return Attempt(stage, label, 0.0, seconds, ok)
 
     runs = [a("r1", 1.0), a("r2", 1.1), a("r3", 0.9), a("slow", 1.0 * STRAGGLER_FACTOR + 0.2),
             a("failed", 9.0, ok=False), a("c1", 5.0, "align"), a("c2", 5.0, "align")]
