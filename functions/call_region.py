@@ -15,7 +15,15 @@ back to the store
 
 * ``<out_key>.vcf.gz`` — a bgzipped VCF (full header, owned records only), and
 * ``<out_key>.json`` — stats: records, bytes and GETs (all, and of the BAM
-  alone), when it started (epoch seconds) and how long it took, the fragment's md5.
+  alone), the reads in the region of each BAM and how many of them the caller can
+  use (not flagged duplicate, secondary, QC-fail or unmapped: the reads bcftools
+  skips), when it started (epoch seconds) and how long it took, the fragment's md5.
+
+A fragment is a function of the task alone, byte for byte: header lines that would
+carry the function's temporary paths or the time (the engine's command lines, its
+``##reference``) are left out, so two attempts at the same task, in two runs sharing
+a store, write identical bytes. Each PUT is atomic (see
+:meth:`pipeline.storage.ObjectStore.put`), so a reader sees a whole fragment or none.
 
 It returns the stats. Any failure raises :class:`RegionError` naming the sample,
 region and object being read. A task with a ``faults`` entry (tests only, see
@@ -72,7 +80,8 @@ def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
     ctx_start, ctx_end = region["context_start"], region["context_end"]
     tmp = tempfile.mkdtemp(prefix="svc-region-")
     try:
-        slices = []
+        slices: list[str] = []
+        reads: list[tuple[int, int]] = []
         lo, hi = ctx_start, ctx_end + REFERENCE_MARGIN
         for i, bam in enumerate(task["bams"]):
             path = fetch_bam_slice(
@@ -88,6 +97,7 @@ def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
                 bam.get("bucket"),
             )
             slices.append(path)
+            reads.append(count_reads(path, chrom, start, end))
             s_lo, s_hi = read_extent(path, chrom, ctx_start, ctx_end, REFERENCE_MARGIN)
             lo, hi = min(lo, s_lo), max(hi, s_hi)
         bam_gets, bam_bytes = store.counts.gets, store.counts.get_bytes
@@ -106,7 +116,7 @@ def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
             region=f"{chrom}:{ctx_start + 1}-{ctx_end}", workdir=tmp,
         )
         frag = os.path.join(tmp, "fragment.vcf.gz")
-        records = keep_owned(raw_vcf, chrom, start, end, frag)
+        records = keep_owned(raw_vcf, chrom, start, end, frag, volatile=(tmp,))
         with open(frag, "rb") as fh:
             data = fh.read()
         stats = {
@@ -120,6 +130,8 @@ def _call(task: dict[str, Any], storage: Any) -> dict[str, Any]:
             "get_bytes": store.counts.get_bytes,
             "bam_gets": bam_gets,
             "bam_get_bytes": bam_bytes,
+            "reads": [n for n, _ in reads],
+            "usable_reads": [n for _, n in reads],
             "started": round(started, 3),  # epoch seconds, the worker's clock
             "seconds": round(time.monotonic() - t0, 3),
             "key": task["key"],
@@ -150,12 +162,30 @@ def read_extent(bam_path: str, chrom: str, start: int, end: int, margin: int) ->
     return min(lo, start), hi
 
 
-def keep_owned(vcf_path: str, chrom: str, start: int, end: int, out_path: str) -> int:
-    """Bgzip ``vcf_path`` to ``out_path`` keeping header and records with POS in [start, end)."""
+def count_reads(bam_path: str, chrom: str, start: int, end: int) -> tuple[int, int]:
+    """Reads overlapping [start, end): all of them, and those the caller can use."""
+    with pysam.AlignmentFile(bam_path, "rb") as bam:
+        return (bam.count(contig=chrom, start=start, stop=end, read_callback="nofilter"),
+                bam.count(contig=chrom, start=start, stop=end, read_callback="all"))
+
+
+def stable_header_line(line: str, volatile: tuple[str, ...]) -> bool:
+    """False for a meta line that would make the fragment depend on where or when it was
+    made: one naming a ``volatile`` path (a temporary folder) or stamped with a date."""
+    return not (line.startswith("##") and ("; Date=" in line or any(v in line for v in volatile)))
+
+
+def keep_owned(vcf_path: str, chrom: str, start: int, end: int, out_path: str,
+               volatile: tuple[str, ...] = ()) -> int:
+    """Bgzip ``vcf_path`` to ``out_path`` keeping the stable header lines (see
+    :func:`stable_header_line`) and the records with POS in [start, end)."""
     kept = 0
     with open(vcf_path) as src, pysam.BGZFile(out_path, "wb") as out:  # type: ignore[call-arg]
         for line in src:
-            if not line.startswith("#"):
+            if line.startswith("#"):
+                if not stable_header_line(line, volatile):
+                    continue
+            else:
                 f = line.split("\t", 2)
                 if f[0] != chrom or not start < int(f[1]) <= end:
                     continue

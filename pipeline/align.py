@@ -41,6 +41,7 @@ from typing import Any
 
 import pipeline
 from functions.align import align_chunk
+from pipeline.atomic import atomic_outputs
 from pipeline.call import check_staged, run_todo, split_done
 from pipeline.config import Sample
 from pipeline.executor import LithopsRunner, SerialRunner
@@ -316,7 +317,10 @@ def merge_parts(store: ObjectStore, parts_manifest: str | Path, out_bam: str, st
     t0 = time.monotonic()
     folder = os.path.dirname(os.path.abspath(out_bam))
     os.makedirs(folder, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".svc-merge-", dir=folder) as tmp:
+    # The parts, then the merged BAM beside them: about twice the parts' bytes at once.
+    needed = 2 * sum(int(p.get("size", 0)) for p in manifest["parts"]) + (1 << 20)
+    with (atomic_outputs(stats_out, out_bam + ".bai", out_bam, needed=needed) as (tmp_stats, tmp_bai, tmp_bam),
+          tempfile.TemporaryDirectory(prefix=".svc-merge-", dir=folder) as tmp):
         paths = []
         for part in manifest["parts"]:
             key = part["out_key"] + ".bam"
@@ -332,21 +336,20 @@ def merge_parts(store: ObjectStore, parts_manifest: str | Path, out_bam: str, st
                 fh.write(data)
             del data
             paths.append(path)
+        # Merged under names whose extensions tell samtools the formats (.bai, not .csi).
         bam = os.path.join(tmp, "merged.bam")
         failed = run_samtools("merge", "--no-PG", "-c", "-p", "-@", str(threads), "-l", str(level), "--write-index",
-                           "-o", f"{bam}##idx##{bam}.bai", *paths)
+                              "-o", f"{bam}##idx##{bam}.bai", *paths)
         if failed is None:
             failed = quickcheck(bam)
         if failed is not None:
             raise AlignError(f"sample {sample}: merging its BAM parts failed ({failed}); {fix}")
         for p in paths:
             os.remove(p)
+        os.replace(bam, tmp_bam)
+        os.replace(f"{bam}.bai", tmp_bai)
         report = merge_report(manifest, time.monotonic() - t0)
-        Path(stats_out + ".tmp").write_text(report)
-        os.replace(bam + ".bai", out_bam + ".bai.tmp")
-        os.replace(bam, out_bam)
-        os.replace(out_bam + ".bai.tmp", out_bam + ".bai")
-        os.replace(stats_out + ".tmp", stats_out)
+        Path(tmp_stats).write_text(report)
     logger.info("merged %d parts of %s into %s (%.1f MB) in %.1f s", len(manifest["parts"]), sample, out_bam,
                 os.path.getsize(out_bam) / 1e6, time.monotonic() - t0)
     return report

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from pipeline.atomic import OutputError, folder_error
 from pipeline.bai import IndexFormatError
 from pipeline.bamheader import BamHeaderError
 from pipeline.bgzf import BgzfError
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pipeline")
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, StorageError, FanOutError, IndexFormatError, BamHeaderError, BgzfError, InputError,
+    ConfigError, StorageError, FanOutError, IndexFormatError, BamHeaderError, BgzfError, InputError, OutputError,
 )
 
 
@@ -132,6 +133,7 @@ def plan_settings(settings: Settings) -> PlanSettings:
         n_regions=None if p.get("target_bytes") else p.get("n_regions"),
         target_bytes=p.get("target_bytes"),
         max_region_length=p["max_region_length"],
+        min_region_bytes=p["min_region_bytes"],
         padding=p["padding"],
     )
 
@@ -211,10 +213,17 @@ def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_merge(settings: Settings, args: argparse.Namespace) -> None:
-    from pipeline.merge import merge_sample
+    from pipeline.merge import FragmentError, merge_sample
 
     rerun = "call_scatter" if settings.executor["runner"] == "snakemake" else "call"
-    merge_sample(open_store(settings), args.calls, settings.reference, args.out, args.stats, rerun=rerun)
+    try:
+        merge_sample(open_store(settings), args.calls, settings.reference, args.out, args.stats, rerun=rerun)
+    except FragmentError:
+        # The manifest names a fragment the store no longer holds intact: without it the
+        # next run calls again (reusing every intact fragment) instead of failing here again.
+        os.remove(args.calls)
+        logger.debug("removed %s: the next run recomputes what is missing", args.calls)
+        raise
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
@@ -318,7 +327,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(json.loads(args.settings))
         args.func(settings, args)
-    except _user_errors() as exc:
+    except Exception as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, _user_errors()):
+            # A full disk or an unwritable folder, met wherever a step writes: one line.
+            exc = folder_error(exc, exc.filename) if isinstance(exc.filename, str) else exc
+        if not isinstance(exc, _user_errors()):
+            raise
         if args.debug:
             logger.exception("failed")
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)

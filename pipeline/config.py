@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,12 +167,29 @@ READ_GROUP_COLUMNS = ("read_group", "library", "platform", "platform_unit")
 
 
 def read_sample_sheet(path: str) -> tuple[Sample, ...]:
+    """The samples of a tab-separated sheet, each row validated (one-line ConfigError).
+
+    Blank lines and lines starting with '#' are skipped; a UTF-8 byte-order mark (as
+    spreadsheet programs write) is dropped, and empty fields after the last named
+    column (a trailing tab) are ignored.
+    """
     if not os.path.exists(path):
         raise ConfigError(f"sample sheet {path} not found; set 'samples' in the config")
-    with open(path, newline="") as fh:
-        numbered = [(n, ln) for n, ln in enumerate(fh, start=1) if ln.strip() and not ln.startswith("#")]
+    with open(path, "rb") as raw:
+        data = raw.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"sample sheet {path} line {line} is not UTF-8 text "
+                          f"({exc.reason}): save the sheet as UTF-8 (or plain ASCII) text, tab-separated") from exc
+    numbered = [(n, ln) for n, ln in enumerate(io.StringIO(text, newline=""), start=1)
+                if ln.strip() and not ln.startswith("#")]
     reader = csv.DictReader([ln for _, ln in numbered], delimiter="\t")
-    header = reader.fieldnames or []
+    header = list(reader.fieldnames or [])
+    while header and not header[-1].strip():  # a trailing tab on the header line
+        header.pop()
+    reader.fieldnames = header
     has_fastq = "fastq_1" in header and "fastq_2" in header
     missing = [c for c in ("sample", "bam") if c not in header]
     if "sample" in missing or (missing and not has_fastq):
@@ -185,10 +203,11 @@ def read_sample_sheet(path: str) -> tuple[Sample, ...]:
     seen: dict[str, int] = {}  # sample name -> its line in the sheet
     for i, row in enumerate(reader, start=1):
         lineno = numbered[i][0]
-        if None in row or any(v is None for v in row.values()):
+        extra = [v for v in row.pop(None, None) or [] if v.strip()]  # non-empty fields past the header's
+        if extra or any(v is None for v in row.values()):
             raise ConfigError(
                 f"sample sheet {path} row {lineno}: expected {len(header)} tab-separated "
-                f"fields, found {len([v for v in row.values() if v is not None])}"
+                f"fields, found {len([v for v in row.values() if v is not None]) + len(extra)}"
             )
         clean = {k: v.strip() for k, v in row.items() if v is not None and v.strip()}
         where = f"sample sheet {path} row {lineno}"

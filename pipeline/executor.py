@@ -20,7 +20,10 @@ pending when nothing at all has happened for ``timeout`` + :attr:`~LithopsRunner
 seconds: a run never waits for ever. The serial runner enforces the timeout with
 ``SIGALRM`` (main thread only; a call busy inside C code is interrupted when it returns).
 Each run starts a Lithops session of its own, never one inherited through the
-environment (see :func:`_leave_inherited_lithops_session`).
+environment (see :func:`_leave_inherited_lithops_session`). Before Lithops writes
+anything, its folders are made private (:mod:`pipeline.private_dirs`); with the
+localhost backend a watchdog kills the run's job runners and workers if this process
+dies mid-run (:mod:`pipeline.watchdog`).
 *What* runs (the function, the tasks) is kept apart from *how* it runs, so the same
 tests go through both runners. Only :class:`LithopsRunner` knows about Lithops.
 """
@@ -35,7 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from tqdm import tqdm
@@ -206,12 +209,19 @@ class LithopsRunner:
         from lithops.retries import RetryingFunctionExecutor
         from lithops.wait import ALWAYS
 
+        from pipeline.private_dirs import make_lithops_dirs_private
         from pipeline.storage import copy_lithops_config
+        from pipeline.watchdog import Watchdog
 
         cfg = copy_lithops_config(self.lithops_config)
         _leave_inherited_lithops_session()
+        make_lithops_dirs_private()
         timeout = None if self.timeout is None else max(1, round(self.timeout))
-        with lithops.FunctionExecutor(config=cfg) as fexec:
+        # Lithops localhost runs its jobs in sessions of their own: if this process is
+        # killed, the watchdog kills them (see pipeline.watchdog).
+        localhost = cfg.get("lithops", {}).get("backend") == "localhost"
+        with (_localhost_turn() if localhost else nullcontext(), Watchdog() if localhost else nullcontext(),
+              lithops.FunctionExecutor(config=cfg) as fexec):
             stall = self.call_limit(fexec.config) + self.stall_grace
             rexec = RetryingFunctionExecutor(fexec)
             futures = rexec.map(func, [{"task": t} for t in tasks], retries=self.retries, timeout=timeout)
@@ -279,6 +289,39 @@ class LithopsRunner:
                 calls[id(fut)] = fut.response_future
                 n += 1
         return n
+
+
+@contextmanager
+def _localhost_turn() -> Iterator[None]:
+    """Hold this machine's turn to run Lithops localhost functions (a lock in Lithops'
+    temporary folder, released however this process ends).
+
+    Every localhost executor replaces Lithops' own copy of its package in that folder
+    when it starts, while the job runners of another run (two runs sharing one
+    ``$TMPDIR``, hence one local store) import from it: they failed with
+    ``No module named 'lithops.monitoring'`` and their run waited on them for ever. One
+    fan-out at a time per folder costs nothing on one machine, whose cores the first
+    run's workers already use.
+    """
+    import fcntl
+
+    from lithops.constants import LITHOPS_TEMP_DIR
+
+    os.makedirs(LITHOPS_TEMP_DIR, exist_ok=True)
+    path = os.path.join(LITHOPS_TEMP_DIR, ".svc-localhost-fanout.lock")
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("another run's functions are running on this machine (they share %s): waiting for them "
+                        "to finish", LITHOPS_TEMP_DIR)
+            t0 = time.monotonic()
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            logger.info("waited %.1f s for the other run's functions", time.monotonic() - t0)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 def _attempt(started: float, ended: float, exc: BaseException | None) -> dict[str, Any]:

@@ -5,8 +5,13 @@ the store and checks it is present and intact (the md5 recorded by the function
 that wrote it), that its records lie inside its region and that regions follow each
 other without overlap. Only then does it write ``<out>`` (bgzipped VCF with one
 header: contigs, source, engine and parameters), its ``.tbi`` and a
-``bcftools stats`` report. Outputs are written under temporary names and renamed
-at the end, so a failure leaves no partial VCF.
+``bcftools stats`` report. Outputs are written under hidden temporary names and
+renamed at the end (:mod:`pipeline.atomic`), so a failure, a full disk or a kill
+leaves no file that looks like a VCF; the space the VCF needs is checked first.
+
+A missing or damaged fragment raises :class:`FragmentError`: the call manifest no
+longer describes what is in the store, and the step that catches it removes that
+manifest so that the next plain run of the workflow calls the region again.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from typing import Any
 
 import pysam
 import pysam.bcftools
+from Bio.bgzf import BgzfWriter
 
+from pipeline.atomic import atomic_outputs
 from pipeline.stage import read_manifest
 from pipeline.storage import ObjectMissingError, ObjectStore
 
@@ -28,19 +35,31 @@ logger = logging.getLogger(__name__)
 
 
 class MergeError(RuntimeError):
-    """A fragment is missing or damaged; no VCF is written."""
+    """The fragments cannot be merged; no VCF is written."""
+
+
+class FragmentError(MergeError):
+    """A fragment is missing or damaged: the call manifest must be made again."""
+
+
+def rerun_fix(rerun: str) -> str:
+    """How a user gets a lost fragment computed again: a plain run, once the merge has
+    removed the call manifest (the ``call`` rule), or forcing the rule that computes it."""
+    if rerun == "call":
+        return "run `snakemake --cores 2` again: it recomputes it (and reuses the intact fragments)"
+    return f"`snakemake --cores 2 --forcerun {rerun}` recomputes it (and reuses the intact fragments)"
 
 
 def _fragment_body(store: ObjectStore, frag: dict[str, Any], sample: str,
                    rerun: str) -> tuple[list[str], list[str]]:
     key = frag["out_key"] + ".vcf.gz"
-    fix = f"`snakemake --cores 2 --forcerun {rerun}` recomputes it (and reuses the intact fragments)"
+    fix = rerun_fix(rerun)
     try:
         data = store.get(key)
     except ObjectMissingError as exc:
-        raise MergeError(f"sample {sample} region {frag['name']}: fragment {key} is missing; {fix}") from exc
+        raise FragmentError(f"sample {sample} region {frag['name']}: fragment {key} is missing; {fix}") from exc
     if hashlib.md5(data).hexdigest() != frag["md5"]:
-        raise MergeError(
+        raise FragmentError(
             f"sample {sample} region {frag['name']}: fragment {key} is damaged (md5 mismatch); "
             f"it changed in the store after it was written: {fix}"
         )
@@ -50,6 +69,26 @@ def _fragment_body(store: ObjectStore, frag: dict[str, Any], sample: str,
     for line in text.splitlines(keepends=True):
         (header if line.startswith("#") else body).append(line)
     return header, body
+
+
+def unusable_reads(manifest: dict[str, Any]) -> list[str]:
+    """A warning for each sample of a call manifest whose regions held reads of which the
+    caller could use none (every one flagged duplicate, secondary, QC-fail or unmapped):
+    its VCF is empty for a reason the user must hear. Fragments written before the
+    functions counted reads give no warning."""
+    frags = manifest["fragments"]
+    if not frags or any("usable_reads" not in f for f in frags):
+        return []
+    warnings = []
+    for i, name in enumerate(manifest.get("samples") or [manifest["sample"]]):
+        total = sum(f["reads"][i] for f in frags)
+        if total and not sum(f["usable_reads"][i] for f in frags):
+            warnings.append(
+                f"sample {name}: none of its {total:,} reads can be used by the caller (every one is flagged "
+                "duplicate, secondary, QC-fail or unmapped: the reads bcftools skips), so it has no calls; check "
+                "how its BAM was made (duplicate marking run on the wrong data, say)"
+            )
+    return warnings
 
 
 def merged_header(first_header: list[str], manifest: dict[str, Any], reference: str) -> list[str]:
@@ -98,18 +137,23 @@ def merge_sample(
         body.extend(fb)
     if header is None:
         raise MergeError(f"sample {sample}: no fragments to merge; the plan has no regions")
-    tmp_vcf = out_vcf + ".part.vcf.gz"
-    with pysam.BGZFile(tmp_vcf, "wb") as out:  # type: ignore[call-arg]
-        out.write("".join(merged_header(header, manifest, reference)).encode())
-        for line in body:
-            out.write(line.encode())
-    pysam.tabix_index(tmp_vcf, preset="vcf", force=True)
-    io = f"# svc merge: {len(frags)} fragments read from object storage in {store.counts.line()}\n"
-    stats = io + str(pysam.bcftools.stats(tmp_vcf))
-    Path(out_stats + ".tmp").write_text(stats)
-    os.replace(out_stats + ".tmp", out_stats)
-    os.replace(tmp_vcf + ".tbi", out_vcf + ".tbi")
-    os.replace(tmp_vcf, out_vcf)
+    # The VCF takes about the fragments' compressed bytes; its index and stats a little more.
+    needed = sum(int(f.get("size", 0)) for f in frags) + (256 << 10)
+    with atomic_outputs(out_stats, out_vcf + ".tbi", out_vcf, needed=needed) as (tmp_stats, tmp_tbi, tmp_vcf):
+        # The file is opened here, by Python, so that an unwritable folder is an OSError
+        # (pysam.BGZFile opening a path it cannot write crashes the process).
+        with open(tmp_vcf, "wb") as raw, BgzfWriter(fileobj=raw) as out:
+            out.write("".join(merged_header(header, manifest, reference)).encode())
+            for line in body:
+                out.write(line.encode())
+        pysam.tabix_index(tmp_vcf, preset="vcf", force=True, index=tmp_tbi)
+        io = f"# svc merge: {len(frags)} fragments read from object storage in {store.counts.line()}\n"
+        # bcftools names the file it read: the VCF's own name, not its temporary one (MultiQC
+        # takes the sample's name from it).
+        stats = str(pysam.bcftools.stats(tmp_vcf)).replace(tmp_vcf, out_vcf)
+        Path(tmp_stats).write_text(io + stats)
+    for warning in unusable_reads(manifest):
+        logger.warning("warning: %s", warning)
     logger.info("merged %d fragments of %s: %d records -> %s; read %s",
                 len(frags), sample, len(body), out_vcf, store.counts.line())
     return len(body)

@@ -9,12 +9,19 @@ BAM body is never read. Contigs without reads get no region, so they cost no
 function. :func:`plan_joint` plans several samples over the same regions (cut by
 their summed bytes) for calling them together. Plans are written to and read from a
 TSV a person can read.
+
+The data bounds the number of regions: no contig is cut into regions of fewer than
+``min_region_bytes`` estimated compressed bytes (a contig with reads still gets one),
+so an absurd ``n_regions`` (or a tiny ``target_bytes``) plans as many regions as the
+data allows, with one warning naming the key, instead of hundreds of thousands of
+near-empty functions; planning time and memory stay bounded by the data.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +34,8 @@ from pipeline.validate import bam_name
 
 if TYPE_CHECKING:
     from pipeline.storage import IoCounts, ObjectStore
+
+logger = logging.getLogger(__name__)
 
 
 class PlanError(ValueError):
@@ -97,12 +106,14 @@ class Region:
 
 @dataclass(frozen=True)
 class PlanSettings:
-    """How to cut: by a number of regions or a target of bytes per region."""
+    """How to cut: by a number of regions or a target of bytes per region, never into
+    regions of fewer than ``min_region_bytes`` (the schema's ``plan.min_region_bytes``)."""
 
     n_regions: int | None = None
     target_bytes: int | None = None
     max_region_length: int = 10_000_000
     padding: int = 1000
+    min_region_bytes: int = 32768
 
     def __post_init__(self) -> None:
         if (self.n_regions is None) == (self.target_bytes is None):
@@ -111,6 +122,8 @@ class PlanSettings:
             raise PlanError("plan.max_region_length must be positive")
         if self.padding < 0:
             raise PlanError("plan.padding must not be negative")
+        if self.min_region_bytes < 1:
+            raise PlanError("plan.min_region_bytes must be positive")
 
 
 @dataclass
@@ -144,7 +157,7 @@ def plan_sample(
     _check_index(index, contigs)
     weights = _weights(index, contigs)
     if cuts is None:
-        bounds = _bounds(weights, contigs, settings)
+        bounds = _bounds(weights, contigs, settings, f"sample {sample}'s BAM")
     else:
         bounds = {}
         for tid in weights:
@@ -197,7 +210,8 @@ def plan_joint(inputs: list[PlanInput], settings: PlanSettings) -> list[SamplePl
     summed = {tid: sum(w.get(tid, 0.0) for w in per_sample) for tid in tids}
     spans = [
         (tid, start, end)
-        for tid, bounds in sorted(_bounds(summed, contigs, settings).items())  # type: ignore[arg-type]
+        for tid, bounds in sorted(_bounds(summed, contigs, settings,  # type: ignore[arg-type]
+                                          f"the {len(inputs)} samples' BAMs").items())
         for start, end in _limit(bounds, settings.max_region_length)
         if any(p.index.query(tid, start, end) for p in inputs)
     ]
@@ -229,9 +243,23 @@ def _weights(index: BamIndex, contigs: tuple[tuple[str, int], ...]) -> dict[int,
 
 
 def _bounds(weights: dict[int, np.ndarray], contigs: tuple[tuple[str, int], ...],
-            settings: PlanSettings) -> dict[int, list[int]]:
-    """Cut positions per contig: regions of about equal bytes, snapped to windows."""
-    counts = _allocate(weights, settings)
+            settings: PlanSettings, what: str) -> dict[int, list[int]]:
+    """Cut positions per contig: regions of about equal bytes, snapped to windows.
+
+    ``what`` names the data in the one warning logged when the data bounds the number
+    of regions (e.g. "sample sampleA's BAM").
+    """
+    counts, asked = _allocate(weights, settings)
+    used = sum(counts.values())
+    if asked > used:
+        total = sum(float(w.sum()) for w in weights.values())
+        key = (f"plan.target_bytes {settings.target_bytes:,} asks for {asked:,} regions" if settings.target_bytes
+               else f"plan.n_regions asks for {asked:,} regions")
+        logger.warning(
+            "warning: %s, but there are only %.2f MB of reads in %s: planned %s regions, so as not to cut regions "
+            "under plan.min_region_bytes (%s compressed bytes; lower it for smaller regions)",
+            key, total / 1e6, what, f"{used:,}", f"{settings.min_region_bytes:,}",
+        )
     return {tid: _snap(_cut(weights[tid], contigs[tid][1], n), settings.padding) for tid, n in counts.items()}
 
 
@@ -292,24 +320,32 @@ def _cumulative(weights: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarra
     return edges, np.concatenate([[0.0], np.cumsum(weights)])
 
 
-def _allocate(weights: dict[int, np.ndarray], settings: PlanSettings) -> dict[int, int]:
-    """Regions per contig, at least one each, keeping the largest region small.
+def _allocate(weights: dict[int, np.ndarray], settings: PlanSettings) -> tuple[dict[int, int], int]:
+    """Regions per contig, at least one each, keeping the largest region small; and the
+    number of regions the settings ask for.
 
     With a byte target: as many as the target asks. With a number of regions: each
     next region goes to the contig whose regions are currently the largest, so the
     regions of all contigs come out about equally heavy (what balances the workers).
+    Either way a contig of ``t`` bytes gets at most ``t // min_region_bytes`` regions
+    (at least one), so no region is planned below that minimum; the work done is
+    bounded by that cap, not by the number asked.
     """
     totals = {tid: float(w.sum()) for tid, w in weights.items()}
+    caps = {tid: max(1, int(t // settings.min_region_bytes)) for tid, t in totals.items()}
     if settings.target_bytes is not None:
-        return {tid: max(1, math.ceil(t / settings.target_bytes)) for tid, t in totals.items()}
+        wanted = {tid: max(1, math.ceil(t / settings.target_bytes)) for tid, t in totals.items()}
+        return {tid: min(n, caps[tid]) for tid, n in wanted.items()}, sum(wanted.values())
+    asked = max(settings.n_regions or 1, len(totals))
     counts = dict.fromkeys(totals, 1)
-    heap = [(-t, tid) for tid, t in totals.items()]
+    heap = [(-t, tid) for tid, t in totals.items() if caps[tid] > 1]
     heapq.heapify(heap)
-    for _ in range(max(0, (settings.n_regions or 1) - len(totals))):
+    for _ in range(min(asked, sum(caps.values())) - len(totals)):
         _, tid = heapq.heappop(heap)
         counts[tid] += 1
-        heapq.heappush(heap, (-totals[tid] / counts[tid], tid))
-    return counts
+        if counts[tid] < caps[tid]:
+            heapq.heappush(heap, (-totals[tid] / counts[tid], tid))
+    return counts, asked
 
 
 def _cut(weights: np.ndarray, length: int, n: int) -> list[int]:
@@ -461,17 +497,20 @@ def plan_input(
     sample: str,
     manifest: dict[str, Any],
     reference: dict[str, Any] | None = None,
+    one_sample: bool = False,
 ) -> PlanInput:
     """Read a staged sample's BAI and BAM header (only) from the store.
 
     The header must not say the BAM is unsorted and, given the staged ``reference``'s
     manifest, must agree with it on every contig (name, length, MD5 where both have one).
+    With ``one_sample`` (the sample is called on its own), its read groups must name
+    one sample (``SM``) at most.
     """
     from pipeline.bai import parse_bai
     from pipeline.bamheader import parse_header
     from pipeline.bgzf import inflate
     from pipeline.stage import reference_contigs
-    from pipeline.validate import check_contigs, check_sort_order, sq_tags
+    from pipeline.validate import check_contigs, check_one_sample, check_sort_order, sq_tags
 
     bam = manifest["bam"]
     index = parse_bai(store.get(manifest["bai"]["key"], manifest["bai"].get("bucket")))
@@ -479,6 +518,8 @@ def plan_input(
     raw = store.get_range(bam["key"], 0, _range_end(index, first, bam["size"]), bam.get("bucket"))
     header = parse_header(inflate(raw, allow_partial=True))
     check_sort_order(header.sort_order, sample, bam["path"])
+    if one_sample:
+        check_one_sample(header.text, sample, bam["path"])
     if reference is not None:
         check_contigs(sample, header.contigs, sq_tags(header.text, "M5"), reference["fasta"]["path"],
                       reference_contigs(store, reference))
@@ -493,6 +534,7 @@ def plan_from_store(
     cuts: dict[str, list[int]] | None = None,
     reference: dict[str, Any] | None = None,
 ) -> SamplePlan:
-    """Plan a staged sample (see :func:`plan_input` for what is read and checked)."""
-    p = plan_input(store, sample, manifest, reference)
+    """Plan a staged sample to call on its own (see :func:`plan_input` for what is read
+    and checked; its BAM must hold one sample's reads)."""
+    p = plan_input(store, sample, manifest, reference, one_sample=True)
     return plan_sample(sample, p.index, p.contigs, p.bam_key, p.bam_size, settings, cuts)

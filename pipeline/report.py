@@ -37,7 +37,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import re
 import statistics
 from collections import Counter
@@ -50,6 +49,7 @@ from typing import Any
 import pysam
 
 from pipeline import svgplot
+from pipeline.atomic import atomic_outputs
 from pipeline.plan import SamplePlan, read_plan
 
 logger = logging.getLogger(__name__)
@@ -335,6 +335,7 @@ th, td { border: 1px solid #c8c8c8; padding: 4px 10px; text-align: right; }
 th { background: #eef3f8; } td:first-child, th:first-child { text-align: left; }
 .note { color: #444; font-size: 15px; } .figure { margin: 16px 0 28px; }
 code { background: #f2f2f2; padding: 0 3px; }
+.warning { background: #fff3d6; border-left: 4px solid #E69F00; padding: 6px 10px; }
 """
 
 
@@ -400,6 +401,16 @@ def _summary_section(run: Run) -> str:
         ["function time (sum)", f"{sum(a.seconds for a in run.attempts):.1f} s"],
     ]
     return "<h2>Run</h2>" + _table(None, rows)
+
+
+def _warnings_section(run: Run) -> str:
+    """What the user must see before trusting the VCFs (empty when all is well)."""
+    from pipeline.merge import unusable_reads
+
+    warnings = [w for cs in run.callsets for w in unusable_reads(cs.manifest)]
+    if not warnings:
+        return ""
+    return "<h2>Warnings</h2>" + "".join(f'<p class="warning">{escape(w)}</p>' for w in warnings)
 
 
 def _variants_section(run: Run) -> str:
@@ -546,7 +557,7 @@ def render(run: Run, prices: dict[str, Any], metrics: list[dict[str, Any]]) -> s
         "<h1>Variant-calling run report</h1>",
         f'<p class="note">serverless-variant-calling; written {made}. Callsets: '
         f"{escape(', '.join(cs.name for cs in run.callsets))}.</p>",
-        _summary_section(run), _variants_section(run), _fanout_section(run),
+        _warnings_section(run), _summary_section(run), _variants_section(run), _fanout_section(run),
         _bytes_section(run, metrics), _cost_section(run, prices), _steps_section(run),
         "</body></html>",
     ]) + "\n"
@@ -573,9 +584,9 @@ def mqc_table(metrics: list[dict[str, Any]], prices: dict[str, Any]) -> str:
 def build_report(run: Run, prices: dict[str, Any], out_html: str | Path, out_mqc: str | Path) -> None:
     """Write the page and the MultiQC table (under temporary names, then renamed)."""
     metrics = [callset_metrics(cs, prices) for cs in run.callsets]
-    for path, text in ((out_html, render(run, prices, metrics)), (out_mqc, mqc_table(metrics, prices))):
-        tmp = f"{path}.tmp"
-        Path(tmp).write_text(text)
-        os.replace(tmp, path)
+    texts = (render(run, prices, metrics), mqc_table(metrics, prices))
+    with atomic_outputs(str(out_mqc), str(out_html)) as temps:
+        for tmp, text in zip(temps, texts[::-1], strict=True):
+            Path(tmp).write_text(text)
     logger.info("run report: %s (%d callsets, %d function runs); MultiQC table: %s", out_html,
                 len(run.callsets), len(run.attempts), out_mqc)

@@ -8,14 +8,23 @@ from the store only, through these manifests. A missing FASTA index is built fir
 a missing BAM index is built when the BAM is local and coordinate-sorted (beside the
 BAM, or in the manifest's folder when the BAM's folder is not writable).
 
+A fingerprint names an input's content in fragment keys. An object's is its ETag; a
+local BAM linked into the local store gets :func:`content_fingerprint` (an MD5 of its
+size, first and last 64 KiB and whole index) instead of the store's size and mtime,
+so a BAM replaced by another of the same size and mtime is not taken for the old one.
+:func:`bam_fingerprint` gives the workflow the same value before staging, so a
+changed BAM is staged again.
+
 Staging is also where inputs are checked (:mod:`pipeline.validate`): a BAM must be a
 BAM, end with the BGZF EOF block, be sorted by coordinate and have an index no older
-than itself. The reference manifest lists each contig's name, length and (for a
-local FASTA) MD5, which planning compares with every BAM header.
+than itself; the reference must be a plain (uncompressed) FASTA. The reference
+manifest lists each contig's name, length and (for a local FASTA) MD5, which
+planning compares with every BAM header.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +45,7 @@ from pipeline.validate import (
     check_bam_start,
     check_eof,
     check_index_age,
+    check_reference_start,
     check_sort_order,
     fasta_contigs,
     sort_fix,
@@ -45,19 +55,60 @@ logger = logging.getLogger(__name__)
 
 # Beyond this a BAM header is taken for corrupt (one with 200,000 contigs takes about 10 MB).
 MAX_HEADER_READ = 64 << 20
+# Bytes read from each end of a BAM for its content fingerprint: its header and first
+# reads at the start, its last reads and the EOF block at the end.
+FINGERPRINT_EDGE = 64 << 10
+# Bytes of the reference read to tell a plain FASTA from a gzip or BGZF file (whose
+# header, extra field included, fits in this).
+REFERENCE_HEAD = 1024
 
 
 class StageError(RuntimeError):
     """An input cannot be staged; the message names the file and the fix."""
 
 
-def stage_file(store: ObjectStore, path: str, key: str) -> dict[str, Any]:
-    """Put a local file at ``key`` (unless there already); its manifest entry."""
-    uploaded = store.put_file(key, path)
+def stage_file(store: ObjectStore, path: str, key: str, fingerprint: str | None = None) -> dict[str, Any]:
+    """Put a local file at ``key`` (unless there already); its manifest entry.
+
+    ``fingerprint``: what names the content. With the local store it is the manifest's
+    (default: the store's, :attr:`ObjectInfo.fingerprint`); with an uploading store it
+    decides whether an object already there is this file (see
+    :meth:`~pipeline.storage.ObjectStore.put_file`) and the manifest keeps the ETag.
+    """
+    uploaded = store.put_file(key, path, fingerprint)
     info = store.head(key)
     logger.info("%s %s -> %s (%d bytes)", "staged" if uploaded else "already staged", path, key, info.size)
     return {"path": os.path.abspath(path), "bucket": store.bucket, "key": key, "size": info.size,
-            "fingerprint": info.fingerprint}
+            "fingerprint": fingerprint if store.backend == "localhost" and fingerprint else info.fingerprint}
+
+
+def content_fingerprint(path: str, index: str | None) -> str:
+    """``md5:`` and the MD5 of a local file's size, its first 64 KiB, its whole ``index``
+    (if any) and its last 64 KiB.
+
+    Cheap (about 130 KiB and the index read, whatever the file's size) and, unlike size
+    and mtime, changed by a change of content: a BAM's first bytes hold its header and
+    first reads, its index the offset of every 16 kb window's reads, its last bytes the
+    last reads. (What it can miss: an edit in the middle of a BAM that leaves every
+    BGZF block's compressed size, hence the index, unchanged.)
+    """
+    md5 = hashlib.md5()
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        md5.update(b"%d\n" % size)
+        md5.update(fh.read(FINGERPRINT_EDGE))
+        if index is not None:
+            md5.update(Path(index).read_bytes())
+        fh.seek(max(0, size - FINGERPRINT_EDGE))
+        md5.update(fh.read(FINGERPRINT_EDGE))
+    return "md5:" + md5.hexdigest()
+
+
+def bam_fingerprint(sample: str, bam: str, bai: str, index_dir: str | Path) -> str:
+    """The :func:`content_fingerprint` a local BAM will be staged with, with the index
+    :func:`local_index` would use (none yet: without one); for the workflow, which stages
+    the sample again when it changes. ``index_dir``: as for :func:`stage_sample`."""
+    return content_fingerprint(bam, _existing_index(sample, bam, bai, index_dir))
 
 
 def _in_place(store: ObjectStore, url: str, what: str, fix: str) -> dict[str, Any]:
@@ -138,16 +189,28 @@ def check_remote_bam(store: ObjectStore, sample: str, url: str, obj: dict[str, A
         check_eof(tail, sample, url)
 
 
-def local_index(sample: str, bam: str, bai: str, index_dir: str | Path) -> str:
-    """The index of a local BAM: ``bai`` if it exists and is not older than the BAM,
-    else one built now (beside the BAM if its folder is writable, else in ``index_dir``)."""
+def _existing_index(sample: str, bam: str, bai: str, index_dir: str | Path) -> str | None:
+    """``bai`` if it exists, else the index an earlier run built in ``index_dir`` if it is
+    not older than the BAM, else None."""
     if os.path.exists(bai):
-        check_index_age(bai, bam, "BAM", f"samtools index {bam}")
         return bai
     ours = os.path.join(index_dir, f"{sample}.bam.bai")
     if os.path.exists(ours) and int(os.path.getmtime(ours)) >= int(os.path.getmtime(bam)):
-        logger.info("BAM %s has no index beside it: using the one built by an earlier run, %s", bam, ours)
         return ours
+    return None
+
+
+def local_index(sample: str, bam: str, bai: str, index_dir: str | Path) -> str:
+    """The index of a local BAM: ``bai`` if it exists and is not older than the BAM,
+    else one built now (beside the BAM if its folder is writable, else in ``index_dir``)."""
+    found = _existing_index(sample, bam, bai, index_dir)
+    if found == bai:
+        check_index_age(bai, bam, "BAM", f"samtools index {bam}")
+        return bai
+    if found is not None:
+        logger.info("BAM %s has no index beside it: using the one built by an earlier run, %s", bam, found)
+        return found
+    ours = os.path.join(index_dir, f"{sample}.bam.bai")
     writable = os.access(os.path.dirname(os.path.abspath(bam)), os.W_OK)
     target = bam + ".bai" if writable else ours
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
@@ -191,9 +254,13 @@ def stage_sample(
         check_local_bam(sample, bam)
         bai = local_index(sample, bam, bai, Path(out).parent if index_dir is None else index_dir)
         bam_key = store.key("inputs", sample, os.path.basename(bam))
+        # The local store links the file itself: its content is the file's, whose size
+        # and mtime do not tell it from another BAM. An uploaded object keeps its ETag,
+        # and is uploaded again when the content changed (even at the same size).
+        fingerprint = content_fingerprint(bam, bai)
         manifest = {
             "sample": sample,
-            "bam": stage_file(store, bam, bam_key),
+            "bam": stage_file(store, bam, bam_key, fingerprint),
             "bai": stage_file(store, bai, bam_key + ".bai"),
         }
     write_manifest(manifest, out)
@@ -207,8 +274,11 @@ def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> dict[str
         fix_fai = f"index it with `samtools faidx` and upload the .fai beside {fasta}"
         manifest: dict[str, Any] = {
             "fasta": _in_place(store, fasta, "reference", "fix 'reference' in the config"),
-            "fai": _in_place(store, fasta + ".fai", "index of reference", fix_fai),
         }
+        obj = manifest["fasta"]
+        check_reference_start(store.get_range(obj["key"], 0, min(obj["size"], REFERENCE_HEAD), obj["bucket"]),
+                              fasta)
+        manifest["fai"] = _in_place(store, fasta + ".fai", "index of reference", fix_fai)
         # The MD5s would take reading the whole reference out of the store: for a
         # reference used in place, only contig names and lengths (its .fai) are compared
         # with the BAM headers.
@@ -216,6 +286,8 @@ def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> dict[str
     else:
         if not os.path.exists(fasta):
             raise StageError(f"reference {fasta} not found; fix 'reference' in the config")
+        with open(fasta, "rb") as fh:
+            check_reference_start(fh.read(REFERENCE_HEAD), fasta)
         if os.path.exists(fasta + ".fai"):
             check_index_age(fasta + ".fai", fasta, "reference", f"samtools faidx {fasta}")
         else:
@@ -223,7 +295,7 @@ def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> dict[str
             failed = run_samtools("faidx", fasta)
             if failed is not None:
                 raise InputError(f"reference {fasta} cannot be indexed ({failed}): check that it is a FASTA "
-                                 "file (plain or bgzip-compressed), then fix 'reference' in the config")
+                                 "file (plain text, not compressed), then fix 'reference' in the config")
         t0 = time.monotonic()
         try:
             contigs = fasta_contigs(fasta)

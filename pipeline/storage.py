@@ -6,6 +6,15 @@ pipeline needs — head, whole and ranged GETs, puts, staging of local files, li
 and deletion — under one key prefix. Every GET is counted (requests and bytes) so
 functions and the run summary can report what was read.
 
+Nothing this facade writes can land outside its store: bucket and prefix are checked
+when the facade is made (:func:`check_bucket`, :func:`check_prefix`: no ``..``, no
+absolute path, no empty segment), and with the local store every path is proven to
+stay inside the bucket's folder before it is read or written. A PUT is atomic on every
+backend: S3 and the like publish an object whole; the local store writes a hidden
+temporary file beside the object and renames it, so a reader never sees half of one.
+Staging into the local store links the input (a symbolic link) and never replaces a
+file that is not such a link: that file is not ours.
+
 A store is described to a serverless function by a plain dict holding only its
 bucket and prefix (:meth:`ObjectStore.describe`): no credentials travel in task
 arguments. The function rebuilds the facade over the ``storage`` object Lithops
@@ -17,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +45,30 @@ class ObjectMissingError(StorageError):
         super().__init__(f"object {key!r} not found in bucket {bucket!r}")
         self.bucket = bucket
         self.key = key
+
+
+# What a bucket and a key prefix may be: names, never paths that climb or start at the root.
+BUCKET_RULE = ("use 3-63 letters, digits, '.', '_' and '-', starting and ending with a letter or digit, "
+               "with no '..' (a bucket name, not a path)")
+PREFIX_RULE = ("use segments of letters, digits, '.', '_' and '-' separated by '/', none empty and none "
+               "starting with '.' (no '..', no leading '/': a key prefix inside the bucket, not a path)")
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]")
+_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def check_bucket(bucket: str) -> str:
+    """``bucket`` if it is a plain bucket name (see :data:`BUCKET_RULE`), else StorageError."""
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise StorageError(f"bucket {bucket!r} is not allowed: {BUCKET_RULE}; fix storage.bucket (or the "
+                           "Lithops config's storage_bucket)")
+    return bucket
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` without surrounding slashes if it is a key prefix (see :data:`PREFIX_RULE`)."""
+    if prefix and (prefix.startswith("/") or not all(_SEGMENT.fullmatch(p) for p in prefix.rstrip("/").split("/"))):
+        raise StorageError(f"storage prefix {prefix!r} is not allowed: {PREFIX_RULE}; fix storage.prefix")
+    return prefix.strip("/")
 
 
 def is_object_url(path: str) -> bool:
@@ -98,8 +133,8 @@ class ObjectStore:
             storage = open_lithops_storage(lithops_config or {})
         self._storage = storage
         self.backend: str = self._storage.backend
-        self.bucket: str = bucket or self._storage.bucket
-        self.prefix = prefix.strip("/")
+        self.bucket: str = check_bucket(bucket or self._storage.bucket)
+        self.prefix = check_prefix(prefix)
         self.counts = IoCounts()
 
     @property
@@ -133,6 +168,7 @@ class ObjectStore:
 
     # -- reads -------------------------------------------------------------------
     def head(self, key: str, bucket: str | None = None) -> ObjectInfo:
+        self._guard(key, bucket)
         try:
             meta = self._storage.head_object(bucket or self.bucket, key)
         except Exception as exc:
@@ -174,6 +210,7 @@ class ObjectStore:
         return data
 
     def _get(self, key: str, extra: dict[str, str], bucket: str | None) -> bytes:
+        self._guard(key, bucket)
         try:
             data = self._storage.get_object(bucket or self.bucket, key, extra_get_args=extra)
         except Exception as exc:
@@ -185,6 +222,7 @@ class ObjectStore:
         return bytes(data)
 
     def list(self, prefix: str) -> list[str]:
+        self._guard(prefix)
         try:
             return list(self._storage.list_keys(self.bucket, prefix))
         except Exception as exc:
@@ -192,32 +230,45 @@ class ObjectStore:
 
     # -- writes ------------------------------------------------------------------
     def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key``, atomically: readers see the old object or the new one."""
         try:
-            self._storage.put_object(self.bucket, key, data)
+            if self.backend == "localhost":
+                self._put_local(key, data)
+            else:
+                self._storage.put_object(self.bucket, key, data)
         except Exception as exc:
             raise self._translate(exc, key) from exc
         self.counts.puts += 1
         self.counts.put_bytes += len(data)
 
-    def put_file(self, key: str, path: str) -> bool:
-        """Stage a local file at ``key``; False when an object of that size is there.
+    def put_file(self, key: str, path: str, fingerprint: str | None = None) -> bool:
+        """Stage a local file at ``key``; False when it is there already.
 
         With the local store the object is a symbolic link to the file (always
-        refreshed, so it can never go stale); elsewhere the file is uploaded.
+        refreshed, so it can never go stale); elsewhere the file is uploaded unless an
+        object of its size is there and, when the caller names the file's content by a
+        ``fingerprint``, the one recorded beside that object (``<key>.fingerprint``) is
+        the same: a file replaced by another of the same size is uploaded again.
         """
         path = os.path.abspath(path)
         size = os.path.getsize(path)
         if self.backend == "localhost":
-            dest = self._local_path(key)
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            dest = self._local_path(key, write=True)
             if os.path.islink(dest) and os.readlink(dest) == path:
                 return False
-            tmp = f"{dest}.tmp{os.getpid()}"
+            if os.path.lexists(dest) and not os.path.islink(dest):
+                raise StorageError(
+                    f"the local store already holds a file at {dest} that is not a staged input (staging "
+                    "links inputs, it never copies them): it is not the pipeline's to replace; move it away, "
+                    "or set storage.prefix to a key prefix of this project's own"
+                )
+            tmp = self._local_temp(dest)
             os.symlink(path, tmp)
             os.replace(tmp, dest)
             return True
+        mark = f"{key}.fingerprint"
         try:
-            if self.head(key).size == size:
+            if self.head(key).size == size and (fingerprint is None or self.get(mark).decode() == fingerprint):
                 return False
         except ObjectMissingError:
             pass
@@ -227,19 +278,71 @@ class ObjectStore:
             raise self._translate(exc, key) from exc
         self.counts.puts += 1
         self.counts.put_bytes += size
+        if fingerprint is not None:
+            self.put(mark, fingerprint.encode())
         return True
 
     def delete(self, key: str) -> None:
+        self._guard(key)
         try:
             self._storage.delete_object(self.bucket, key)
         except Exception as exc:
             raise self._translate(exc, key) from exc
 
     # -- internals ---------------------------------------------------------------
-    def _local_path(self, key: str) -> str:
+    def _local_root(self) -> str:
+        """The local store's folder for this bucket: nothing of ours is read or written elsewhere."""
         from lithops.constants import LITHOPS_TEMP_DIR
 
-        return os.path.join(LITHOPS_TEMP_DIR, self.bucket, key)
+        return os.path.join(os.path.realpath(LITHOPS_TEMP_DIR), self.bucket)
+
+    def _local_path(self, key: str, write: bool = False) -> str:
+        """Where the local store keeps ``key``, proven to lie inside :meth:`_local_root`.
+
+        For a write, the folder it goes into is created and resolved through any symbolic
+        link (a linked folder could lead out of the store); the object itself may be a
+        link, which is how staged inputs are kept, and is replaced, never written through.
+        """
+        root = self._local_root()
+        path = os.path.normpath(os.path.join(root, key))
+        if not key or os.path.isabs(key) or os.path.commonpath([root, path]) != root:
+            raise StorageError(f"object key {key!r} would lie outside the local store {root}; "
+                               "fix storage.prefix (a key prefix, not a path)")
+        if write:
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            real = os.path.realpath(folder)
+            if os.path.commonpath([os.path.realpath(root), real]) != os.path.realpath(root):
+                raise StorageError(f"folder {folder} of the local store leads outside it (to {real}): "
+                                   "remove that link from the store")
+        return path
+
+    def _guard(self, key: str, bucket: str | None = None) -> None:
+        """With the local store, refuse a key (or another bucket) that would lead out of it."""
+        if self.backend == "localhost":
+            if bucket is not None and bucket != self.bucket:
+                check_bucket(bucket)
+            if key:
+                self._local_path(key)
+
+    @staticmethod
+    def _local_temp(dest: str) -> str:
+        """A hidden name beside ``dest`` that no other writer uses."""
+        folder, name = os.path.split(dest)
+        return os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+
+    def _put_local(self, key: str, data: bytes) -> None:
+        """Write a local object under a temporary name, then rename it over ``key``."""
+        dest = self._local_path(key, write=True)
+        tmp = self._local_temp(dest)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, dest)
+        except BaseException:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
+            raise
 
     def check(self) -> None:
         """Fail early, with the fix in the message, if the bucket cannot be used."""
@@ -289,6 +392,10 @@ class ObjectStore:
 def open_lithops_storage(lithops_config: dict[str, Any]) -> Any:
     """A ``lithops.Storage`` for ``lithops_config``; a bad config becomes a StorageError."""
     import lithops  # imported here: importing lithops is slow and logs
+
+    from pipeline.private_dirs import make_lithops_dirs_private
+
+    make_lithops_dirs_private()
 
     try:
         return lithops.Storage(config=copy_lithops_config(lithops_config))

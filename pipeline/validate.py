@@ -9,8 +9,10 @@ length and MD5 (SAM specification, section 1.3: the MD5 of the uppercase sequenc
 without line breaks), which is what ``@SQ M5`` in a BAM header holds.
 
 Where each check runs: staging checks a BAM's first and last bytes, its sort order
-and its index (building a missing one when it can); planning checks the BAM header
-against the reference, sample by sample, before the call step fans out.
+and its index (building a missing one when it can), and the reference's first bytes
+(it must be a plain FASTA); planning checks the BAM header against the reference,
+sample by sample, and, in per-sample mode, that the BAM holds one sample's reads,
+before the call step fans out.
 """
 
 from __future__ import annotations
@@ -104,6 +106,43 @@ def check_sort_order(sort_order: str | None, sample: str, path: str) -> None:
         )
 
 
+def check_reference_start(head: bytes, path: str) -> None:
+    """``head``: the first bytes (at least 18) of the reference, which must not be compressed.
+
+    Functions read the reference by byte ranges through its .fai, which only a plain
+    FASTA allows: a bgzip-compressed one (its .fai holds offsets into the uncompressed
+    text) and a gzip-compressed one are refused, each with the command that decompresses it.
+    """
+    if head[:2] != b"\x1f\x8b":
+        return
+    kind, tool = ("bgzip-compressed", "bgzip -d") if is_bgzf(head) else ("gzip-compressed", "gunzip")
+    remote = path.startswith("s3://")
+    base, ext = os.path.splitext(path)
+    plain = base if ext == ".gz" else f"{base}.plain{ext or '.fa'}"
+    src, dst = (os.path.basename(path), os.path.basename(plain)) if remote else (path, plain)
+    command = f"{tool} -k {src}" if ext == ".gz" else f"{tool} -c {src} > {dst}"
+    fix = (f"download it, decompress it with `{command}`, upload {dst} with its .fai (`samtools faidx {dst}`) "
+           if remote else f"decompress it with `{command}` ")
+    raise InputError(
+        f"reference {path} is {kind}, but the functions read the reference by byte ranges through its .fai, "
+        f"which needs a plain FASTA: {fix}and set 'reference' in the config to {plain}"
+    )
+
+
+def is_bgzf(head: bytes) -> bool:
+    """True if ``head`` starts a BGZF block: gzip with the extra subfield 'BC' (SAM specification, 4.1)."""
+    if head[:4] != b"\x1f\x8b\x08\x04" or len(head) < 12:
+        return False
+    xlen = int.from_bytes(head[10:12], "little")
+    extra, pos = head[12 : 12 + xlen], 0
+    while pos + 4 <= len(extra):
+        slen = int.from_bytes(extra[pos + 2 : pos + 4], "little")
+        if extra[pos : pos + 2] == b"BC":
+            return True
+        pos += 4 + slen
+    return False
+
+
 def check_index_age(index: str, data: str, kind: str, fix: str) -> None:
     """A local index must not be older than its data file (compared in whole seconds, as htslib does).
 
@@ -162,6 +201,35 @@ def check_contigs(
                 f"contig {name!r} has MD5 {m5.lower()} in sample {sample}'s BAM header (@SQ M5) but "
                 f"{md5} in reference {reference}: {fix}"
             )
+
+
+def read_group_samples(header_text: str) -> list[str]:
+    """The distinct ``SM`` values of the header's ``@RG`` lines, in header order."""
+    out: list[str] = []
+    for line in header_text.splitlines():
+        if line.startswith("@RG\t"):
+            for f in line.split("\t")[1:]:
+                if f.startswith("SM:") and f[3:] not in out:
+                    out.append(f[3:])
+    return out
+
+
+def check_one_sample(header_text: str, sample: str, path: str) -> None:
+    """A BAM called on its own holds one sample's reads: its read groups (``@RG``) name
+    at most one ``SM`` (several read groups of one sample are fine).
+
+    bcftools gives each SM its own column, so a BAM of several samples would make a
+    multi-sample VCF out of what the sample sheet calls one sample.
+    """
+    names = read_group_samples(header_text)
+    if len(names) > 1:
+        shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+        raise InputError(
+            f"{bam_name(sample, path)} holds reads of {len(names)} samples (its read groups have SM {shown}), "
+            "but calling.mode per_sample calls each BAM as one sample: call them together with "
+            f"`calling.mode: joint`, or split it with `samtools split {path}` and list each part "
+            "in the sample sheet"
+        )
 
 
 # -- the reference -------------------------------------------------------------------

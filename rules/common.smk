@@ -4,6 +4,7 @@ import os
 import re
 import sys
 
+from pipeline.atomic import OutputError, check_writable
 from pipeline.config import ConfigError, load_settings
 
 try:
@@ -21,6 +22,13 @@ CALLSETS = [COHORT] if COHORT else SAMPLES
 SCATTER_JOBS = SETTINGS.executor["jobs"] if SETTINGS.executor["runner"] == "snakemake" else 0
 WORK = "work"
 PY = sys.executable
+# Every folder the workflow writes must take a new file before anything runs: a
+# read-only or inaccessible results/ stops the run here, in one line, not after the calls.
+try:
+    for folder in ("results", WORK):
+        check_writable(folder)
+except OutputError as exc:
+    sys.exit(f"error: {exc}")
 # The validated config travels to each step as JSON (quoted with :q in the shell lines).
 SETTINGS_JSON = json.dumps(SETTINGS.raw, sort_keys=True)
 # Cores of a step that fans out through Lithops: localhost runs its workers in that job.
@@ -83,3 +91,16 @@ def get_index_mem_mb():
     ref = SETTINGS.reference
     size = os.path.getsize(ref) if os.path.exists(ref) else 0
     return 1000 + 4 * size // 1_000_000
+
+
+def get_bam_fingerprint(wildcards):
+    """The content fingerprint the sample's local BAM will be staged with (MD5 of its size,
+    ends and index; pipeline.stage.bam_fingerprint): as a param of stage_sample, a BAM
+    replaced by another, even of the same size and mtime, is staged (and called) again.
+    Empty for a BAM in object storage (its ETag names it) or one the workflow aligns."""
+    from pipeline.stage import bam_fingerprint
+
+    sample = SETTINGS.sample(wildcards.sample)
+    if sample.remote or sample.aligned or not os.path.exists(sample.bam):
+        return ""
+    return bam_fingerprint(sample.name, sample.bam, sample.bai, f"{WORK}/staged")

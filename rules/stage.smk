@@ -49,6 +49,7 @@ rule stage_sample:
         runtime=120,
     params:
         source=get_bam_source,
+        fingerprint=get_bam_fingerprint,  # a changed BAM is staged again, whatever its mtime
         settings=SETTINGS_JSON,
         python=PY,
     shell:

@@ -96,7 +96,7 @@ def test_unknown_config_key_stops_with_one_line(tmp_path: Path) -> None:
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert lines == ["error: config: unknown key 'n_region' in plan (allowed: max_region_length, "
-                     "n_regions, padding, target_bytes); fix the spelling or remove it"]
+                     "min_region_bytes, n_regions, padding, target_bytes); fix the spelling or remove it"]
     assert not (wd / "results").exists()
 
 

@@ -264,7 +264,7 @@ def test_fragment_damaged_before_the_merge_is_refused_then_recomputed(clean: Pat
     assert res.returncode != 0
     lines = sorted(error_lines(res))
     names = region_names(wd)
-    fix = ("it changed in the store after it was written: `snakemake --cores 2 --forcerun call` recomputes it "
+    fix = ("it changed in the store after it was written: run `snakemake --cores 2` again: it recomputes it "
            "(and reuses the intact fragments)")
     assert lines == [
         f"error: sample sampleA region {names['sampleA'][1]}: fragment svc/fragments/sampleA/{altered.name} "
@@ -274,7 +274,8 @@ def test_fragment_damaged_before_the_merge_is_refused_then_recomputed(clean: Pat
     ], res.stderr[-3000:]
     assert no_results(wd)
 
-    res = snakemake(wd, "--forcerun", "call")
+    # The merge dropped the call manifests that name the damaged fragments: a plain rerun calls them again.
+    res = snakemake(wd)
     assert res.returncode == 0, why(res)
     assert "2 functions run, 6 fragments reused" in res.stderr
     assert bodies(wd) == bodies(clean)

@@ -37,6 +37,18 @@ def test_facade_ranged_reads_and_counts(ceph_s3: dict) -> None:
         store.head(store.key("nope"))
 
 
+def test_a_file_replaced_by_another_of_the_same_size_is_uploaded_again(ceph_s3: dict, tmp_path: Path) -> None:
+    store = ObjectStore(ceph_lithops_config(ceph_s3), ceph_s3["bucket"], prefix="replaced")
+    key, path = store.key("x.bam"), tmp_path / "x.bam"
+    path.write_bytes(b"A" * 1000)
+    assert store.put_file(key, str(path), fingerprint="md5:a") is True
+    assert store.put_file(key, str(path), fingerprint="md5:a") is False  # the same content: skipped
+    first = store.head(key).etag
+    path.write_bytes(b"B" * 1000)  # same size, other content
+    assert store.put_file(key, str(path), fingerprint="md5:b") is True
+    assert store.get(key) == b"B" * 1000 and store.head(key).etag != first
+
+
 def test_a_short_ranged_read_is_an_error_never_data() -> None:
     """Seen against the Ceph gateway: one of two simultaneous GETs of the same range came
     back empty. Taken as data, an empty minimap2 index mapped no read of its chunk; the
@@ -49,7 +61,7 @@ def test_a_short_ranged_read_is_an_error_never_data() -> None:
         def get_object(self, bucket: str, key: str, extra_get_args: dict) -> bytes:
             return b"" if "Range" in extra_get_args else b"whole"
 
-    store = ObjectStore(None, "b", "p", storage=ShortStorage())
+    store = ObjectStore(None, "bkt", "p", storage=ShortStorage())
     short = r"returned 0 of the 10 bytes asked for of 'p/x' \(bytes 5-14\): a short read"
     with pytest.raises(StorageError, match=short):
         store.get_range("p/x", 5, 15)
