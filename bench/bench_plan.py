@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from pipeline.bai import META_BIN, parse_bai
+from functions.core.bai import META_BIN, parse_bai
 from pipeline.plan import PlanSettings, plan_sample
 
 HUMAN = [248_956_422, 242_193_529, 198_295_559, 190_214_555, 181_538_259, 170_805_979,

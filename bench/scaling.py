@@ -186,7 +186,7 @@ class _MemoryStore:
     """The two things :func:`pipeline.merge.merge_sample` uses of a store: ``get`` and ``counts``."""
 
     def __init__(self) -> None:
-        from pipeline.storage import IoCounts
+        from functions.core.storage import IoCounts
 
         self.objects: dict[str, bytes] = {}
         self.counts = IoCounts()

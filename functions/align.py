@@ -50,9 +50,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from functions.core.errors import SvcError
+from functions.core.fastq import read_chunk
+from functions.core.storage import ObjectStore
 from functions.faults import FaultSettings, inject
-from pipeline.fastq import read_chunk
-from pipeline.storage import ObjectStore
 
 # Bytes per ranged GET when copying the index to local disk: bounds the memory used.
 INDEX_PART_BYTES = 64 << 20
@@ -64,7 +65,7 @@ PART_LEVEL = "1"
 _ALIGNERS: dict[tuple[str, str], Any] = {}  # (index fingerprint, preset) -> mappy.Aligner
 
 
-class ChunkError(RuntimeError):
+class ChunkError(SvcError, RuntimeError):
     """Aligning one chunk failed."""
 
 

@@ -20,9 +20,10 @@ import pysam
 import pysam.bcftools
 
 from functions.capture import stderr_into
+from functions.core.errors import SvcError
 
 
-class EngineError(RuntimeError):
+class EngineError(SvcError, RuntimeError):
     """bcftools failed; the message carries its own stderr."""
 
 

@@ -23,7 +23,7 @@ A fragment is a function of the task alone, byte for byte: header lines that wou
 carry the function's temporary paths or the time (the engine's command lines, its
 ``##reference``) are left out, so two attempts at the same task, in two runs sharing
 a store, write identical bytes. Each PUT is atomic (see
-:meth:`pipeline.storage.ObjectStore.put`), so a reader sees a whole fragment or none.
+:meth:`functions.core.storage.ObjectStore.put`), so a reader sees a whole fragment or none.
 
 It returns the stats. Any failure raises :class:`RegionError` naming the sample,
 region and object being read. A task with a ``faults`` entry (tests only, see
@@ -43,18 +43,20 @@ from typing import Any
 
 import pysam
 
+from functions.core.bai import Chunk
+from functions.core.errors import SvcError
+from functions.core.fai import FaiEntry
+from functions.core.storage import ObjectStore
 from functions.engines import make_params, run_engine
 from functions.faults import FaultSettings, inject
-from functions.slice import FaiEntry, fetch_bam_slice, fetch_reference_window
-from pipeline.bai import Chunk
-from pipeline.storage import ObjectStore
+from functions.slice import fetch_bam_slice, fetch_reference_window
 
 # Bases of reference kept beyond the outermost read piled up: BAQ and the indel
 # model look a little past the reads; a generous margin costs a few kB.
 REFERENCE_MARGIN = 2000
 
 
-class RegionError(RuntimeError):
+class RegionError(SvcError, RuntimeError):
     """Calling one region failed."""
 
 

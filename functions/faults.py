@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.storage import ObjectStore
+from functions.core.storage import ObjectStore
 
 MODES = ("raise", "kill", "delay")
 

@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pysam
 
-import pipeline
+from functions.core.version import __version__
 from functions.pileup import Evidence, collect_evidence, unpack_bases
 
 _LN10 = math.log(10.0)
@@ -355,7 +355,7 @@ def call_evidence(ev: Evidence, ref: str, params: LowfreqParams) -> list[str]:
 def vcf_header(bam: pysam.AlignmentFile, params: LowfreqParams) -> str:
     lines = [
         "##fileformat=VCFv4.2",
-        f"##source=serverless-variant-calling {pipeline.__version__} lowfreq",
+        f"##source=serverless-variant-calling {__version__} lowfreq",
         f"##lowfreqCommand={params.describe()}",
         '##FILTER=<ID=PASS,Description="All filters passed">',
         '##FILTER=<ID=strand_bias,Description="ALT not significant on each strand alone (QF/QR < '

@@ -41,8 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.bai import coffset, parse_bai, uoffset
-from pipeline.bgzf import BGZF_HEADER, block_size
+from functions.core.bai import coffset, parse_bai, uoffset
+from functions.core.bgzf import BGZF_HEADER, block_size
+from functions.core.errors import SvcError
 
 # 4-bit BAM base codes (=ACMGRSVTWYHKDBN) -> 0..3 for A, C, G, T, 4 for anything else.
 _BASE = np.full(16, 4, dtype=np.int64)
@@ -60,7 +61,7 @@ MAX_INSERTION = 30  # inserted bases are packed 2 bits each into one int64, with
 _INT32 = struct.Struct("<i")
 
 
-class PileupError(ValueError):
+class PileupError(SvcError, ValueError):
     """The BAM cannot be read as expected."""
 
 

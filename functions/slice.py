@@ -5,7 +5,7 @@ Contract:
 * :func:`fetch_bam_slice` fetches the BAM header range and a region's byte ranges
   (both from the plan, both bounded) and writes them at their true offsets into a
   sparse local file of the BAM's size, ended by the BGZF EOF block, beside a pruned
-  index (:func:`pipeline.bai.write_bai`) that lists only the region's chunks.
+  index (:func:`functions.core.bai.write_bai`) that lists only the region's chunks.
   htslib reads that file like the real BAM for any query inside the region.
 * :func:`fetch_reference_window` fetches the bases [start, end) of one contig
   through its ``.fai`` entry in one ranged GET and writes a local FASTA in which
@@ -19,36 +19,11 @@ Nothing here downloads a whole BAM, reference or index.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-from pipeline.bai import Chunk, write_bai
-from pipeline.bgzf import BGZF_HEADER, EOF_BLOCK, block_size
-from pipeline.storage import ObjectStore
-
-
-@dataclass(frozen=True)
-class FaiEntry:
-    """One line of a ``.fai`` index."""
-
-    name: str
-    length: int
-    offset: int
-    linebases: int
-    linewidth: int
-
-    def byte_offset(self, pos: int) -> int:
-        """File offset of 0-based position ``pos`` of this contig."""
-        return self.offset + pos // self.linebases * self.linewidth + pos % self.linebases
-
-
-def parse_fai(text: str) -> dict[str, FaiEntry]:
-    entries = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        f = line.split("\t")
-        entries[f[0]] = FaiEntry(f[0], int(f[1]), int(f[2]), int(f[3]), int(f[4]))
-    return entries
+from functions.core.bai import Chunk, write_bai
+from functions.core.bgzf import BGZF_HEADER, EOF_BLOCK, block_size
+from functions.core.fai import FaiEntry
+from functions.core.storage import ObjectStore
 
 
 def fetch_bam_slice(

@@ -1,4 +1,6 @@
-"""The local side of serverless-variant-calling: config, storage, index parsing,
-planning, execution, merging and reporting. Importable without Snakemake."""
+"""The local side of serverless-variant-calling: config, staging, planning, the
+resumable fan-out, execution, merging and reporting. Importable without Snakemake."""
 
-__version__ = "0.1.0"
+from functions.core.version import __version__
+
+__all__ = ["__version__"]

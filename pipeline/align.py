@@ -41,13 +41,14 @@ from typing import Any
 
 import pipeline
 from functions.align import align_chunk
-from pipeline.atomic import atomic_outputs
+from functions.core.atomic import atomic_outputs
+from functions.core.errors import SvcError
+from functions.core.storage import ObjectMissingError, ObjectStore
 from pipeline.call import check_staged, run_todo, split_done
 from pipeline.config import Sample
 from pipeline.executor import LithopsRunner, SerialRunner
 from pipeline.fastq import rechunk_pair
 from pipeline.stage import run_samtools, stage_file, write_manifest
-from pipeline.storage import ObjectMissingError, ObjectStore
 from pipeline.validate import InputError
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 PRESET = "sr"
 
 
-class AlignError(RuntimeError):
+class AlignError(SvcError, RuntimeError):
     """The alignment step cannot go on; the message names the problem and the fix."""
 
 

@@ -38,16 +38,17 @@ from typing import Any
 import pipeline
 from functions.bcftools_engine import bcftools_version
 from functions.call_region import call_region
+from functions.core.errors import SvcError
+from functions.core.fai import parse_fai
+from functions.core.storage import ObjectMissingError, ObjectStore
 from functions.engines import EngineParams
-from functions.slice import parse_fai
 from pipeline.executor import FanOutError, LithopsRunner, SerialRunner, task_label
 from pipeline.plan import Region, SamplePlan
-from pipeline.storage import ObjectMissingError, ObjectStore
 
 logger = logging.getLogger(__name__)
 
 
-class CallError(RuntimeError):
+class CallError(SvcError, RuntimeError):
     """The calls cannot start; the message names the problem and the fix."""
 
 

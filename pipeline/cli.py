@@ -2,10 +2,13 @@
 
 Contract: ``python -m pipeline.cli STEP --settings JSON ...`` runs one step (the
 Snakemake rules call these). The settings are the workflow config as JSON; they are
-validated again here. Domain errors (bad config, bad input, storage, failed
-functions, damaged fragments) are printed as one line ``error: ...`` naming the
-problem and the fix, with exit status 1; ``--debug`` adds the traceback. Logs go to
-``--log`` (full detail) and to stderr (progress and summary).
+validated again here. Every error meant for the user derives from
+:class:`functions.core.errors.SvcError` (bad config, bad input, storage, failed
+functions, damaged fragments; a full disk or an unwritable folder becomes one too)
+and is printed as one line ``error: ...`` naming the problem and the fix, with exit
+status 1; ``--debug`` adds the traceback. Anything else is a bug: its traceback is
+printed, then a line asking for a report, with exit status 2. Logs go to ``--log``
+(full detail) and to stderr (progress and summary).
 """
 
 from __future__ import annotations
@@ -19,35 +22,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from pipeline.atomic import OutputError, folder_error
-from pipeline.bai import IndexFormatError
-from pipeline.bamheader import BamHeaderError
-from pipeline.bgzf import BgzfError
+from functions.core.atomic import folder_error
+from functions.core.errors import SvcError
+from functions.core.storage import ObjectStore
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.executor import FanOutError, make_runner
-from pipeline.storage import ObjectStore, StorageError
-from pipeline.validate import InputError
 
 if TYPE_CHECKING:
     from pipeline.plan import PlanSettings
 
 logger = logging.getLogger("pipeline")
-
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, StorageError, FanOutError, IndexFormatError, BamHeaderError, BgzfError, InputError, OutputError,
-)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from functions.bcftools_engine import EngineError
-    from pipeline.align import AlignError
-    from pipeline.call import CallError
-    from pipeline.fastq import FastqError
-    from pipeline.merge import MergeError
-    from pipeline.plan import PlanError
-    from pipeline.stage import StageError
-
-    return (*USER_ERRORS, StageError, PlanError, CallError, MergeError, EngineError, AlignError, FastqError)
 
 
 def rerun_hint(exc: FanOutError, unit: str, verb: str, log: str | None) -> str:
@@ -328,11 +312,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(json.loads(args.settings))
         args.func(settings, args)
     except Exception as exc:
-        if isinstance(exc, OSError) and not isinstance(exc, _user_errors()):
+        if isinstance(exc, OSError) and not isinstance(exc, SvcError) and isinstance(exc.filename, str):
             # A full disk or an unwritable folder, met wherever a step writes: one line.
-            exc = folder_error(exc, exc.filename) if isinstance(exc.filename, str) else exc
-        if not isinstance(exc, _user_errors()):
-            raise
+            exc = folder_error(exc, exc.filename)
+        if not isinstance(exc, SvcError):
+            # Not a problem of the input or the setup: a bug. Show it whole.
+            logger.exception("failed")
+            print(f"error: {args.step} failed unexpectedly ({type(exc).__name__}: {exc}); this is a bug of the "
+                  f"pipeline: please report it with the traceback above and {args.log or 'the step log'}",
+                  file=sys.stderr)
+            return 2
         if args.debug:
             logger.exception("failed")
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)

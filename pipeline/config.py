@@ -21,12 +21,13 @@ from typing import Any
 import jsonschema
 import yaml
 
-from pipeline.storage import is_object_url
+from functions.core.errors import SvcError
+from functions.core.storage import is_object_url
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
 
 
-class ConfigError(ValueError):
+class ConfigError(SvcError, ValueError):
     """The configuration or the sample sheet is wrong; the message says how."""
 
 

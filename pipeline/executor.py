@@ -21,7 +21,7 @@ seconds: a run never waits for ever. The serial runner enforces the timeout with
 ``SIGALRM`` (main thread only; a call busy inside C code is interrupted when it returns).
 Each run starts a Lithops session of its own, never one inherited through the
 environment (see :func:`_leave_inherited_lithops_session`). Before Lithops writes
-anything, its folders are made private (:mod:`pipeline.private_dirs`); with the
+anything, its folders are made private (:mod:`functions.core.private_dirs`); with the
 localhost backend a watchdog kills the run's job runners and workers if this process
 dies mid-run (:mod:`pipeline.watchdog`).
 *What* runs (the function, the tasks) is kept apart from *how* it runs, so the same
@@ -43,6 +43,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from functions.core.errors import SvcError
+
 logger = logging.getLogger(__name__)
 
 Task = dict[str, Any]
@@ -52,7 +54,7 @@ Task = dict[str, Any]
 NAMED_FAILURES = 20
 
 
-class FanOutError(RuntimeError):
+class FanOutError(SvcError, RuntimeError):
     """Some functions failed for good; ``failures`` maps task label to message."""
 
     def __init__(self, failures: dict[str, str], total: int, retries: int = 0) -> None:
@@ -209,8 +211,8 @@ class LithopsRunner:
         from lithops.retries import RetryingFunctionExecutor
         from lithops.wait import ALWAYS
 
-        from pipeline.private_dirs import make_lithops_dirs_private
-        from pipeline.storage import copy_lithops_config
+        from functions.core.private_dirs import make_lithops_dirs_private
+        from functions.core.storage import copy_lithops_config
         from pipeline.watchdog import Watchdog
 
         cfg = copy_lithops_config(self.lithops_config)
@@ -352,7 +354,7 @@ def make_runner(executor: dict[str, Any], lithops_config: dict[str, Any]) -> Ser
     """The serial runner for runner ``serial``, else Lithops (runner ``snakemake`` only
     changes how the calls are scattered: see ``pipeline.cli.cmd_call``)."""
     if executor.get("runner", "lithops") == "serial":
-        from pipeline.storage import open_lithops_storage
+        from functions.core.storage import open_lithops_storage
 
         storage = open_lithops_storage(lithops_config)
         return SerialRunner(executor.get("retries", 0), executor.get("progress", True), storage,

@@ -7,7 +7,7 @@ chunk, the byte range [start, end) of its blocks in each copy, so a function fet
 one chunk with one ranged GET per file and :func:`read_chunk` turns those bytes into
 pairs. The copies hold the input text unchanged (except that a missing final newline
 is added and trailing empty lines are dropped) and end with the BGZF EOF block, so
-``gzip -d``, ``bgzip -d``, htslib and :func:`pipeline.bgzf.inflate` all read them.
+``gzip -d``, ``bgzip -d``, htslib and :func:`functions.core.bgzf.inflate` all read them.
 Same inputs and parameters give byte-identical copies.
 
 Inputs are gzip-compressed (one member or several, BGZF included) or plain FASTQ,
@@ -46,7 +46,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from pipeline.bgzf import EOF_BLOCK, BgzfError, inflate
+from functions.core.bgzf import EOF_BLOCK
+from functions.core.fastq import FIX_MATES as _FIX_MATES
+from functions.core.fastq import FastqError
 
 # Text handled per step and file; the memory used is a small multiple of it.
 PIECE = 4 << 20
@@ -63,18 +65,13 @@ READ_AHEAD = 2
 DEFAULT_LEVEL = 1
 
 GZIP_MAGIC = b"\x1f\x8b"
-# gzip header with the BC extra field (BSIZE filled in), as in pipeline.bgzf.EOF_BLOCK.
+# gzip header with the BC extra field (BSIZE filled in), as in functions.core.bgzf.EOF_BLOCK.
 _HEADER = struct.Struct("<4sIBBHHHH")
 _TRAILER = struct.Struct("<II")
 _SAM_HEADERS = (b"@HD\t", b"@SQ\t", b"@RG\t", b"@PG\t", b"@CO\t")
 _FIX_SOURCE = "copy it again from its source"
 _FIX_RECORDS = ("copy it again from its source; multi-line FASTQ is not supported "
                 "(`seqtk seq` rewrites it with 4 lines per record)")
-_FIX_MATES = "give R1 and R2 of one library, in the order the sequencer wrote them"
-
-
-class FastqError(ValueError):
-    """A FASTQ input cannot be used; the message is ONE line naming the file, the problem and the fix."""
 
 
 @dataclass(frozen=True)
@@ -568,55 +565,3 @@ class _Copy:
             writer.end_chunk()
         self.spans.append((self.pairs - self.in_chunk, self.in_chunk))
         self.in_chunk = 0
-
-
-# -- reading a chunk in a function -------------------------------------------------------
-def _names(heads: list[str], label: str, where: str) -> list[str]:
-    """Names from header lines: no '@', nothing from the first space or tab, no trailing /1 or /2."""
-    try:
-        names = [h[1:].split(None, 1)[0] for h in heads]
-    except IndexError:
-        raise FastqError(f"{where}: a read of {label} has no name: "
-                         "fetch the chunk's exact byte range from the FASTQ index") from None
-    joined = "\n".join(names) + "\n"
-    if "/1\n" in joined or "/2\n" in joined:  # rarely worth a second pass
-        names = [n[:-2] if len(n) > 2 and n[-2] == "/" and n[-1] in "12" else n for n in names]
-    return names
-
-
-def _chunk_lines(data: bytes, label: str, where: str) -> list[str]:
-    """The lines of one file's chunk, after its last line end an empty string."""
-    try:
-        text = inflate(data).decode("ascii")
-    except (BgzfError, zlib.error, UnicodeDecodeError) as e:
-        raise FastqError(f"{where}: the {label} bytes are not the BGZF copy of a FASTQ ({e}): "
-                         "fetch the chunk's exact byte range from the FASTQ index") from None
-    lines = text.split("\n")
-    if lines[-1] or (len(lines) - 1) % 4:
-        raise FastqError(f"{where}: the {label} bytes do not hold whole FASTQ records: "
-                         "fetch the chunk's exact byte range from the FASTQ index")
-    return lines
-
-
-def read_chunk(data_1: bytes, data_2: bytes, where: str) -> list[tuple[str, str, str, str, str]]:
-    """Inflate one chunk's BGZF bytes of each file and return its pairs as
-    (name, seq1, qual1, seq2, qual2), in file order; `where` names the chunk in errors.
-
-    ``data_1`` and ``data_2`` are exactly the bytes of a :class:`FastqChunk`'s ``r1`` and
-    ``r2`` ranges in the copies. The name is the mates' common name (no comment, no /1 or /2).
-    """
-    with ThreadPoolExecutor(max_workers=2) as pool:  # zlib releases the GIL: R1 and R2 inflate side by side
-        lines = list(pool.map(_chunk_lines, (data_1, data_2), ("R1", "R2"), (where, where)))
-    l1, l2 = lines
-    if len(l1) != len(l2):
-        raise FastqError(f"{where}: R1 holds {len(l1) // 4:,} reads but R2 {len(l2) // 4:,}: "
-                         "fetch both files' ranges of the same chunk from the FASTQ index")
-    heads_1, heads_2 = l1[0:-1:4], l2[0:-1:4]
-    names = _names(heads_1, "R1", where)
-    if heads_2 != heads_1:
-        names_2 = _names(heads_2, "R2", where)
-        if names_2 != names:
-            k = next(i for i, (a, b) in enumerate(zip(names, names_2, strict=True)) if a != b)
-            raise FastqError(f"{where}: pair {k + 1:,} is named {names[k]!r} in R1 but {names_2[k]!r} in R2: "
-                             f"the files are not in the same order or are not mates; {_FIX_MATES}")
-    return list(zip(names, l1[1::4], l1[3::4], l2[1::4], l2[3::4], strict=True))

@@ -6,7 +6,7 @@ that wrote it), that its records lie inside its region and that regions follow e
 other without overlap. Only then does it write ``<out>`` (bgzipped VCF with one
 header: contigs, source, engine and parameters), its ``.tbi`` and a
 ``bcftools stats`` report. Outputs are written under hidden temporary names and
-renamed at the end (:mod:`pipeline.atomic`), so a failure, a full disk or a kill
+renamed at the end (:mod:`functions.core.atomic`), so a failure, a full disk or a kill
 leaves no file that looks like a VCF; the space the VCF needs is checked first.
 
 A missing or damaged fragment raises :class:`FragmentError`: the call manifest no
@@ -27,14 +27,15 @@ import pysam
 import pysam.bcftools
 from Bio.bgzf import BgzfWriter
 
-from pipeline.atomic import atomic_outputs
+from functions.core.atomic import atomic_outputs
+from functions.core.errors import SvcError
+from functions.core.storage import ObjectMissingError, ObjectStore
 from pipeline.stage import read_manifest
-from pipeline.storage import ObjectMissingError, ObjectStore
 
 logger = logging.getLogger(__name__)
 
 
-class MergeError(RuntimeError):
+class MergeError(SvcError, RuntimeError):
     """The fragments cannot be merged; no VCF is written."""
 
 

@@ -29,16 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.bai import MIN_SHIFT, BamIndex, Chunk, coffset, uoffset
+from functions.core.bai import MIN_SHIFT, BamIndex, Chunk, coffset, uoffset
+from functions.core.errors import SvcError
 from pipeline.validate import bam_name
 
 if TYPE_CHECKING:
-    from pipeline.storage import IoCounts, ObjectStore
+    from functions.core.storage import IoCounts, ObjectStore
 
 logger = logging.getLogger(__name__)
 
 
-class PlanError(ValueError):
+class PlanError(SvcError, ValueError):
     """A plan cannot be made or read."""
 
 
@@ -506,9 +507,9 @@ def plan_input(
     With ``one_sample`` (the sample is called on its own), its read groups must name
     one sample (``SM``) at most.
     """
-    from pipeline.bai import parse_bai
-    from pipeline.bamheader import parse_header
-    from pipeline.bgzf import inflate
+    from functions.core.bai import parse_bai
+    from functions.core.bamheader import parse_header
+    from functions.core.bgzf import inflate
     from pipeline.stage import reference_contigs
     from pipeline.validate import check_contigs, check_one_sample, check_sort_order, sq_tags
 

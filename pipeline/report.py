@@ -48,8 +48,8 @@ from typing import Any
 
 import pysam
 
+from functions.core.atomic import atomic_outputs
 from pipeline import svgplot
-from pipeline.atomic import atomic_outputs
 from pipeline.plan import SamplePlan, read_plan
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Put a sample's BAM + BAI, and the reference FASTA + FAI, into object storage.
 
 Contract: :func:`stage_sample` and :func:`stage_reference` copy (or, with the local
-store, link) local files into the store through :class:`pipeline.storage.ObjectStore`,
+store, link) local files into the store through :class:`functions.core.storage.ObjectStore`,
 skipping objects already there with the same size, and write a small JSON manifest
 naming each object's key, size and fingerprint. Every later step reads the inputs
 from the store only, through these manifests. A missing FASTA index is built first;
@@ -36,9 +36,10 @@ from typing import Any
 import pysam
 
 from functions.capture import stderr_into
-from pipeline.bamheader import BamHeader, BamHeaderError, parse_header
-from pipeline.bgzf import EOF_BLOCK, inflate
-from pipeline.storage import ObjectMissingError, ObjectStore, split_url
+from functions.core.bamheader import BamHeader, BamHeaderError, parse_header
+from functions.core.bgzf import EOF_BLOCK, inflate
+from functions.core.errors import SvcError
+from functions.core.storage import ObjectMissingError, ObjectStore, split_url
 from pipeline.validate import (
     HEAD_BYTES,
     InputError,
@@ -63,7 +64,7 @@ FINGERPRINT_EDGE = 64 << 10
 REFERENCE_HEAD = 1024
 
 
-class StageError(RuntimeError):
+class StageError(SvcError, RuntimeError):
     """An input cannot be staged; the message names the file and the fix."""
 
 
@@ -73,7 +74,7 @@ def stage_file(store: ObjectStore, path: str, key: str, fingerprint: str | None 
     ``fingerprint``: what names the content. With the local store it is the manifest's
     (default: the store's, :attr:`ObjectInfo.fingerprint`); with an uploading store it
     decides whether an object already there is this file (see
-    :meth:`~pipeline.storage.ObjectStore.put_file`) and the manifest keeps the ETag.
+    :meth:`~functions.core.storage.ObjectStore.put_file`) and the manifest keeps the ETag.
     """
     uploaded = store.put_file(key, path, fingerprint)
     info = store.head(key)
@@ -312,7 +313,7 @@ def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> dict[str
 
 def contigs_from_fai(store: ObjectStore, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Name and length (no MD5) of each contig of a staged reference, from its .fai in the store."""
-    from functions.slice import parse_fai
+    from functions.core.fai import parse_fai
 
     fai = parse_fai(store.get(manifest["fai"]["key"], manifest["fai"].get("bucket")).decode())
     return [{"name": e.name, "length": e.length, "md5": None} for e in fai.values()]

@@ -22,7 +22,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.bgzf import EOF_BLOCK, inflate
+from functions.core.bgzf import EOF_BLOCK, inflate
+from functions.core.errors import SvcError
 
 # Sequence read per fetch while hashing a reference contig: bounds the memory used.
 MD5_CHUNK = 8 << 20
@@ -31,7 +32,7 @@ HEAD_BYTES = 65536
 UNSORTED = ("unsorted", "queryname")
 
 
-class InputError(ValueError):
+class InputError(SvcError, ValueError):
     """An input file cannot be used; the message names it, the problem and the fix."""
 
 

@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-from pipeline.atomic import OutputError, check_writable
+from functions.core.atomic import OutputError, check_writable
 from pipeline.config import ConfigError, load_settings
 
 try:

@@ -54,7 +54,7 @@ def reference() -> str:
 @pytest.fixture
 def store(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """A local object store under a key prefix unique to the test."""
-    from pipeline.storage import ObjectStore
+    from functions.core.storage import ObjectStore
 
     name = request.node.name.replace("[", "_").replace("]", "").replace("/", "_")
     return ObjectStore(LITHOPS_LOCAL, prefix=f"t/{name}")

@@ -15,6 +15,7 @@ import pysam
 import pytest
 from conftest import LITHOPS_LOCAL
 
+from functions.core.storage import ObjectStore
 from pipeline.align import (
     AlignError,
     AlignParams,
@@ -26,7 +27,6 @@ from pipeline.align import (
 )
 from pipeline.executor import LithopsRunner, SerialRunner
 from pipeline.stage import stage_reference
-from pipeline.storage import ObjectStore
 
 DATA = Path(__file__).resolve().parent.parent / "test_data"
 PAIRS = 20_667  # pairs of sampleA (test_data/README.md)

@@ -16,7 +16,7 @@ import pytest
 from helpers import DATA
 from test_e2e import make_workdir, snakemake
 
-from pipeline.bgzf import EOF_BLOCK
+from functions.core.bgzf import EOF_BLOCK
 from pipeline.stage import check_local_bam, check_remote_bam, local_index, reference_contigs, stage_reference
 from pipeline.validate import (
     InputError,

@@ -16,6 +16,7 @@ from helpers import DATA, serial
 from test_e2e import make_workdir, snakemake
 
 from functions.bcftools_engine import BcftoolsParams
+from functions.core.storage import ObjectStore
 from functions.engines import run_engine
 from pipeline.call import CallError, CallInputs, call_samples, share
 from pipeline.config import ConfigError, load_settings
@@ -23,7 +24,6 @@ from pipeline.executor import SerialRunner
 from pipeline.merge import merge_sample
 from pipeline.plan import PlanError, PlanInput, PlanSettings, plan_input, plan_joint
 from pipeline.stage import read_manifest, stage_reference, stage_sample
-from pipeline.storage import ObjectStore
 from pipeline.vcfcompare import vcf_body
 
 REF = DATA / "ref.fa"

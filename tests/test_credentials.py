@@ -1,4 +1,4 @@
-"""Credentials at rest: other users cannot read what Lithops writes (pipeline/private_dirs.py).
+"""Credentials at rest: other users cannot read what Lithops writes (functions/core/private_dirs.py).
 
 Lithops writes the whole storage config, secrets included, into ``*-job.json`` files
 of mode 0644 under ``$TMPDIR/lithops-$USER``. The folder is kept 0700, so another
@@ -22,7 +22,7 @@ import pytest
 from test_e2e import ROOT, make_workdir
 from test_faults import kill_everything
 
-from pipeline.private_dirs import PrivateDirError, make_private_dir
+from functions.core.private_dirs import PrivateDirError, make_private_dir
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
@@ -102,7 +102,7 @@ def test_opening_lithops_storage_makes_its_folders_private(tmp_path: Path) -> No
     """Importing lithops creates its temp folder 0755; opening the store (serial runner) closes it."""
     (tmp_path / "tmp").mkdir()
     (tmp_path / "home").mkdir()
-    code = ("from pipeline.storage import open_lithops_storage; "
+    code = ("from functions.core.storage import open_lithops_storage; "
             "open_lithops_storage({'lithops': {'backend': 'localhost', 'storage': 'localhost'}})")
     env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), HOME=str(tmp_path / "home"))
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)

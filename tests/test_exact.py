@@ -11,7 +11,7 @@ from conftest import LITHOPS_LOCAL, SAMPLES
 from helpers import DATA, assert_same, run_core, serial, tricky_cuts, whole_genome
 
 from functions.bcftools_engine import BcftoolsParams, EngineError, run_bcftools
-from functions.slice import parse_fai
+from functions.core.fai import parse_fai
 from pipeline.call import CallError, CallInputs, call_samples, make_tasks
 from pipeline.executor import LithopsRunner
 from pipeline.merge import MergeError, merge_sample

@@ -15,9 +15,10 @@ from pathlib import Path
 import pysam
 import pytest
 
+from functions.core.bgzf import EOF_BLOCK, inflate
+from functions.core.fastq import FastqError, read_chunk
 from pipeline import fastq
-from pipeline.bgzf import EOF_BLOCK, inflate
-from pipeline.fastq import FastqError, FastqIndex, read_chunk, rechunk_pair
+from pipeline.fastq import FastqIndex, rechunk_pair
 
 Pair = tuple[str, str, str, str, str]  # name, seq1, qual1, seq2, qual2
 

@@ -24,8 +24,8 @@ from helpers import DATA, whole_genome
 from test_e2e import ROOT, make_workdir, snakemake
 from test_faults import error_lines, kill_everything, store_root, why
 
-from pipeline.atomic import OutputError, atomic_outputs, check_writable
-from pipeline.storage import ObjectStore, StorageError
+from functions.core.atomic import OutputError, atomic_outputs, check_writable
+from functions.core.storage import ObjectStore, StorageError
 from pipeline.vcfcompare import vcf_body
 
 N_REGIONS = 4
@@ -157,7 +157,7 @@ def test_writable_check_answers_for_root_too(tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
     script = (f"mount -t tmpfs -o ro tmpfs {ro} && exec {sys.executable} -c "
-              f"'from pipeline.atomic import check_writable; check_writable(\"{ro}\")'")
+              f"'from functions.core.atomic import check_writable; check_writable(\"{ro}\")'")
     res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode != 0

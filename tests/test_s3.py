@@ -15,9 +15,9 @@ from conftest import SAMPLES, ceph_lithops_config
 from helpers import DATA, whole_genome
 from test_e2e import make_workdir, snakemake
 
-from pipeline.bai import MAX_BGZF_BLOCK
+from functions.core.bai import MAX_BGZF_BLOCK
+from functions.core.storage import ObjectMissingError, ObjectStore, StorageError
 from pipeline.plan import read_plan
-from pipeline.storage import ObjectMissingError, ObjectStore, StorageError
 from pipeline.vcfcompare import vcf_body
 
 

@@ -11,8 +11,8 @@ from helpers import DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from functions.core.bai import MAX_BGZF_BLOCK, coffset, parse_bai, reg2bins
 from functions.slice import fetch_bam_slice
-from pipeline.bai import MAX_BGZF_BLOCK, coffset, parse_bai, reg2bins
 from pipeline.plan import PlanSettings, plan_sample
 from pipeline.stage import stage_sample
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from functions.core.errors import SvcError
+
 BAI_MAGIC = b"BAI\x01"
 MIN_SHIFT = 14  # 16 kb windows
 DEPTH = 5  # levels below the root bin
@@ -31,7 +33,7 @@ MAX_BGZF_BLOCK = 65536  # largest BGZF block, header and footer included
 FIRST_LEAF_BIN = 4681  # ((1 << 15) - 1) // 7
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(SvcError, ValueError):
     """The bytes given are not a valid BAI index."""
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from functions.core.errors import SvcError
 
-class BamHeaderError(ValueError):
+
+class BamHeaderError(SvcError, ValueError):
     """The bytes are not the start of a BAM file, or stop inside its header."""
 
 

@@ -18,7 +18,7 @@ import errno
 import os
 import stat
 
-from pipeline.storage import StorageError
+from functions.core.storage import StorageError
 
 PRIVATE_MODE = 0o700
 

@@ -31,10 +31,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from functions.core.errors import SvcError
+
 logger = logging.getLogger(__name__)
 
 
-class StorageError(RuntimeError):
+class StorageError(SvcError, RuntimeError):
     """Object storage could not do what was asked."""
 
 
@@ -393,7 +395,7 @@ def open_lithops_storage(lithops_config: dict[str, Any]) -> Any:
     """A ``lithops.Storage`` for ``lithops_config``; a bad config becomes a StorageError."""
     import lithops  # imported here: importing lithops is slow and logs
 
-    from pipeline.private_dirs import make_lithops_dirs_private
+    from functions.core.private_dirs import make_lithops_dirs_private
 
     make_lithops_dirs_private()
 

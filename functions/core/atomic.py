@@ -28,12 +28,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from functions.core.errors import SvcError
+
 # Errors that say the folder, not the data, is the problem.
 _FOLDER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 _counter = itertools.count()
 
 
-class OutputError(OSError):
+class OutputError(SvcError, OSError):
     """An output cannot be written where the config puts it; the message says why and what to do."""
 
     def __str__(self) -> str:

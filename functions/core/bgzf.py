@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import zlib
 
+from functions.core.errors import SvcError
+
 EOF_BLOCK = bytes.fromhex(
     "1f8b08040000000000ff0600424302001b0003000000000000000000"
 )
@@ -17,7 +19,7 @@ EOF_BLOCK = bytes.fromhex(
 BGZF_HEADER = 18  # gzip header with the BC extra field, which holds the block size
 
 
-class BgzfError(ValueError):
+class BgzfError(SvcError, ValueError):
     """Bytes that should be BGZF blocks are not."""
 
 
