@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "test_data"))
 from bench_align import ToolError, timed  # noqa: E402
 from generate import sample_names  # noqa: E402
 
-from pipeline.vcfcompare import vcf_body  # noqa: E402
+from bench.evaluation.vcfcompare import vcf_body  # noqa: E402
 
 STAMP = "bench-cohort.json"
 

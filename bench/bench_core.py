@@ -35,8 +35,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.evaluation.vcfcompare import vcf_body  # noqa: E402
 from functions.bcftools_engine import BcftoolsParams, run_bcftools  # noqa: E402
-from pipeline.vcfcompare import vcf_body  # noqa: E402
 
 
 def ensure_data(data: Path, genome_size: int, coverage: float, seed: int) -> None:

@@ -54,7 +54,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.afeval import (  # noqa: E402
+from bench.evaluation.afeval import (  # noqa: E402
     DEFAULT_BINS,
     Evaluation,
     Key,
@@ -64,7 +64,7 @@ from pipeline.afeval import (  # noqa: E402
     read_truth,
     read_vcf_calls,
 )
-from pipeline.vcfcompare import vcf_body  # noqa: E402
+from bench.evaluation.vcfcompare import vcf_body  # noqa: E402
 
 SAMPLE = "mixture"
 

@@ -40,9 +40,9 @@ on the first run):
      * ``samtools mpileup -aa -A -d 0 -B -Q 0 | ivar variants -q 20 -t 0.01``.
 
 3. Scores every tool against its truth: germline with
-   :func:`pipeline.vcfcompare.accuracy` (CHROM, POS, REF, ALT after ``bcftools norm``;
+   :func:`bench.evaluation.vcfcompare.accuracy` (CHROM, POS, REF, ALT after ``bcftools norm``;
    genotypes ignored), SNVs and indels together, freebayes' calls with QUAL >= 20;
-   viral with :mod:`pipeline.afeval`: every designed allele is a truth (1 % to 50 %),
+   viral with :mod:`bench.evaluation.afeval`: every designed allele is a truth (1 % to 50 %),
    calls are PASS records (iVar: PASS=TRUE rows), anything else called is a false
    positive.
 
@@ -91,8 +91,8 @@ from bench_cohort import background_cores, machine_cpu, phases  # noqa: E402
 from bench_cohort import ensure_data as ensure_germline  # noqa: E402
 from bench_lowfreq import ensure_data as ensure_viral  # noqa: E402
 
+from bench.evaluation.vcfcompare import Accuracy, accuracy, vcf_body  # noqa: E402
 from functions.bcftools_engine import BcftoolsParams  # noqa: E402
-from pipeline.vcfcompare import Accuracy, accuracy, vcf_body  # noqa: E402
 
 SAMPLE = "sampleA"
 VIRAL_SAMPLE = "mixture"
@@ -200,7 +200,7 @@ def combined(acc: dict[str, Accuracy]) -> Accuracy:
 
 
 def prf(tp: int, fp: int, fn: int) -> tuple[float | None, float, float]:
-    """Precision, recall and F1 as :class:`pipeline.vcfcompare.Accuracy` defines them,
+    """Precision, recall and F1 as :class:`bench.evaluation.vcfcompare.Accuracy` defines them,
     except that precision is None (not 1) when nothing was called."""
     a = Accuracy("all", tp, fp, fn)
     return (a.precision if tp + fp else None), a.recall, a.f1
@@ -493,7 +493,7 @@ def score_germline(ctx: Context, row: Row, vcf: Path, min_qual: float = 0.0) -> 
 
 
 def score_viral(ctx: Context, row: Row, calls: dict[Any, Any]) -> None:
-    from pipeline.afeval import evaluate, read_artefacts, read_truth
+    from bench.evaluation.afeval import evaluate, read_artefacts, read_truth
 
     assert ctx.viral is not None
     truth = read_truth(str(ctx.viral / "truth.vcf.gz"))
@@ -623,7 +623,7 @@ def tool_freebayes_parallel(ctx: Context, row: Row, out: Path) -> Timing:
 
 
 def tool_viral_pipeline(ctx: Context, row: Row, out: Path) -> Timing:
-    from pipeline.afeval import read_vcf_calls
+    from bench.evaluation.afeval import read_vcf_calls
 
     assert ctx.viral is not None
     overrides: dict[str, Any] = {"storage": {"prefix": f"bench-{out.name}"}}
@@ -640,7 +640,7 @@ def tool_viral_pipeline(ctx: Context, row: Row, out: Path) -> Timing:
 
 
 def tool_viral_bcftools(ctx: Context, row: Row, out: Path) -> Timing:
-    from pipeline.afeval import read_vcf_calls
+    from bench.evaluation.afeval import read_vcf_calls
 
     assert ctx.viral is not None
     out.mkdir(parents=True, exist_ok=True)
@@ -652,7 +652,7 @@ def tool_viral_bcftools(ctx: Context, row: Row, out: Path) -> Timing:
 
 
 def tool_viral_ivar(ctx: Context, row: Row, out: Path) -> Timing:
-    from pipeline.afeval import read_ivar_tsv
+    from bench.evaluation.afeval import read_ivar_tsv
 
     assert ctx.viral is not None
     out.mkdir(parents=True, exist_ok=True)
@@ -755,14 +755,14 @@ def scaling_model(ctx: Context, cpu: str) -> dict[str, Any] | None:
 # -- reports ------------------------------------------------------------------------------------
 SCORING = [
     "germline: calls against `truth/sampleA.vcf.gz` of the generator by CHROM, POS, REF and ALT after `bcftools "
-    "norm -m -any` of both (pipeline/vcfcompare.py `accuracy`), genotypes ignored, records with a 0/0 or missing "
-    "genotype skipped; SNVs and indels together (per class in the JSON and below). bcftools calls are taken "
+    "norm -m -any` of both (bench/evaluation/vcfcompare.py `accuracy`), genotypes ignored, records with a 0/0 or "
+    "missing genotype skipped; SNVs and indels together (per class in the JSON and below). bcftools calls are taken "
     "unfiltered, as the pipeline writes them; freebayes calls with QUAL >= {fq:g}, as a user would filter them. "
     "freebayes' MNP and complex alleles are not decomposed (no vcfallelicprimitives): each counts as a false "
     "positive and its SNVs as false negatives.",
     "viral: the designed truth of test_data/viral.py, every true allele from 1 % to 50 % "
-    "(pipeline/afeval.py `evaluate`); calls are FILTER=PASS records (iVar: PASS=TRUE rows) after `bcftools norm`; "
-    "a call not in the truth is a false positive (those at the mixture's error hotspots included).",
+    "(bench/evaluation/afeval.py `evaluate`); calls are FILTER=PASS records (iVar: PASS=TRUE rows) after "
+    "`bcftools norm`; a call not in the truth is a false positive (those at the mixture's error hotspots included).",
 ]
 
 

@@ -202,8 +202,8 @@ def calibrate_merge(template_vcf: Path, reference: Path, template_manifest: Path
     are in order) in ``fragments`` fragments, read from memory, under a copy of
     ``template_manifest`` (a call manifest: engine, parameters, code) that lists them;
     bgzip, tabix and ``bcftools stats`` included."""
+    from bench.evaluation.vcfcompare import vcf_body
     from pipeline.merge import merge_sample
-    from pipeline.vcfcompare import vcf_body
 
     with gzip.open(template_vcf, "rt") if str(template_vcf).endswith(".gz") else open(template_vcf) as fh:
         header = [line for line in fh if line.startswith("#")]
@@ -217,7 +217,8 @@ def calibrate_merge(template_vcf: Path, reference: Path, template_manifest: Path
         body = "".join(f"{chrom}\t{(first + j) * 10 + 1}\t{rests[(first + j) % len(rests)]}" for j in range(per))
         data = gzip.compress(("".join(header) + body).encode(), compresslevel=1)
         store.objects[f"f{i}.vcf.gz"] = data
-        frags.append({"region": i, "name": f"{chrom}:{first * 10 + 1}-{(first + per) * 10}", "out_key": f"f{i}",
+        frags.append({"region": i, "name": f"{chrom}:{first * 10 + 1}-{(first + per) * 10}", "chrom": chrom,
+                      "start": first * 10, "end": (first + per) * 10, "out_key": f"f{i}",
                       "md5": hashlib.md5(data).hexdigest()})
     with tempfile.TemporaryDirectory(prefix="svc-merge-cal-") as tmp:
         manifest = os.path.join(tmp, "calls.json")

@@ -1,22 +1,22 @@
 """The alignment function: one chunk of read pairs in, one coordinate-sorted BAM part out.
 
-Contract: :func:`align_chunk` takes a plain dict (built by
-:func:`pipeline.align.make_tasks`) naming the store's bucket and prefix (no
+Contract: :func:`align_chunk` takes a :class:`~functions.core.tasks.ChunkTask` as a
+plain dict (built by :func:`pipeline.align.make_tasks`) naming the store's bucket and prefix (no
 credentials: the open ``storage`` comes from Lithops in the worker), the minimap2
 index of the reference in the store, the chunk's byte range in each BGZF copy of
 the sample's FASTQs (:mod:`pipeline.fastq`), the BAM header text and the read
 group. It fetches the index (once per worker: kept on local disk by its
 fingerprint) and the chunk with one ranged GET per FASTQ, maps each pair with
 minimap2 through ``mappy`` (the index's preset, ``sr``, paired), sorts the records
-by coordinate and writes back to the store
+by coordinate and, through :func:`functions.worker.run_task`, writes back to the store
 
 * ``<out_key>.bam`` — the coordinate-sorted BAM part, and
 * ``<out_key>.json`` — stats: pairs, reads, mapped and properly paired reads,
   supplementary records, bytes and GETs, seconds, the part's md5.
 
 It returns the stats; any failure raises :class:`ChunkError` naming the sample and
-chunk. A task with a ``faults`` entry (tests only, see :mod:`functions.faults`) first
-has its injected fault, if it draws one.
+chunk. Injected faults (tests only) wrap this function from the runner's side
+(:func:`functions.faults.run_with_faults`), never from inside it.
 
 The records follow ``minimap2 -ax sr -Y --secondary=no``, with what ``mappy`` does
 not expose filled in the way samtools does (:func:`pair_records`):
@@ -42,9 +42,7 @@ chunk size.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -53,7 +51,8 @@ from typing import Any
 from functions.core.errors import SvcError
 from functions.core.fastq import read_chunk
 from functions.core.storage import ObjectStore
-from functions.faults import FaultSettings, inject
+from functions.core.tasks import ChunkTask, IndexRef
+from functions.worker import run_task
 
 # Bytes per ranged GET when copying the index to local disk: bounds the memory used.
 INDEX_PART_BYTES = 64 << 20
@@ -70,67 +69,39 @@ class ChunkError(SvcError, RuntimeError):
 
 
 def align_chunk(task: dict[str, Any], storage: Any = None) -> dict[str, Any]:
-    """Align one chunk; ``storage`` is the worker's ``lithops.Storage`` (Lithops passes it)."""
-    label = f"sample {task['sample']} chunk {task['chunk']['index']}"
-    try:
-        return _align(task, storage)
-    except ChunkError:
-        raise
-    except Exception as exc:
-        raise ChunkError(f"{label}: {type(exc).__name__}: {exc}") from exc
+    """Align one chunk (a :class:`~functions.core.tasks.ChunkTask` as a dict); ``storage`` is
+    the worker's ``lithops.Storage`` (Lithops passes it)."""
+    t = ChunkTask.from_dict(task)
+    return run_task(f"sample {t.sample} chunk {t.chunk['index']}", t.store, storage, t.sample, t.key, t.out_key,
+                    ".bam", lambda store, tmp: _align(t, store, tmp), ChunkError, prefix="svc-align-")
 
 
-def _align(task: dict[str, Any], storage: Any) -> dict[str, Any]:
-    t0, started = time.monotonic(), time.time()
-    store = ObjectStore.from_description(task["store"], storage)
-    injected = inject(FaultSettings.from_dict(task["faults"]), store, task) if task.get("faults") else {}
-    chunk, params = task["chunk"], task["params"]
-    aligner = load_aligner(store, task["index"], params["preset"])
+def _align(t: ChunkTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, Any]]:
+    """The alignment function's own work in ``tmp``: the sorted part's path and its own stats."""
+    t0 = time.monotonic()
+    chunk, params = t.chunk, t.params
+    aligner = load_aligner(store, t.index, params["preset"])
     t_index = time.monotonic() - t0
-    fq1, fq2 = task["fastq_1"], task["fastq_2"]
-    data_1 = store.get_range(fq1["key"], chunk["r1"][0], chunk["r1"][1], fq1.get("bucket"))
-    data_2 = store.get_range(fq2["key"], chunk["r2"][0], chunk["r2"][1], fq2.get("bucket"))
-    pairs = read_chunk(data_1, data_2, f"sample {task['sample']} chunk {chunk['index']}")
+    data_1 = store.get_range(t.fastq_1.key, chunk["r1"][0], chunk["r1"][1], t.fastq_1.bucket)
+    data_2 = store.get_range(t.fastq_2.key, chunk["r2"][0], chunk["r2"][1], t.fastq_2.bucket)
+    pairs = read_chunk(data_1, data_2, f"sample {t.sample} chunk {chunk['index']}")
     del data_1, data_2
     if len(pairs) != chunk["pairs"]:
         raise ChunkError(
-            f"sample {task['sample']} chunk {chunk['index']}: {len(pairs)} pairs read where the staging "
+            f"sample {t.sample} chunk {chunk['index']}: {len(pairs)} pairs read where the staging "
             f"index says {chunk['pairs']}: stage the FASTQs again"
         )
-    tmp = tempfile.mkdtemp(prefix="svc-align-")
-    try:
-        sam = os.path.join(tmp, "part.sam")
-        t1 = time.monotonic()
-        with open(sam, "w") as fh:
-            fh.write(task["header"])
-            counts = write_records(fh, aligner, pairs, task["read_group"], params["max_insert"])
-        t_map = time.monotonic() - t1
-        del pairs
-        part = os.path.join(tmp, "part.bam")
-        _sort(sam, part, tmp)
-        with open(part, "rb") as fh:
-            data = fh.read()
-        stats = {
-            "sample": task["sample"],
-            "chunk": chunk["index"],
-            "pairs": chunk["pairs"],
-            **counts,
-            "md5": hashlib.md5(data).hexdigest(),
-            "size": len(data),
-            "gets": store.counts.gets,
-            "get_bytes": store.counts.get_bytes,
-            "index_seconds": round(t_index, 3),
-            "map_seconds": round(t_map, 3),
-            "started": round(started, 3),  # epoch seconds, the worker's clock
-            "seconds": round(time.monotonic() - t0, 3),
-            "key": task["key"],
-            **injected,
-        }
-        store.put(task["out_key"] + ".bam", data)
-        store.put(task["out_key"] + ".json", json.dumps(stats, sort_keys=True).encode())
-        return stats
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    sam = os.path.join(tmp, "part.sam")
+    t1 = time.monotonic()
+    with open(sam, "w") as fh:
+        fh.write(t.header)
+        counts = write_records(fh, aligner, pairs, t.read_group, params["max_insert"])
+    t_map = time.monotonic() - t1
+    del pairs
+    part = os.path.join(tmp, "part.bam")
+    _sort(sam, part, tmp)
+    return part, {"chunk": chunk["index"], "pairs": chunk["pairs"], **counts,
+                  "index_seconds": round(t_index, 3), "map_seconds": round(t_map, 3)}
 
 
 def _sort(sam: str, out: str, tmp: str) -> None:
@@ -150,31 +121,32 @@ def _sort(sam: str, out: str, tmp: str) -> None:
 
 
 # -- the index -----------------------------------------------------------------------
-def load_aligner(store: ObjectStore, index: dict[str, Any], preset: str) -> Any:
-    """The ``mappy.Aligner`` of the index object ``index`` (key, bucket, size, fingerprint).
+def load_aligner(store: ObjectStore, index: IndexRef, preset: str) -> Any:
+    """The ``mappy.Aligner`` of the index object ``index``.
 
     A worker that already loaded it (a warm container) reuses it; the file is copied
     to local disk with bounded ranged GETs, once per worker.
     """
     import mappy
 
-    cache = (index["fingerprint"], preset)
+    key, bucket, size = index.obj.key, index.obj.bucket, index.size
+    cache = (index.fingerprint, preset)
     if cache in _ALIGNERS:
         return _ALIGNERS[cache]
     folder = os.path.join(tempfile.gettempdir(), "svc-mm2-index")
     os.makedirs(folder, exist_ok=True)
-    safe = hashlib.sha256(f"{index.get('bucket')}/{index['key']}/{index['fingerprint']}".encode()).hexdigest()[:20]
+    safe = hashlib.sha256(f"{bucket}/{key}/{index.fingerprint}".encode()).hexdigest()[:20]
     path = os.path.join(folder, f"{safe}.mmi")
-    if not os.path.exists(path) or os.path.getsize(path) != index["size"]:
+    if not os.path.exists(path) or os.path.getsize(path) != size:
         part = f"{path}.tmp{os.getpid()}"
         with open(part, "wb") as fh:
-            for start in range(0, index["size"], INDEX_PART_BYTES):
-                end = min(index["size"], start + INDEX_PART_BYTES)
-                fh.write(store.get_range(index["key"], start, end, index.get("bucket")))
+            for start in range(0, size, INDEX_PART_BYTES):
+                end = min(size, start + INDEX_PART_BYTES)
+                fh.write(store.get_range(key, start, end, bucket))
         os.replace(part, path)
     aligner = mappy.Aligner(path, preset=preset)
     if not aligner or not aligner.seq_names:  # an empty or damaged file loads as an index of nothing
-        raise ChunkError(f"minimap2 cannot load its index {index['key']}: build it again (rule index_reference)")
+        raise ChunkError(f"minimap2 cannot load its index {key}: build it again (rule index_reference)")
     _ALIGNERS.clear()  # one index per worker: a genome's index can take gigabytes
     _ALIGNERS[cache] = aligner
     return aligner

@@ -21,6 +21,7 @@ import pysam.bcftools
 
 from functions.capture import stderr_into
 from functions.core.errors import SvcError
+from functions.core.tasks import Span
 
 
 class EngineError(SvcError, RuntimeError):
@@ -94,7 +95,7 @@ def run_bcftools(
     reference: str,
     params: BcftoolsParams,
     out_vcf: str,
-    region: str | None = None,
+    region: Span | None = None,
     workdir: str | None = None,
 ) -> str:
     """``mpileup | call`` on ``bam`` or a list of BAMs (optionally one region); uncompressed VCF at out_vcf."""
@@ -102,15 +103,11 @@ def run_bcftools(
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         bcf = os.path.join(tmp, "pileup.bcf")
         mp = ["--fasta-ref", reference, *params.mpileup_args(), "-Ou", "-o", bcf]
+        where = region.name if region else ""
         if region:
-            mp += ["--regions", region]
-        _bcftools(pysam.bcftools.mpileup, [*mp, *bams], tmp, f"mpileup {region or ''}")
-        _bcftools(
-            pysam.bcftools.call,
-            [*params.call_args(tmp), "-Ov", "-o", out_vcf, bcf],
-            tmp,
-            f"call {region or ''}",
-        )
+            mp += ["--regions", region.htslib()]
+        _bcftools(pysam.bcftools.mpileup, [*mp, *bams], tmp, f"mpileup {where}")
+        _bcftools(pysam.bcftools.call, [*params.call_args(tmp), "-Ov", "-o", out_vcf, bcf], tmp, f"call {where}")
     return out_vcf
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from functions.bcftools_engine import BcftoolsParams, run_bcftools
+from functions.core.tasks import Span
 from functions.lowfreq import LowfreqParams, run_lowfreq
 
 
@@ -46,8 +47,9 @@ def joint_capable(engine: str) -> bool:
 
 
 def run_engine(params: EngineParams, bam: str | Sequence[str], reference: str, out_vcf: str,
-               region: str | None = None, workdir: str | None = None) -> str:
-    """Run the engine ``params`` belong to on one BAM, or on several (joint engines only)."""
+               region: Span | None = None, workdir: str | None = None) -> str:
+    """Run the engine ``params`` belong to on one BAM, or on several (joint engines only),
+    over the whole genome or one ``region``."""
     _, run = ENGINES[params.ENGINE]
     bams = [bam] if isinstance(bam, str) else list(bam)
     if len(bams) != 1 and not joint_capable(params.ENGINE):

@@ -1,7 +1,9 @@
 """Injected failures, for testing how the pipeline copes with them (config section ``faults``).
 
-Contract: :func:`inject` is called by a function before it does any work, with the
-task's ``faults`` settings (:class:`FaultSettings`). It numbers this attempt at the
+Contract: a runner whose tasks carry ``faults`` maps :func:`run_with_faults` instead of
+the function itself (a test device stays out of the production worker path); it calls
+:func:`inject` with the task's ``faults`` settings (:class:`FaultSettings`) before the
+function does any work. It numbers this attempt at the
 task — one marker object per attempt in the store, under
 ``<prefix>/faults/<sample>/<fragment key>/``, so a retried call, which Lithops runs
 with the very same input, gets the next number — and draws a number in [0, 1) from
@@ -24,6 +26,7 @@ call that survives its fault computes exactly what it would have without it.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import signal
 import time
@@ -94,3 +97,18 @@ def inject(settings: FaultSettings, store: ObjectStore, task: dict[str, Any]) ->
     if fault == "delay":
         time.sleep(settings.delay_seconds)
     return {"attempt": attempt, "fault": fault}
+
+
+def run_with_faults(task: dict[str, Any], storage: Any = None) -> dict[str, Any]:
+    """The function named by the task's ``fault_target`` (``module:function``), after this
+    attempt's injected fault (:func:`inject`): what a runner maps instead of the function
+    itself when the tasks carry ``faults``, so the function never knows of them. The
+    returned stats also say which attempt this was and what was injected into it."""
+    module, _, name = task["fault_target"].partition(":")
+    func = getattr(importlib.import_module(module), name)
+    t0, started = time.monotonic(), time.time()
+    store = ObjectStore.from_description(task["store"], storage)
+    injected = inject(FaultSettings.from_dict(task["faults"]), store, task)
+    stats = func(task, storage)
+    # The attempt's time includes its injected delay: a straggler is slow as a whole.
+    return {**stats, **injected, "started": round(started, 3), "seconds": round(time.monotonic() - t0, 3)}

@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pysam
 
+from functions.core.tasks import Span
 from functions.core.version import __version__
 from functions.pileup import Evidence, collect_evidence, unpack_bases
 
@@ -374,18 +375,16 @@ def run_lowfreq(
     reference: str,
     params: LowfreqParams,
     out_vcf: str,
-    region: str | None = None,
+    region: Span | None = None,
     workdir: str | None = None,
 ) -> str:
-    """Call ``bam`` (optionally one ``chrom:start-end`` region, 1-based); uncompressed VCF at out_vcf."""
+    """Call ``bam`` (optionally one ``region``); uncompressed VCF at out_vcf."""
     del workdir  # nothing to spill: the evidence is held in memory, window by window
     with pysam.AlignmentFile(bam, "rb") as fh:
         header = vcf_header(fh, params)
         contigs = dict(zip(fh.references, fh.lengths, strict=True))
     if region:
-        chrom, span = region.rsplit(":", 1)
-        a, b = span.split("-")
-        windows = [(chrom, int(a) - 1, int(b))]
+        windows = [(region.chrom, region.start, region.end)]
     else:
         windows = [(c, 0, n) for c, n in contigs.items()]
     tmp = out_vcf + ".part"

@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from functions.core.bai import coffset, parse_bai, uoffset
-from functions.core.bgzf import BGZF_HEADER, block_size
+from functions.core.bgzf import BGZF_HEADER, block_at, inflate_block
 from functions.core.errors import SvcError
 
 # 4-bit BAM base codes (=ACMGRSVTWYHKDBN) -> 0..3 for A, C, G, T, 4 for anything else.
@@ -153,12 +152,12 @@ def _raw_chunks(path: str, chunks: list[tuple[int, int]], block_bytes: int):  # 
                 out = []
                 at = 0
                 while at + BGZF_HEADER <= len(raw) and pos + at <= end_c:
-                    size = block_size(raw[at : at + BGZF_HEADER])
-                    if at + size > len(raw):
+                    size = block_at(raw, at)
+                    if size is None:
                         if at == 0:
                             raise PileupError(f"{path}: truncated BGZF block at byte {pos}")
                         break
-                    data = zlib.decompress(raw[at + BGZF_HEADER : at + size - 8], wbits=-15)
+                    data = inflate_block(raw, at, size)
                     last = pos + at == end_c
                     out.append(data[skip : end_u if last else None])
                     skip = 0

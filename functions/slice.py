@@ -18,35 +18,24 @@ Nothing here downloads a whole BAM, reference or index.
 
 from __future__ import annotations
 
-import os
-
 from functions.core.bai import Chunk, write_bai
 from functions.core.bgzf import BGZF_HEADER, EOF_BLOCK, block_size
 from functions.core.fai import FaiEntry
 from functions.core.storage import ObjectStore
+from functions.core.tasks import BamSlice
 
 
-def fetch_bam_slice(
-    store: ObjectStore,
-    bam_key: str,
-    bam_size: int,
-    n_ref: int,
-    header: tuple[int, int],
-    tid: int,
-    chunks: list[Chunk],
-    ranges: list[tuple[int, int, bool]],
-    path: str,
-    bucket: str | None = None,
-) -> str:
+def fetch_bam_slice(store: ObjectStore, bam: BamSlice, path: str) -> str:
     """Write the local view of a region's slice at ``path`` (+ ``.bai``); returns path.
 
     A range ``(start, end, tail)`` is fetched as bytes [start, end) and, with
     ``tail``, the BGZF block at ``end``: the first GET reaches 18 bytes into that
     block (its header, which holds its size) and a second GET fetches the rest.
     """
+    bam_key, bucket, bam_size = bam.obj.key, bam.obj.bucket, bam.size
     with open(path, "wb") as out:
         out.truncate(bam_size)
-        for start, end, tail in [(*header, False), *ranges]:
+        for start, end, tail in [(*bam.header, False), *bam.ranges]:
             out.seek(start)
             if not tail:
                 out.write(store.get_range(bam_key, start, end, bucket))
@@ -59,7 +48,7 @@ def fetch_bam_slice(
             out.seek(bam_size - len(EOF_BLOCK))
             out.write(EOF_BLOCK)
     with open(path + ".bai", "wb") as out:
-        out.write(write_bai(n_ref, tid, chunks))
+        out.write(write_bai(bam.n_ref, bam.tid, [Chunk(b, e) for b, e in bam.chunks]))
     return path
 
 
@@ -90,8 +79,3 @@ def fetch_reference_window(
     with open(path + ".fai", "w") as out:
         out.write(f"{entry.name}\t{end}\t{len(head)}\t{end}\t{end + 1}\n")
     return path
-
-
-def local_size(path: str) -> int:
-    """Bytes a sparse file really occupies (for diagnostics)."""
-    return os.stat(path).st_blocks * 512

@@ -44,9 +44,10 @@ from functions.align import align_chunk
 from functions.core.atomic import atomic_outputs
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore
-from pipeline.call import check_staged, run_todo, split_done
+from functions.core.tasks import ChunkTask, IndexRef, ObjectRef
 from pipeline.config import Sample
 from pipeline.executor import LithopsRunner, SerialRunner
+from pipeline.fanout import check_staged, run_todo, split_done
 from pipeline.fastq import rechunk_pair
 from pipeline.stage import run_samtools, stage_file, write_manifest
 from pipeline.validate import InputError
@@ -216,21 +217,20 @@ def make_tasks(store: ObjectStore, fq: dict[str, Any], index_manifest: dict[str,
     tasks = []
     for chunk in fq["index"]["chunks"]:
         key = part_key(fq, index, chunk, header, tp)
-        tasks.append({
-            "sample": sample,
-            "label": f"{sample} chunk {chunk['index']}",
-            "store": store.describe(),
-            "index": {k: index[k] for k in ("bucket", "key", "size", "fingerprint")},
-            "fastq_1": {"bucket": fq["fastq_1"].get("bucket"), "key": fq["fastq_1"]["key"]},
-            "fastq_2": {"bucket": fq["fastq_2"].get("bucket"), "key": fq["fastq_2"]["key"]},
-            "chunk": chunk,
-            "header": header,
-            "read_group": read_group.id,
-            "params": tp,
-            "key": key,
-            "out_key": store.key("aligned", sample, f"{chunk['index']:05d}-{key}"),
-            **({"faults": faults} if faults and faults.get("probability") else {}),
-        })
+        tasks.append(ChunkTask(
+            sample=sample,
+            store=store.describe(),
+            index=IndexRef(ObjectRef(index["key"], index.get("bucket")), index["size"], index["fingerprint"]),
+            fastq_1=ObjectRef(fq["fastq_1"]["key"], fq["fastq_1"].get("bucket")),
+            fastq_2=ObjectRef(fq["fastq_2"]["key"], fq["fastq_2"].get("bucket")),
+            chunk=chunk,
+            header=header,
+            read_group=read_group.id,
+            params=tp,
+            key=key,
+            out_key=store.key("aligned", sample, f"{chunk['index']:05d}-{key}"),
+            faults=faults if faults and faults.get("probability") else None,
+        ).to_dict())
     return tasks
 
 

@@ -40,9 +40,11 @@ from functions.bcftools_engine import bcftools_version
 from functions.call_region import call_region
 from functions.core.errors import SvcError
 from functions.core.fai import parse_fai
-from functions.core.storage import ObjectMissingError, ObjectStore
+from functions.core.storage import ObjectStore
+from functions.core.tasks import BamSlice, ObjectRef, RegionTask, Span
 from functions.engines import EngineParams
-from pipeline.executor import FanOutError, LithopsRunner, SerialRunner, task_label
+from pipeline.executor import LithopsRunner, SerialRunner, task_label
+from pipeline.fanout import check_staged, run_todo, split_done
 from pipeline.plan import Region, SamplePlan
 
 logger = logging.getLogger(__name__)
@@ -103,12 +105,11 @@ def _check_contig(plan: SamplePlan, r: Region, fai: dict[str, Any], ref_manifest
     return entry
 
 
-def _slice(plan: SamplePlan, r: Region, bam: dict[str, Any]) -> dict[str, Any]:
+def _slice(plan: SamplePlan, r: Region, bam: dict[str, Any]) -> BamSlice:
     """What a function fetches of one BAM for region ``r``."""
-    return {"bucket": bam.get("bucket"), "key": bam["key"], "size": bam["size"], "n_ref": plan.n_ref,
-            "header": [plan.header.start, plan.header.end], "tid": r.tid,
-            "chunks": [[c.beg, c.end] for c in r.chunks],
-            "ranges": [[b.start, b.end, b.tail] for b in r.ranges]}
+    return BamSlice(ObjectRef(bam["key"], bam.get("bucket")), bam["size"], plan.n_ref,
+                    (plan.header.start, plan.header.end), r.tid, tuple((c.beg, c.end) for c in r.chunks),
+                    tuple((b.start, b.end, b.tail) for b in r.ranges))
 
 
 def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: list[dict[str, Any]],
@@ -116,28 +117,28 @@ def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: lis
           faults: dict[str, Any] | None) -> dict[str, Any]:
     """The task of region ``i`` of ``plans`` (one sample's, or every sample's of a joint call)."""
     r = plans[0].regions[i]
-    entry = None
-    for plan in plans:
-        entry = _check_contig(plan, plan.regions[i], fai, ref_manifest)
+    entry = _check_contig(plans[0], r, fai, ref_manifest)
+    for plan in plans[1:]:
+        _check_contig(plan, plan.regions[i], fai, ref_manifest)
     key = fragment_key("+".join(m["bam"]["fingerprint"] for m in manifests),
                        ref_manifest["fasta"]["fingerprint"], r.chrom, r.start, r.end, params.ENGINE,
                        {**params.as_dict(), "context": [r.context_start, r.context_end]})
-    return {
-        "sample": name,
-        "store": store.describe(),
-        "bams": [_slice(plan, plan.regions[i], m["bam"]) for plan, m in zip(plans, manifests, strict=True)],
-        "reference": {"bucket": ref_manifest["fasta"].get("bucket"), "key": ref_manifest["fasta"]["key"],
-                      "fai": vars(entry)},
-        "region": {"index": r.index, "name": r.name, "chrom": r.chrom,
-                   "est_bytes": sum(plan.regions[i].est_bytes for plan in plans),
-                   "start": r.start, "end": r.end,
-                   "context_start": r.context_start, "context_end": r.context_end},
-        "engine": params.ENGINE,
-        "params": params.as_dict(),
-        "key": key,
-        "out_key": store.key("fragments", name, f"{r.index:05d}-{key}"),
-        **({"faults": faults} if faults and faults.get("probability") else {}),
-    }
+    return RegionTask(
+        sample=name,
+        store=store.describe(),
+        bams=tuple(_slice(plan, plan.regions[i], m["bam"]) for plan, m in zip(plans, manifests, strict=True)),
+        reference=ObjectRef(ref_manifest["fasta"]["key"], ref_manifest["fasta"].get("bucket")),
+        fai=entry,
+        index=r.index,
+        region=Span(r.chrom, r.start, r.end),
+        context=Span(r.chrom, r.context_start, r.context_end),
+        est_bytes=sum(plan.regions[i].est_bytes for plan in plans),
+        engine=params.ENGINE,
+        params=params.as_dict(),
+        key=key,
+        out_key=store.key("fragments", name, f"{r.index:05d}-{key}"),
+        faults=faults if faults and faults.get("probability") else None,
+    ).to_dict()
 
 
 def make_tasks(
@@ -172,106 +173,6 @@ def make_joint_tasks(
                         "they were not made together; delete work/plans and rerun")
     return [_task(store, cohort, plans, manifests, i, ref_manifest, fai, params, faults)
             for i in range(len(plans[0].regions))]
-
-
-def check_staged(store: ObjectStore, manifests: list[dict[str, Any]],
-                 rerun: str = "stage_sample stage_reference") -> None:
-    """Every staged object is still in the store with the size it was staged with
-    (else the fix names the rules to ``rerun``)."""
-    for manifest in manifests:
-        for obj in manifest.values():
-            if not isinstance(obj, dict) or "key" not in obj:
-                continue
-            try:
-                size = store.head(obj["key"], obj.get("bucket")).size
-            except ObjectMissingError:
-                size = None
-            if size != obj["size"]:
-                raise CallError(
-                    f"staged input {obj['key']} ({obj['path']}) is "
-                    f"{'missing from' if size is None else 'changed in'} the object store; "
-                    f"stage it again with `snakemake --cores 2 --forcerun {rerun}`"
-                )
-
-
-def existing_fragment(store: ObjectStore, task: dict[str, Any], present: set[str],
-                      suffix: str = ".vcf.gz") -> dict[str, Any] | None:
-    """The stats of a finished, intact fragment (``<out_key><suffix>``) for this task, or None."""
-    vcf, meta = task["out_key"] + suffix, task["out_key"] + ".json"
-    if vcf not in present or meta not in present:
-        return None
-    try:
-        stats = dict(json.loads(store.get(meta)))
-    except (ValueError, TypeError):  # cut short: the function was killed while writing it
-        logger.debug("stats %s unreadable: recomputing its fragment", meta)
-        return None
-    if stats.get("key") != task["key"] or not fragment_intact(store, vcf, stats):
-        return None
-    return stats
-
-
-def fragment_intact(store: ObjectStore, key: str, stats: dict[str, Any]) -> bool:
-    """Has the fragment the size and md5 its stats record? (A GET, unless the ETag is the md5.)"""
-    info = store.head(key)
-    if info.size != stats.get("size"):
-        logger.info("fragment %s has another size than when it was written: recomputing it", key)
-        return False
-    if info.etag and info.etag.strip('"') == stats.get("md5"):
-        return True  # S3 and the like: a single-part object's ETag is its md5
-    if hashlib.md5(store.get(key)).hexdigest() != stats.get("md5"):
-        logger.info("fragment %s has another md5 than when it was written: recomputing it", key)
-        return False
-    return True
-
-
-def split_done(store: ObjectStore, tasks: list[dict[str, Any]], prefixes: list[str],
-               suffix: str = ".vcf.gz") -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """The stats of the tasks whose intact result (``<out_key><suffix>``) is in the store
-    already, by ``out_key`` (marked ``reused``), and the tasks still to run. ``prefixes``:
-    where the results are listed (one listing each)."""
-    present: set[str] = set()
-    for prefix in prefixes:
-        present.update(store.list(prefix))
-    done: dict[str, dict[str, Any]] = {}
-    todo = []
-    for t in tasks:
-        stats = existing_fragment(store, t, present, suffix)
-        if stats is None:
-            todo.append(t)
-        else:
-            done[t["out_key"]] = {**stats, "reused": True}
-    return done, todo
-
-
-def run_todo(runner: SerialRunner | LithopsRunner, func: Any, todo: list[dict[str, Any]],
-             tasks: list[dict[str, Any]], what: str, unit: str,
-             error: type[Exception]) -> dict[str, dict[str, Any]]:
-    """Run ``func`` over ``todo`` in one map; the stats by ``out_key``, each with ``attempts``,
-    ``submitted`` (epoch seconds: when the map was started) and, for a task that needed
-    retries, ``failed_attempts`` (the runner's record of them; see :mod:`pipeline.executor`).
-
-    A failure names the failed tasks in the order of ``tasks``; a result that names
-    another key than its task's is refused with ``error``: stats are never filed under
-    the wrong task.
-    """
-    if any("faults" in t for t in todo):
-        logger.warning("injecting faults into the functions (config 'faults', for tests): %s",
-                       next(t["faults"] for t in todo if "faults" in t))
-    submitted = round(time.time(), 3)
-    try:
-        results = runner.run(func, todo, what=what, unit=unit)
-    except FanOutError as exc:
-        raise exc.reordered([task_label(t) for t in tasks]) from exc
-    done = {}
-    for t, stats, attempts, failed in zip(todo, results, runner.attempts, runner.failed_attempts, strict=True):
-        if stats.get("key") != t["key"]:
-            raise error(
-                f"the result for {task_label(t)} is that of another task (it names key {stats.get('key')}): "
-                "the executor mixed up its calls; run the step again"
-            )
-        done[t["out_key"]] = {**stats, "reused": False, "attempts": attempts, "submitted": submitted,
-                              **({"failed_attempts": failed} if failed else {})}
-    return done
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,22 @@
 """Command-line entry of each workflow step; the one place errors become messages.
 
 Contract: ``python -m pipeline.cli STEP --settings JSON ...`` runs one step (the
-Snakemake rules call these). The settings are the workflow config as JSON; they are
-validated again here. Every error meant for the user derives from
-:class:`functions.core.errors.SvcError` (bad config, bad input, storage, failed
-functions, damaged fragments; a full disk or an unwritable folder becomes one too)
-and is printed as one line ``error: ...`` naming the problem and the fix, with exit
-status 1; ``--debug`` adds the traceback. Anything else is a bug: its traceback is
-printed, then a line asking for a report, with exit status 2. Logs go to ``--log``
-(full detail) and to stderr (progress and summary).
+Snakemake rules call these). The settings are the step's own (JSON of a
+:class:`pipeline.config.StepSettings`: only the sections the step uses, validated
+when the workflow loaded), checked here for shape only; a whole workflow config is
+accepted too, validated in full and cut down to the step's (to run a step by hand).
+Every error meant for the user derives from :class:`functions.core.errors.SvcError`
+(bad config, bad input, storage, failed functions, damaged fragments; a full disk or
+an unwritable folder becomes one too) and is printed as one line ``error: ...``
+naming the problem and the fix, with exit status 1; ``--debug`` adds the traceback.
+Anything else is a bug: its traceback is printed, then a line asking for a report,
+with exit status 2. Logs go to ``--log`` (full detail) and to stderr (progress and
+summary).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING
 from functions.core.atomic import folder_error
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectStore
-from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.config import ConfigError, StepSettings, read_step_settings
 from pipeline.executor import FanOutError, make_runner
 
 if TYPE_CHECKING:
@@ -41,40 +43,40 @@ def rerun_hint(exc: FanOutError, unit: str, verb: str, log: str | None) -> str:
             f"to {verb} only the failed ones{where}")
 
 
-def open_store(settings: Settings) -> ObjectStore:
+def open_store(settings: StepSettings) -> ObjectStore:
     st = settings.storage
     store = ObjectStore(settings.lithops, st.get("bucket"), st.get("prefix", "svc"))
     store.check()
     return store
 
 
-def cmd_check_storage(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_check_storage(settings: StepSettings, args: argparse.Namespace) -> None:
     store = open_store(settings)
     logger.info("object storage ready: %r", store)
     with open(args.out, "w") as fh:
         fh.write(f"{store!r}\n")
 
 
-def cmd_stage_reference(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_stage_reference(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.stage import stage_reference
 
     stage_reference(open_store(settings), settings.reference, args.out)
 
 
-def cmd_stage_sample(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_stage_sample(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.stage import stage_sample
 
     s = settings.sample(args.sample)
     stage_sample(open_store(settings), s.name, s.bam, s.bai, args.out)
 
 
-def cmd_index_reference(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_index_reference(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.align import stage_index
 
     stage_index(open_store(settings), settings.reference, args.workdir, args.out)
 
 
-def cmd_stage_fastq(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_stage_fastq(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.align import stage_fastq
 
     s = settings.sample(args.sample)
@@ -84,7 +86,7 @@ def cmd_stage_fastq(settings: Settings, args: argparse.Namespace) -> None:
                 args.workdir, args.out, progress=settings.executor.get("progress", True))
 
 
-def cmd_align(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_align(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.align import AlignError, AlignParams, ReadGroup, align_samples
     from pipeline.stage import read_manifest
 
@@ -103,13 +105,13 @@ def cmd_align(settings: Settings, args: argparse.Namespace) -> None:
     logger.info(summary.line())
 
 
-def cmd_merge_alignments(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_merge_alignments(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.align import merge_parts
 
     merge_parts(open_store(settings), args.parts, args.out, args.stats, level=settings.align["compression_level"])
 
 
-def plan_settings(settings: Settings) -> PlanSettings:
+def plan_settings(settings: StepSettings) -> PlanSettings:
     from pipeline.plan import PlanSettings
 
     p = settings.plan
@@ -122,7 +124,7 @@ def plan_settings(settings: Settings) -> PlanSettings:
     )
 
 
-def cmd_plan(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_plan(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.plan import plan_from_store, write_plan
     from pipeline.stage import read_manifest
 
@@ -141,7 +143,7 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
-def cmd_plan_joint(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_plan_joint(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.plan import plan_input, plan_joint, write_plan
     from pipeline.stage import read_manifest
 
@@ -162,7 +164,7 @@ def cmd_plan_joint(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
-def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_call(settings: StepSettings, args: argparse.Namespace) -> None:
     from functions.engines import make_params
     from pipeline.call import CallError, CallInputs, call_samples, call_share
     from pipeline.plan import read_plan
@@ -196,7 +198,7 @@ def cmd_call(settings: Settings, args: argparse.Namespace) -> None:
     logger.info("the call step itself (checks, reused fragments' stats): %s", store.counts.line())
 
 
-def cmd_merge(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_merge(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.merge import FragmentError, merge_sample
 
     rerun = "call_scatter" if settings.executor["runner"] == "snakemake" else "call"
@@ -210,10 +212,11 @@ def cmd_merge(settings: Settings, args: argparse.Namespace) -> None:
         raise
 
 
-def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_report(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.report import build_report, load_run
 
-    run = load_run(settings.raw, settings.lithops, args.calls, args.vcfs, args.plans, args.staged,
+    summary = settings.summary  # engine and mode, runner, Lithops backend and storage: all the report names
+    run = load_run(summary, {"lithops": summary["lithops"]}, args.calls, args.vcfs, args.plans, args.staged,
                    args.aligned or [], args.logs)
     build_report(run, settings.report["cost"], args.out, args.mqc)
 
@@ -223,9 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="step", required=True)
 
-    def step(name: str, func: Callable[[Settings, argparse.Namespace], None]) -> argparse.ArgumentParser:
+    def step(name: str, func: Callable[[StepSettings, argparse.Namespace], None]) -> argparse.ArgumentParser:
         p = sub.add_parser(name)
-        p.add_argument("--settings", required=True, help="workflow config as JSON")
+        p.add_argument("--settings", required=True, help="the step's settings as JSON (or the whole workflow config)")
         p.add_argument("--log", help="log file")
         p.set_defaults(func=func)
         return p
@@ -309,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log, args.debug)
     try:
-        settings = load_settings(json.loads(args.settings))
+        settings = read_step_settings(args.settings, args.step, getattr(args, "sample", None))
         args.func(settings, args)
     except Exception as exc:
         if isinstance(exc, OSError) and not isinstance(exc, SvcError) and isinstance(exc.filename, str):

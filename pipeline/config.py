@@ -6,15 +6,26 @@ in, unknown keys rejected), reads and validates the sample sheet row by row
 against ``config/schemas/samples.schema.yaml``, reads the Lithops configuration
 file, and returns :class:`Settings`. Every problem raises :class:`ConfigError`
 whose message is one line naming the key or the row and how to fix it.
+
+That happens once, when the workflow loads. Each step then gets only what it uses:
+:func:`step_settings` cuts a :class:`StepSettings` out of the validated settings for
+one step (a ``pipeline.cli`` subcommand; :data:`STEP_SECTIONS` says which sections),
+the rule passes its :meth:`StepSettings.to_json` as a param, and the step rebuilds it
+with :func:`read_step_settings`, which checks its shape only (no schema, no sample
+sheet). The Lithops config travels as its path and a digest of its content, never its
+keys: the step reads the file and refuses one whose content changed since.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
+import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +57,22 @@ class Sample:
     def aligned(self) -> bool:
         """True for a sample given as FASTQs: the pipeline aligns it into :data:`ALIGNED_BAM`."""
         return self.fastq is not None
+
+    def to_dict(self, *fields: str) -> dict[str, Any]:
+        """The name and the given fields (bam, fastq, read_group) as JSON-able values."""
+        out: dict[str, Any] = {"name": self.name}
+        for f in fields:
+            value = getattr(self, f)
+            out[f] = [list(v) for v in value] if f == "read_group" else list(value) if f == "fastq" and value else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Sample:
+        """The inverse of :meth:`to_dict`; a missing ``bam`` is the one a FASTQ sample's alignment writes."""
+        fastq = d.get("fastq")
+        return cls(name=d["name"], bam=d.get("bam") or ALIGNED_BAM.format(sample=d["name"]),
+                   fastq=(str(fastq[0]), str(fastq[1])) if fastq else None,
+                   read_group=tuple((str(k), str(v)) for k, v in d.get("read_group", [])))
 
     def rg(self, key: str) -> str | None:
         """A read-group column of the sheet (read_group, library, platform, platform_unit), if given."""
@@ -112,6 +139,11 @@ class Settings:
     @property
     def faults(self) -> dict[str, Any]:
         return dict(self.raw["faults"])
+
+    @cached_property
+    def lithops_sha256(self) -> str:
+        """The digest that names the Lithops config's content in a step's settings."""
+        return lithops_digest(self.lithops)
 
     def sample(self, name: str) -> Sample:
         for s in self.samples:
@@ -301,3 +333,232 @@ def load_settings(config: dict[str, Any]) -> Settings:
             )
     lithops = load_lithops_config(raw["lithops_config"])
     return Settings(raw=raw, samples=samples, lithops=lithops)
+
+
+# -- what each step is given ----------------------------------------------------------
+def lithops_digest(data: dict[str, Any]) -> str:
+    """SHA-256 of a Lithops config's content (its canonical JSON: comments and key order
+    do not count). A step's settings carry it instead of the content, whose keys and
+    secrets must not appear on a command line or in Snakemake's records."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# The sections each step (a pipeline.cli subcommand) is given, and no others. "storage"
+# and "lithops" open the object store (and executors); "samples" are the sheet rows the
+# step reads; "summary" is what the report's run table names (engine, mode, runner,
+# Lithops backend and storage).
+_STORE = frozenset({"storage", "lithops"})
+STEP_SECTIONS: dict[str, frozenset[str]] = {
+    "check-storage": _STORE,
+    "stage-reference": _STORE | {"reference"},
+    "stage-sample": _STORE | {"samples"},
+    "index-reference": _STORE | {"reference"},
+    "stage-fastq": _STORE | {"samples", "align", "executor"},
+    "align": _STORE | {"samples", "align", "executor", "faults"},
+    "merge-alignments": _STORE | {"align"},
+    "plan": _STORE | {"plan"},
+    "plan-joint": _STORE | {"plan"},
+    "call": _STORE | {"calling", "executor", "faults"},
+    "merge": _STORE | {"reference", "executor"},
+    "report": frozenset({"report", "summary"}),
+}
+_FANOUT_EXECUTOR = ("runner", "retries", "progress", "timeout")
+
+
+def _pick(section: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: section[k] for k in keys if k in section}
+
+
+def step_settings(settings: Settings, step: str, sample: str | None = None) -> StepSettings:
+    """What ``step`` uses of the validated ``settings``, and nothing more: so that, as a
+    rule's param, a changed key reruns exactly the steps that read it. ``sample`` names
+    the sheet row of the per-sample steps (stage-sample, stage-fastq). KeyError for an
+    unknown step or sample."""
+    wanted = STEP_SECTIONS[step]
+    out: dict[str, Any] = {}
+    if "storage" in wanted:
+        out["storage"] = settings.storage
+        out["lithops"] = {"path": settings.raw["lithops_config"], "sha256": settings.lithops_sha256}
+    if "reference" in wanted:
+        out["reference"] = settings.reference
+    if "plan" in wanted:
+        out["plan"] = settings.plan
+    calling = settings.calling
+    if "calling" in wanted:
+        engine = calling["engine"]
+        out["calling"] = {"engine": engine, engine: calling[engine], "cohort": settings.cohort}
+    executor = settings.executor
+    if step == "stage-fastq":
+        out["executor"] = _pick(executor, "progress")
+        out["align"] = _pick(settings.align, "chunk_pairs")
+        out["samples"] = [settings.sample(str(sample)).to_dict("fastq")]
+    elif step == "align":
+        out["executor"] = _pick(executor, *_FANOUT_EXECUTOR)
+        out["align"] = _pick(settings.align, "chunk_pairs", "max_insert")
+        out["samples"] = [s.to_dict("read_group") for s in settings.samples if s.aligned]
+    elif step == "merge-alignments":
+        out["align"] = _pick(settings.align, "compression_level")
+    elif step == "stage-sample":
+        out["samples"] = [settings.sample(str(sample)).to_dict("bam")]
+    elif step == "call":
+        out["executor"] = _pick(executor, *_FANOUT_EXECUTOR, *(["jobs"] if executor["runner"] == "snakemake" else []))
+    elif step == "merge":
+        out["executor"] = _pick(executor, "runner")
+    elif step == "report":
+        out["report"] = _pick(settings.report, "cost")
+        lt = settings.lithops.get("lithops") or {}
+        out["summary"] = {
+            "calling": _pick(calling, "engine", "mode"),
+            "executor": _pick(executor, "runner"),
+            "lithops": {"backend": lt.get("backend", "?"), "storage": lt.get("storage", "?")} if lt else {},
+        }
+    if "faults" in wanted:
+        # Off unless probability > 0: then the other keys change nothing, and rerun nothing.
+        out["faults"] = settings.faults if settings.faults.get("probability") else {}
+    return StepSettings(step, out)
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The settings one step was given (see :data:`STEP_SECTIONS`), validated when the
+    workflow loaded. Each section reads like :class:`Settings`'; asking for a section
+    the step was not given is a bug of the pipeline (KeyError)."""
+
+    step: str
+    sections: dict[str, Any]
+
+    def to_json(self) -> str:
+        """Compact, key-sorted JSON: the same settings give the same string (a rule's param)."""
+        return json.dumps({"step": self.step, **self.sections}, sort_keys=True, separators=(",", ":"))
+
+    def _get(self, name: str) -> Any:
+        if name not in self.sections:
+            raise KeyError(f"step {self.step} was not given the settings section {name!r} "
+                           f"(it has: {', '.join(sorted(self.sections))})")
+        return self.sections[name]
+
+    @property
+    def storage(self) -> dict[str, Any]:
+        return dict(self._get("storage"))
+
+    @cached_property
+    def lithops(self) -> dict[str, Any]:
+        """The Lithops config, read from its file; ConfigError when its content is not the
+        one the workflow was started with (the digest in the settings)."""
+        ref = self._get("lithops")
+        data = load_lithops_config(ref["path"])
+        if lithops_digest(data) != ref["sha256"]:
+            raise ConfigError(
+                f"Lithops config {ref['path']} changed after the workflow started: run snakemake again "
+                "(it reruns every step that uses the Lithops config)"
+            )
+        return data
+
+    @property
+    def reference(self) -> str:
+        return str(self._get("reference"))
+
+    @property
+    def reference_is_remote(self) -> bool:
+        return is_object_url(self.reference)
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        return dict(self._get("plan"))
+
+    @property
+    def calling(self) -> dict[str, Any]:
+        """The engine, its parameters (under its name) and the cohort (None: per sample)."""
+        return dict(self._get("calling"))
+
+    @property
+    def cohort(self) -> str | None:
+        """The joint VCF's name in joint mode; None when samples are called one by one."""
+        c = self._get("calling")["cohort"]
+        return None if c is None else str(c)
+
+    @property
+    def align(self) -> dict[str, Any]:
+        return dict(self._get("align"))
+
+    @property
+    def executor(self) -> dict[str, Any]:
+        return dict(self._get("executor"))
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return dict(self._get("report"))
+
+    @property
+    def faults(self) -> dict[str, Any]:
+        """The fault injection (tests only); empty when off."""
+        return dict(self._get("faults"))
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """What the report's run table names: ``calling`` (engine, mode), ``executor``
+        (runner) and ``lithops`` (backend, storage; empty without a Lithops section)."""
+        return dict(self._get("summary"))
+
+    @property
+    def samples(self) -> tuple[Sample, ...]:
+        return tuple(Sample.from_dict(d) for d in self._get("samples"))
+
+    def sample(self, name: str) -> Sample:
+        for s in self.samples:
+            if s.name == name:
+                return s
+        raise KeyError(f"step {self.step} was not given the sheet row of sample {name!r}")
+
+
+def _shape_error(step: str, problem: str) -> ConfigError:
+    return ConfigError(f"settings of step {step}: {problem}; pass what the workflow's rule passes "
+                       "(rules/common.smk: get_step_settings), or the whole workflow config")
+
+
+def _check_shape(step: str, data: dict[str, Any]) -> None:
+    """A cheap structural check of a step's settings (no schema: they were validated at load)."""
+    got = set(data) - {"step"}
+    if data.get("step") != step:
+        raise _shape_error(step, f"they are the settings of step {data.get('step')!r}")
+    if got != STEP_SECTIONS[step]:
+        missing, extra = sorted(STEP_SECTIONS[step] - got), sorted(got - STEP_SECTIONS[step])
+        problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(extra)}"] if extra else [])
+        raise _shape_error(step, "; ".join(problems))
+    for name in got:
+        value = data[name]
+        if name == "reference":
+            ok = isinstance(value, str)
+        elif name == "samples":
+            ok = isinstance(value, list) and all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in value)
+        elif name == "lithops":
+            ok = isinstance(value, dict) and all(isinstance(value.get(k), str) for k in ("path", "sha256"))
+        else:
+            ok = isinstance(value, dict)
+        if not ok:
+            raise _shape_error(step, f"section {name!r} is malformed")
+
+
+def read_step_settings(text: str, step: str, sample: str | None = None) -> StepSettings:
+    """The settings of ``step`` from the JSON a rule passes (:meth:`StepSettings.to_json`),
+    checked for shape only. Given a whole workflow config instead (no ``step`` key; for
+    running a step by hand), it is validated in full, sample sheet included, and cut down
+    to the step's (``sample``: the per-sample steps' row). ConfigError (one line) when
+    either is wrong."""
+    if step not in STEP_SECTIONS:
+        raise ConfigError(f"no step {step!r} (steps: {', '.join(STEP_SECTIONS)})")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise _shape_error(step, f"not JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise _shape_error(step, "not a JSON object")
+    if "step" not in data:
+        settings = load_settings(data)
+        try:
+            return step_settings(settings, step, sample)
+        except KeyError as exc:
+            raise ConfigError(f"config: no sample {sample!r} in the sample sheet {settings.raw['samples']}") from exc
+    _check_shape(step, data)
+    return StepSettings(step, {k: v for k, v in data.items() if k != "step"})

@@ -30,6 +30,8 @@ from Bio.bgzf import BgzfWriter
 from functions.core.atomic import atomic_outputs
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore
+from functions.core.tasks import Span
+from pipeline.report import stats_text
 from pipeline.stage import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -119,20 +121,19 @@ def merge_sample(
     frags = sorted(manifest["fragments"], key=lambda f: f["region"])
     header: list[str] | None = None
     body: list[str] = []
-    last: tuple[str, int] | None = None
+    last: Span | None = None
     for frag in frags:
         fh, fb = _fragment_body(store, frag, sample, rerun)
         header = header or fh
-        chrom, span = frag["name"].rsplit(":", 1)
-        start, end = (int(x) for x in span.split("-"))
-        if last and last[0] == chrom and last[1] >= start:
-            raise MergeError(f"sample {sample}: region {frag['name']} overlaps the previous region; re-plan")
-        last = (chrom, end)
+        span = Span(frag["chrom"], frag["start"], frag["end"])
+        if last and last.chrom == span.chrom and last.end > span.start:
+            raise MergeError(f"sample {sample}: region {span.name} overlaps the previous region; re-plan")
+        last = span
         for line in fb:
             c, p = line.split("\t", 2)[:2]
-            if c != chrom or not start <= int(p) <= end:
+            if not span.owns(c, int(p)):
                 raise MergeError(
-                    f"sample {sample}: fragment of {frag['name']} holds a record at {c}:{p} "
+                    f"sample {sample}: fragment of {span.name} holds a record at {c}:{p} "
                     f"outside its region; rerun with `snakemake --forcerun {rerun}`"
                 )
         body.extend(fb)
@@ -150,8 +151,8 @@ def merge_sample(
         pysam.tabix_index(tmp_vcf, preset="vcf", force=True, index=tmp_tbi)
         io = f"# svc merge: {len(frags)} fragments read from object storage in {store.counts.line()}\n"
         # bcftools names the file it read: the VCF's own name, not its temporary one (MultiQC
-        # takes the sample's name from it).
-        stats = str(pysam.bcftools.stats(tmp_vcf)).replace(tmp_vcf, out_vcf)
+        # takes the sample's name from it). Per-sample and PASS-only counts for the report.
+        stats = stats_text(tmp_vcf, out_vcf)
         Path(tmp_stats).write_text(io + stats)
     for warning in unusable_reads(manifest):
         logger.warning("warning: %s", warning)

@@ -1,13 +1,16 @@
 """The run report: what a run called, where its time went, what it read and would cost.
 
-Contract: :func:`build_report` reads what a finished run left (the VCFs, the call
-manifests ``work/calls/<callset>.json`` with each function's stats, the region plans,
-the staged-BAM manifests, the alignment manifests of FASTQ samples and the step logs)
-and writes
+Contract: :func:`load_run` reads what a finished run left (the ``bcftools stats`` the
+merge wrote beside each VCF, the call manifests ``work/calls/<callset>.json`` with each
+function's stats, the region plans, the staged-BAM manifests, the alignment manifests
+of FASTQ samples and the step logs; never the VCFs' records) and :func:`build_report`
+writes
 
 * ``results/report.html``: one self-contained page (inline CSS and SVG; no script,
-  no network) with, per sample, the variants by type, Ts/Tv and the depth
-  distribution; the fan-out as a timeline (one bar per function attempt, coloured by
+  no network) with, per sample, the variants by type, Ts/Tv, genotypes and PASS
+  sites, and the depth distribution per VCF, all as ``bcftools stats`` counts them
+  (:func:`stats_text` says what the stats file holds, :func:`read_stats` what is
+  taken from it); the fan-out as a timeline (one bar per function attempt, coloured by
   stage and retry); the function durations with the stragglers named; planned
   against actual bytes per region; bytes and GETs read; and an estimated cloud cost
   from the price table in the config (``report.cost``), which the page states; and
@@ -47,8 +50,10 @@ from pathlib import Path
 from typing import Any
 
 import pysam
+import pysam.bcftools
 
 from functions.core.atomic import atomic_outputs
+from functions.core.errors import SvcError
 from pipeline import svgplot
 from pipeline.plan import SamplePlan, read_plan
 
@@ -58,27 +63,42 @@ STRAGGLER_FACTOR = 1.5
 # The MultiQC custom-content table's columns, in order (the first names the row).
 MQC_COLUMNS = ("Callset", "Regions", "Functions run", "Fragments reused", "Retries", "Function seconds",
                "GB-seconds", "MB read", "GETs", "Read / BAM size", "Estimated cost")
-TRANSITIONS = {frozenset("AG"), frozenset("CT")}
 STAGE_COLOURS = {"call": svgplot.PALETTE[0], "align": svgplot.PALETTE[2]}
 FAILED_COLOUR = svgplot.PALETTE[5]
 RETRIED_OUTLINE = svgplot.PALETTE[1]
 
 
-# -- variants per sample ---------------------------------------------------------------
+# -- variants per sample, from bcftools stats ----------------------------------------------
+# The depth bins of the stats: one per read up to 10^6 (bcftools' default stops at 500,
+# too low for viral depths).
+STATS_DEPTH = "0,1000000,1"
+# The lines of the PASS-only stats in a stats file (see stats_text): comments to every
+# other reader of the file (MultiQC, plot-vcfstats).
+PASS_MARK = "# svc PASS\t"
+# bcftools stats' classes, in the order the page shows them.
+TYPES = ("snv", "indel", "mnp", "other")
+
+
+class StatsFileError(SvcError, ValueError):
+    """A stats file the report cannot read: not ``bcftools stats`` output as it expects."""
+
+
 @dataclass
 class SampleVariants:
-    """What one sample of one VCF carries: alleles by type, Ts/Tv, genotypes, depth."""
+    """What one sample of one VCF carries, as ``bcftools stats`` counts it: alleles by
+    type, Ts/Tv, genotypes and PASS sites. ``None``: a figure bcftools stats does not
+    give for this VCF (genotypes of a VCF without samples; MNPs and others per sample
+    of a multi-sample VCF)."""
 
     callset: str
     sample: str
     records: int = 0
-    types: Counter[str] = field(default_factory=Counter)  # snv, mnp, indel, other
+    types: dict[str, int | None] = field(default_factory=lambda: dict.fromkeys(TYPES, 0))
     ts: int = 0
     tv: int = 0
-    het: int = 0
-    hom_alt: int = 0
+    het: int | None = None
+    hom_alt: int | None = None
     passed: int = 0
-    depth: Counter[int] = field(default_factory=Counter)  # depth -> sites
 
     @property
     def label(self) -> str:
@@ -90,60 +110,174 @@ class SampleVariants:
         return self.ts / self.tv if self.tv else None
 
 
-def allele_type(ref: str, alt: str) -> str:
-    """bcftools stats' classes: snv, mnp (same length > 1), indel, other (symbolic, *)."""
-    if alt.startswith("<") or alt in ("*", ".") or not alt.isalpha():
-        return "other"
-    if len(ref) == len(alt):
-        return "snv" if len(ref) == 1 else "mnp"
-    return "indel"
+@dataclass
+class CallsetDepth:
+    """The depth distribution of one VCF's called sites: ``depth`` -> count of the
+    ``source`` values (FORMAT/DP of every genotype of its ``samples``, else INFO/DP of
+    every site)."""
+
+    label: str
+    samples: int
+    source: str
+    depth: Counter[int]
 
 
-def variant_stats(vcf: str | Path, callset: str) -> list[SampleVariants]:
-    """One :class:`SampleVariants` per sample column (or, for a VCF without samples, one
-    named after the callset, counting every ALT). A sample counts the ALT alleles its
-    genotype carries; depth is its FORMAT/DP, else the site's INFO/DP."""
-    with pysam.VariantFile(str(vcf)) as fh:
-        names = list(fh.header.samples) or [callset]
-        out = {n: SampleVariants(callset, n) for n in names}
-        has_fdp = "DP" in fh.header.formats
-        has_idp = "DP" in fh.header.info
-        for rec in fh:
-            alts = rec.alts or ()
-            passed = "PASS" in rec.filter.keys() or not rec.filter.keys()
-            ref = rec.ref or ""
-            for name in names:
-                sv = out[name]
-                if rec.samples:
-                    call = rec.samples[name]
-                    gt = [a for a in (call.get("GT") or ()) if a is not None]
-                    carried = sorted({a for a in gt if a > 0})
-                    if not carried:
-                        continue
-                    if len(set(gt)) > 1:
-                        sv.het += 1
-                    else:
-                        sv.hom_alt += 1
-                    dp = call.get("DP") if has_fdp else None
-                else:
-                    carried = list(range(1, len(alts) + 1))
-                    dp = None
-                if dp is None and has_idp:
-                    dp = rec.info.get("DP")
-                sv.records += 1
-                sv.passed += passed
-                if dp is not None:
-                    sv.depth[int(dp)] += 1
-                for a in carried:
-                    alt = alts[a - 1]
-                    kind = allele_type(ref, alt)
-                    sv.types[kind] += 1
-                    if kind == "snv":
-                        if frozenset((ref.upper(), alt.upper())) in TRANSITIONS:
-                            sv.ts += 1
-                        else:
-                            sv.tv += 1
-    return list(out.values())
+@dataclass
+class BcftoolsStats:
+    """The sections of one ``bcftools stats`` run over one VCF (set 0) that the report
+    reads: SN, TSTV, PSC and PSI (per sample, with ``-s -``) and DP, each PSC and PSI
+    row as ``{column name: value}`` (the names of the file's own ``# PSC`` line)."""
+
+    sn: dict[str, int] = field(default_factory=dict)  # "number of records" -> 211
+    ts: int = 0
+    tv: int = 0
+    psc: dict[str, dict[str, str]] = field(default_factory=dict)  # sample -> its PSC row
+    psi: dict[str, dict[str, str]] = field(default_factory=dict)
+    depth_genotypes: Counter[int] = field(default_factory=Counter)
+    depth_sites: Counter[int] = field(default_factory=Counter)
+
+    def count(self, what: str) -> int:
+        """The SN figure ``number of <what>``."""
+        try:
+            return self.sn[f"number of {what}"]
+        except KeyError:
+            raise StatsFileError(f"no SN line 'number of {what}'") from None
+
+    def per_sample(self, sample: str, column: str, section: str = "PSC") -> int:
+        rows = self.psc if section == "PSC" else self.psi
+        try:
+            return int(rows[sample][column])
+        except KeyError:
+            raise StatsFileError(f"no {section} column {column!r} for sample {sample!r}") from None
+
+
+def stats_text(vcf: str, name: str | None = None) -> str:
+    """What the merge writes as ``results/<callset>.stats.txt`` (after its own first line),
+    and what :func:`read_stats` reads: ``bcftools stats -s - -d 0,1000000,1`` of ``vcf``
+    (``-s -`` only if it has samples), followed by the SN, PSC and PSI lines of
+    ``bcftools stats -f .,PASS`` (the records whose FILTER is PASS or ``.``), each line
+    prefixed with :data:`PASS_MARK` so that every other reader of the file sees one plain
+    ``bcftools stats`` report. ``name``: the file name the stats should state, when
+    ``vcf`` is a temporary name."""
+    with pysam.VariantFile(vcf) as fh:
+        per_sample = ["-s", "-"] if fh.header.samples else []
+    full = str(pysam.bcftools.stats(*per_sample, "-d", STATS_DEPTH, vcf))
+    passed = str(pysam.bcftools.stats(*per_sample, "-f", ".,PASS", vcf))
+    if name is not None:
+        full = full.replace(vcf, name)
+    return full + "".join(f"{PASS_MARK}{line}\n" for line in passed.splitlines()
+                          if line.startswith(("SN\t", "PSC\t", "PSI\t")))
+
+
+def parse_stats(text: str) -> tuple[BcftoolsStats, BcftoolsStats | None]:
+    """The figures of a ``bcftools stats`` report of one VCF and, when the text has them
+    (:func:`stats_text`), those of its PASS records (else ``None``).
+
+    Raises :class:`StatsFileError` if the text is not such a report."""
+    full, passed = BcftoolsStats(), BcftoolsStats()
+    columns: dict[str, list[str]] = {}  # section -> its column names, from its "# PSC\t[2]id..." line
+    has_pass = False
+    for line in text.splitlines():
+        stats = full
+        if line.startswith(PASS_MARK):
+            line, stats, has_pass = line[len(PASS_MARK):], passed, True
+        elif line.startswith("# ") and "\t[2]" in line:
+            head = line[2:].split("\t")
+            columns[head[0]] = [re.sub(r"^\[\d+\]", "", c) for c in head]
+            continue
+        f = line.split("\t")
+        if line.startswith("#") or len(f) < 3 or f[1] != "0":
+            continue
+        try:
+            if f[0] == "SN":
+                stats.sn[f[2].rstrip(":")] = int(f[3])
+            elif f[0] == "TSTV":
+                stats.ts, stats.tv = int(f[2]), int(f[3])
+            elif f[0] in ("PSC", "PSI"):
+                rows = stats.psc if f[0] == "PSC" else stats.psi
+                rows[f[2]] = dict(zip(columns.get(f[0], []), f, strict=False))
+            elif f[0] == "DP":
+                depth = int(f[2]) if f[2][:1] != ">" else int(f[2][1:]) + 1  # ">1000000": deeper
+                for counter, n in ((stats.depth_genotypes, f[3]), (stats.depth_sites, f[5])):
+                    if int(n):
+                        counter[depth] += int(n)
+        except (IndexError, ValueError):
+            raise StatsFileError(f"unexpected {f[0]} line {line[:80]!r}") from None
+    if "number of records" not in full.sn:
+        raise StatsFileError("no SN section (not the output of bcftools stats)")
+    return full, passed if has_pass else None
+
+
+def variants_of(full: BcftoolsStats, passed: BcftoolsStats, callset: str) -> list[SampleVariants]:
+    """One :class:`SampleVariants` per sample of the VCF (one named after the callset for a
+    VCF without samples). A VCF with at most one sample takes its counts from SN and
+    TSTV (every record and ALT); a multi-sample VCF from each sample's PSC and PSI rows
+    (the genotypes it carries: ``bcftools stats`` counts SNVs and indels per sample, not
+    MNPs and others). Genotypes: PSC's SNV genotypes plus PSI's indel genotypes."""
+    n_samples = full.count("samples")
+    samples = list(full.psc) if n_samples else [callset]
+    if len(samples) != max(1, n_samples):
+        raise StatsFileError(f"{n_samples} samples but PSC rows for {len(full.psc)}: not run with -s -")
+
+    def genotypes(stats: BcftoolsStats, s: str) -> tuple[int, int]:
+        het = (stats.per_sample(s, "nHets") + stats.per_sample(s, "nInsHets", "PSI")
+               + stats.per_sample(s, "nDelHets", "PSI"))
+        hom = (stats.per_sample(s, "nNonRefHom") + stats.per_sample(s, "nInsAltHoms", "PSI")
+               + stats.per_sample(s, "nDelAltHoms", "PSI"))
+        return het, hom
+
+    out = []
+    for s in samples:
+        sv = SampleVariants(callset, s)
+        if n_samples <= 1:
+            sv.records, sv.passed = full.count("records"), passed.count("records")
+            sv.ts, sv.tv = full.ts, full.tv
+            sv.types = {"snv": full.count("SNPs"), "indel": full.count("indels"), "mnp": full.count("MNPs"),
+                        "other": full.count("others")}
+            if n_samples:
+                sv.het, sv.hom_alt = genotypes(full, s)
+        else:
+            sv.het, sv.hom_alt = genotypes(full, s)
+            sv.records, sv.passed = sv.het + sv.hom_alt, sum(genotypes(passed, s))
+            sv.ts, sv.tv = full.per_sample(s, "nTransitions"), full.per_sample(s, "nTransversions")
+            sv.types = {"snv": sv.ts + sv.tv, "indel": full.per_sample(s, "nIndels"), "mnp": None, "other": None}
+        out.append(sv)
+    return out
+
+
+def depth_of(full: BcftoolsStats, variants: list[SampleVariants], callset: str) -> CallsetDepth:
+    """The depth the page draws for one VCF: its genotypes' FORMAT/DP (in a multi-sample
+    VCF, all samples' together: bcftools stats has no per-sample distribution), else its
+    sites' INFO/DP."""
+    n = full.sn.get("number of samples", 0)
+    label = variants[0].label if n <= 1 else f"{callset} (all {n} samples)"
+    if full.depth_genotypes:
+        return CallsetDepth(label, n, "FORMAT/DP", full.depth_genotypes)
+    return CallsetDepth(label, n, "INFO/DP", full.depth_sites)
+
+
+def stats_path(vcf: str | Path) -> Path:
+    """Where the merge writes the stats of ``results/<callset>.vcf.gz``: ``results/<callset>.stats.txt``."""
+    vcf = Path(vcf)
+    return vcf.with_name(vcf.name.removesuffix(".gz").removesuffix(".vcf") + ".stats.txt")
+
+
+def read_stats(stats: str | Path, vcf: str | Path, callset: str) -> tuple[list[SampleVariants], CallsetDepth]:
+    """The figures of one callset from its stats file (as :func:`stats_text` writes it).
+    A stats file without the PASS lines (written by an earlier version of the merge) is
+    replaced, for the report only, by :func:`stats_text` of ``vcf``."""
+    path = Path(stats)
+    try:
+        full, passed = parse_stats(path.read_text())
+        if passed is None:
+            logger.info("%s holds no PASS figures (an earlier merge wrote it): running bcftools stats on %s",
+                        path, vcf)
+            full, passed = parse_stats(stats_text(str(vcf)))
+        variants = variants_of(full, passed or BcftoolsStats(), callset)
+    except (OSError, StatsFileError) as e:
+        raise StatsFileError(f"cannot read the bcftools stats of {callset} in {path} ({e}): rerun the merge "
+                             f"(`snakemake --forcerun merge`)") from None
+    return variants, depth_of(full, variants, callset)
 
 
 def depth_bins(depth: Counter[int], n_bins: int = 30) -> list[tuple[float, float]]:
@@ -261,6 +395,7 @@ class Callset:
 class Run:
     callsets: list[Callset]
     variants: list[SampleVariants]
+    depths: list[CallsetDepth]  # one per callset
     attempts: list[Attempt]
     align: dict[str, dict[str, Any]]  # FASTQ sample -> its alignment manifest
     steps: list[tuple[str, float, float]]  # (log name, start epoch, seconds)
@@ -298,19 +433,22 @@ def step_times(log_dir: str | Path) -> list[tuple[str, float, float]]:
 
 def load_run(settings: dict[str, Any], lithops: dict[str, Any], calls: list[str | Path], vcfs: list[str | Path],
              plans: list[str | Path], staged: list[str | Path], aligned: list[str | Path],
-             log_dir: str | Path | None) -> Run:
-    """Everything the report shows, read from the run's files."""
+             log_dir: str | Path | None, stats_files: list[str | Path] | None = None) -> Run:
+    """Everything the report shows, read from the run's files. ``stats_files``: the
+    ``bcftools stats`` of each VCF, by default :func:`stats_path` of each (beside it)."""
     bams = {m["sample"]: m["bam"]["size"] for m in (json.loads(Path(p).read_text()) for p in staged)}
     plan_of = {plan.sample: plan for plan in map(read_plan, plans)}
-    callsets, variants, attempts = [], [], []
-    for call_path, vcf in zip(calls, vcfs, strict=True):
+    callsets, variants, depths, attempts = [], [], [], []
+    for call_path, vcf, stats in zip(calls, vcfs, stats_files or [stats_path(v) for v in vcfs], strict=True):
         manifest = json.loads(Path(call_path).read_text())
         name = manifest["sample"]
         samples = manifest.get("samples", [name])
         cs = Callset(name, manifest, Path(vcf), samples, sum(bams.get(s, 0) for s in samples),
                      planned_bytes([plan_of[s] for s in samples if s in plan_of]))
         callsets.append(cs)
-        variants += variant_stats(vcf, name)
+        found, depth = read_stats(stats, vcf, name)
+        variants += found
+        depths.append(depth)
         for f in cs.fragments:
             label = f"{name} {f['name']}"
             attempts += attempts_of("call", label, f)
@@ -321,7 +459,7 @@ def load_run(settings: dict[str, Any], lithops: dict[str, Any], calls: list[str 
         for p in manifest["parts"]:
             attempts += attempts_of("align", f"{manifest['sample']} chunk {p['chunk']}", p)
     steps = step_times(log_dir) if log_dir and Path(log_dir).is_dir() else []
-    return Run(callsets, variants, sorted(attempts, key=lambda a: a.started), align, steps, settings, lithops)
+    return Run(callsets, variants, depths, sorted(attempts, key=lambda a: a.started), align, steps, settings, lithops)
 
 
 # -- the page -------------------------------------------------------------------------
@@ -413,28 +551,37 @@ def _warnings_section(run: Run) -> str:
     return "<h2>Warnings</h2>" + "".join(f'<p class="warning">{escape(w)}</p>' for w in warnings)
 
 
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
 def _variants_section(run: Run) -> str:
     out = ["<h2>Variants per sample</h2>"]
     rows = []
     for v in run.variants:
-        rows.append([v.label, f"{v.records:,}", f"{v.types['snv']:,}", f"{v.types['indel']:,}", f"{v.types['mnp']:,}",
-                     f"{v.types['other']:,}", f"{v.ts_tv:.2f}" if v.ts_tv is not None else "-",
-                     f"{v.het:,}", f"{v.hom_alt:,}", f"{v.passed:,}"])
+        rows.append([v.label, f"{v.records:,}", *(_count(v.types[k]) for k in TYPES),
+                     f"{v.ts_tv:.2f}" if v.ts_tv is not None else "-", _count(v.het), _count(v.hom_alt),
+                     f"{v.passed:,}"])
     out.append(_table(["sample", "sites", "SNVs", "indels", "MNPs", "other", "Ts/Tv", "het", "hom-alt", "PASS"],
                       rows))
-    out.append('<p class="note">Alleles each sample carries (its genotype), by bcftools stats\' classes. '
-               "A VCF without genotypes (the lowfreq engine) counts every allele. The full "
-               "<code>bcftools stats</code> of each VCF is in <code>results/&lt;callset&gt;.stats.txt</code>.</p>")
+    out.append('<p class="note">From the <code>bcftools stats</code> of each VCF '
+               "(<code>results/&lt;callset&gt;.stats.txt</code>), by its classes. A VCF with one sample: its "
+               "records and ALT alleles; a cohort's VCF: the genotypes each sample carries (bcftools counts SNVs "
+               "and indels per sample, not MNPs and others: -); a VCF without genotypes (the lowfreq engine): "
+               "every allele. het and hom-alt: genotypes at SNVs and indels. PASS: sites whose FILTER is PASS "
+               "or empty.</p>")
     labels = [v.label for v in run.variants]
     out.append(_figure(svgplot.bars(
-        labels, {k: [v.types[k] for v in run.variants] for k in ("snv", "indel", "mnp", "other")},
+        labels, {k: [v.types[k] or 0 for v in run.variants] for k in TYPES},
         "Variants by type per sample", "alleles carried"), "Variants by type, per sample."))
-    series = {v.label: depth_bins(v.depth) for v in run.variants if v.depth}
+    series = {d.label: depth_bins(d.depth) for d in run.depths if d.depth}
     if series:
+        cohort = any(d.samples > 1 for d in run.depths)
         out.append(_figure(svgplot.lines(series, "Depth at the called sites", "depth (reads; bin start)",
-                                         "sites"),
-                           "Depth at each called site (the sample's FORMAT/DP, else INFO/DP), in 30 bins up to "
-                           "the 99th percentile; deeper sites are counted in the last bin."))
+                                         "genotypes or sites" if cohort else "sites"),
+                           "Depth at the called sites: FORMAT/DP of each genotype (for a cohort's VCF, of all its "
+                           "samples together), else each site's INFO/DP, as bcftools stats counts them; in 30 bins "
+                           "up to the 99th percentile, deeper ones counted in the last bin."))
     return "\n".join(out)
 
 

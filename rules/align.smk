@@ -16,11 +16,11 @@ if FASTQ_SAMPLES:
             mem_mb=get_index_mem_mb(),
             runtime=120,
         params:
-            settings=SETTINGS_JSON,
+            settings=get_step_settings("index-reference"),
             python=PY,
         shell:
             "{params.python} -m pipeline.cli index-reference --settings {params.settings:q}"
-            " --workdir {WORK}/index --out {output} --log {log}"
+            f" --workdir {WORK}/index --out {{output}} --log {{log}}"
 
     rule stage_fastq:
         input:
@@ -34,11 +34,11 @@ if FASTQ_SAMPLES:
             mem_mb=1000,  # streams the reads
             runtime=120,
         params:
-            settings=SETTINGS_JSON,
+            settings=get_stage_fastq_settings,
             python=PY,
         shell:
             "{params.python} -m pipeline.cli stage-fastq --settings {params.settings:q} --sample {wildcards.sample}"
-            " --workdir {WORK}/fastq --out {output} --log {log}"
+            f" --workdir {WORK}/fastq --out {{output}} --log {{log}}"
 
     # One fan-out over every chunk of every FASTQ sample.
     rule align:
@@ -57,7 +57,7 @@ if FASTQ_SAMPLES:
             mem_mb=1000 + 1000 * FANOUT_THREADS,  # Lithops localhost: ~0.5 GB per worker at 50,000 pairs
             runtime=240,
         params:
-            settings=SETTINGS_JSON,
+            settings=get_step_settings("align"),
             python=PY,
         shell:
             "{params.python} -m pipeline.cli align --settings {params.settings:q} --staged {input.staged}"
@@ -76,7 +76,7 @@ if FASTQ_SAMPLES:
             mem_mb=2000,  # samtools merge, streaming
             runtime=120,
         params:
-            settings=SETTINGS_JSON,
+            settings=get_step_settings("merge-alignments"),
             python=PY,
         shell:
             "{params.python} -m pipeline.cli merge-alignments --settings {params.settings:q} --parts {input}"

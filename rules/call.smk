@@ -26,7 +26,7 @@ if SCATTER_JOBS:
             mem_mb=1000,  # one region's BAM slices and bcftools at a time
             runtime=120,
         params:
-            settings=SETTINGS_JSON,
+            settings=get_step_settings("call"),
             python=PY,
         shell:
             "{params.python} -m pipeline.cli call --settings {params.settings:q} --plans {input.plans}"
@@ -52,9 +52,9 @@ rule call:
         mem_mb=500 if SCATTER_JOBS else 1000 + 1000 * FANOUT_THREADS,
         runtime=120,
     params:
-        settings=SETTINGS_JSON,
+        settings=get_step_settings("call"),
         python=PY,
-        scattered=lambda wildcards, input: f"--scattered {' '.join(input.scattered)}" if input.scattered else "",
+        scattered=get_scattered_arg,
     shell:
         "{params.python} -m pipeline.cli call --settings {params.settings:q} --plans {input.plans}"
         " --staged {input.staged} --reference {input.reference} {params.scattered}"

@@ -1,11 +1,10 @@
 # Shared set-up: validate the config and sample sheet once, and small get_* helpers.
-import json
 import os
 import re
 import sys
 
 from functions.core.atomic import OutputError, check_writable
-from pipeline.config import ConfigError, load_settings
+from pipeline.config import ConfigError, load_settings, step_settings
 
 try:
     SETTINGS = load_settings(config)
@@ -29,8 +28,6 @@ try:
         check_writable(folder)
 except OutputError as exc:
     sys.exit(f"error: {exc}")
-# The validated config travels to each step as JSON (quoted with :q in the shell lines).
-SETTINGS_JSON = json.dumps(SETTINGS.raw, sort_keys=True)
 # Cores of a step that fans out through Lithops: localhost runs its workers in that job.
 _backend = SETTINGS.lithops.get("lithops", {}).get("backend", "localhost")
 FANOUT_THREADS = SETTINGS.lithops.get("localhost", {}).get("worker_processes", 2) if _backend == "localhost" else 1
@@ -51,11 +48,6 @@ def get_bam(wildcards):
 def get_fastqs(wildcards):
     """The sample's two FASTQs (a sample given as FASTQs)."""
     return list(SETTINGS.sample(wildcards.sample).fastq)
-
-
-def get_bam_source(wildcards):
-    """Where the sample's BAM is (path or URL): a change re-stages the sample."""
-    return SETTINGS.sample(wildcards.sample).bam
 
 
 def get_reference():
@@ -104,3 +96,32 @@ def get_bam_fingerprint(wildcards):
     if sample.remote or sample.aligned or not os.path.exists(sample.bam):
         return ""
     return bam_fingerprint(sample.name, sample.bam, sample.bai, f"{WORK}/staged")
+
+
+# Each rule's settings param: the JSON of only what its step uses (quoted with :q in the
+# shell lines), so that a changed key reruns exactly the steps that read it (Snakemake's
+# params trigger), e.g. a report price only the report. Validated above, once.
+def get_step_settings(step):
+    """The settings of `step` (a pipeline.cli subcommand; pipeline.config.STEP_SECTIONS)."""
+    return step_settings(SETTINGS, step).to_json()
+
+
+def get_stage_sample_settings(wildcards):
+    """stage-sample's settings, with the job's sample row (its BAM path or URL): a changed
+    path re-stages the sample."""
+    return step_settings(SETTINGS, "stage-sample", wildcards.sample).to_json()
+
+
+def get_stage_fastq_settings(wildcards):
+    """stage-fastq's settings, with the job's sample row (its two FASTQs)."""
+    return step_settings(SETTINGS, "stage-fastq", wildcards.sample).to_json()
+
+
+def get_scattered_arg(wildcards, input):
+    """The call step's --scattered argument: the scatter jobs' stats (cluster scatter mode)."""
+    return f"--scattered {' '.join(input.scattered)}" if input.scattered else ""
+
+
+def get_aligned_arg(wildcards, input):
+    """The report's --aligned argument: the FASTQ samples' alignment manifests."""
+    return f"--aligned {' '.join(input.aligned)}" if input.aligned else ""

@@ -14,7 +14,7 @@ rule merge:
         mem_mb=1000,  # the fragments' records are held until all are checked
         runtime=30,
     params:
-        settings=SETTINGS_JSON,
+        settings=get_step_settings("merge"),
         python=PY,
     shell:
         "{params.python} -m pipeline.cli merge --settings {params.settings:q} --calls {input}"

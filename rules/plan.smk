@@ -16,7 +16,7 @@ if not COHORT:
             mem_mb=500,  # the BAI and the BAM header
             runtime=10,
         params:
-            settings=SETTINGS_JSON,
+            settings=get_step_settings("plan"),
             python=PY,
         shell:
             "{params.python} -m pipeline.cli plan --settings {params.settings:q} --sample {wildcards.sample}"
@@ -36,7 +36,7 @@ else:
             mem_mb=500,  # every sample's BAI and BAM header
             runtime=10,
         params:
-            settings=SETTINGS_JSON,
+            settings=get_step_settings("plan-joint"),
             python=PY,
         shell:
             "{params.python} -m pipeline.cli plan-joint --settings {params.settings:q} --staged {input.staged}"

@@ -21,9 +21,9 @@ rule report:
         mem_mb=500,
         runtime=30,
     params:
-        settings=SETTINGS_JSON,
+        settings=get_step_settings("report"),
         python=PY,
-        aligned=lambda wildcards, input: f"--aligned {' '.join(input.aligned)}" if input.aligned else "",
+        aligned=get_aligned_arg,
     shell:
         "{params.python} -m pipeline.cli report --settings {params.settings:q} --calls {input.calls}"
         " --vcfs {input.vcfs} --plans {input.plans} --staged {input.staged} {params.aligned}"

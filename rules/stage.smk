@@ -12,7 +12,7 @@ rule check_storage:
         mem_mb=500,
         runtime=5,
     params:
-        settings=SETTINGS_JSON,
+        settings=get_step_settings("check-storage"),
         python=PY,
     shell:
         "{params.python} -m pipeline.cli check-storage --settings {params.settings:q} --out {output} --log {log}"
@@ -30,7 +30,7 @@ rule stage_reference:
         mem_mb=1000,  # streams the FASTA; the .fai and contig digests
         runtime=60,
     params:
-        settings=SETTINGS_JSON,
+        settings=get_step_settings("stage-reference"),
         python=PY,
     shell:
         "{params.python} -m pipeline.cli stage-reference --settings {params.settings:q} --out {output} --log {log}"
@@ -48,9 +48,8 @@ rule stage_sample:
         mem_mb=1000,  # streams the BAM in parts
         runtime=120,
     params:
-        source=get_bam_source,
         fingerprint=get_bam_fingerprint,  # a changed BAM is staged again, whatever its mtime
-        settings=SETTINGS_JSON,
+        settings=get_stage_sample_settings,
         python=PY,
     shell:
         "{params.python} -m pipeline.cli stage-sample --settings {params.settings:q} --sample {wildcards.sample}"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from bench.evaluation.vcfcompare import vcf_body
 from functions.bcftools_engine import BcftoolsParams
 from functions.core.storage import ObjectStore
 from functions.engines import EngineParams, run_engine
@@ -16,7 +17,6 @@ from pipeline.executor import SerialRunner
 from pipeline.merge import merge_sample
 from pipeline.plan import PlanSettings, SamplePlan, plan_from_store, write_plan
 from pipeline.stage import stage_reference, stage_sample
-from pipeline.vcfcompare import vcf_body
 
 DATA = Path(__file__).resolve().parent.parent / "test_data"
 

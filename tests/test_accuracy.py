@@ -12,7 +12,7 @@ import pytest
 from conftest import SAMPLES
 from helpers import DATA, run_core, serial
 
-from pipeline.vcfcompare import accuracy
+from bench.evaluation.vcfcompare import accuracy
 
 FLOORS = {"snv": (0.99, 0.99), "indel": (0.98, 0.98)}  # (precision, recall)
 

@@ -257,7 +257,7 @@ def test_fastq_to_vcf_through_snakemake(tmp_path: Path) -> None:
     from test_accuracy import FLOORS
     from test_e2e import make_workdir, snakemake
 
-    from pipeline.vcfcompare import accuracy, vcf_body
+    from bench.evaluation.vcfcompare import accuracy, vcf_body
 
     wd = make_workdir(tmp_path / "wd")
     res = snakemake(wd, "--configfile", str(wd / "config" / "fastq.yaml"))

@@ -20,13 +20,13 @@ from helpers import DATA, whole_genome
 from test_bad_input import _header, _reads, assert_nothing_called, errors, write_bam
 from test_e2e import make_workdir, snakemake
 
+from bench.evaluation.vcfcompare import vcf_body
 from functions.core.bai import parse_bai
 from functions.core.storage import ObjectStore
 from pipeline.config import ConfigError, load_settings, read_sample_sheet
 from pipeline.plan import PlanError, PlanInput, PlanSettings, plan_joint, plan_sample
 from pipeline.stage import FINGERPRINT_EDGE, bam_fingerprint, content_fingerprint, stage_reference, stage_sample
 from pipeline.validate import InputError, check_one_sample, check_reference_start, is_bgzf, read_group_samples
-from pipeline.vcfcompare import vcf_body
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = "which needs a plain FASTA: decompress it with"

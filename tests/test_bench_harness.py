@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import harness  # noqa: E402
 import scaling  # noqa: E402
 
-from pipeline.vcfcompare import Accuracy  # noqa: E402
+from bench.evaluation.vcfcompare import Accuracy  # noqa: E402
 
 PRICES = {**scaling.DEFAULT_PRICES, "function_memory_mb": 1024, "per_gb_second": 1e-5,
           "per_million_invocations": 1.0, "per_thousand_gets": 0.5, "per_thousand_puts": 2.0}

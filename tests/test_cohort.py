@@ -15,6 +15,7 @@ from conftest import SAMPLES
 from helpers import DATA, serial
 from test_e2e import make_workdir, snakemake
 
+from bench.evaluation.vcfcompare import vcf_body
 from functions.bcftools_engine import BcftoolsParams
 from functions.core.storage import ObjectStore
 from functions.engines import run_engine
@@ -24,7 +25,6 @@ from pipeline.executor import SerialRunner
 from pipeline.merge import merge_sample
 from pipeline.plan import PlanError, PlanInput, PlanSettings, plan_input, plan_joint
 from pipeline.stage import read_manifest, stage_reference, stage_sample
-from pipeline.vcfcompare import vcf_body
 
 REF = DATA / "ref.fa"
 

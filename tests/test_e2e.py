@@ -15,7 +15,7 @@ import yaml
 from conftest import SAMPLES
 from helpers import whole_genome
 
-from pipeline.vcfcompare import vcf_body
+from bench.evaluation.vcfcompare import vcf_body
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e

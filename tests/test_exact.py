@@ -14,6 +14,7 @@ from functions.bcftools_engine import BcftoolsParams, EngineError, run_bcftools
 from functions.core.fai import parse_fai
 from pipeline.call import CallError, CallInputs, call_samples, make_tasks
 from pipeline.executor import LithopsRunner
+from pipeline.fanout import StagedInputError
 from pipeline.merge import MergeError, merge_sample
 from pipeline.plan import read_plan
 
@@ -78,7 +79,7 @@ def test_inputs_lost_from_the_store_stop_the_run_before_any_function(store, tmp_
     man = json.loads((tmp_path / "sampleA.json").read_text())
     ref = json.loads((tmp_path / "ref.json").read_text())
     plan = read_plan(tmp_path / "sampleA.plan.tsv")
-    with pytest.raises(CallError, match=r"staged input .*sampleA.bam .* is missing from the object store; stage"):
+    with pytest.raises(StagedInputError, match=r"staged input .*sampleA.bam .* is missing from the object store"):
         call_samples(CallInputs(store, [plan], {"sampleA": man}, ref, BcftoolsParams()), runner,
                      {"sampleA": tmp_path / "c.json"})
 

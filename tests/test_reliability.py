@@ -24,9 +24,9 @@ from helpers import DATA, whole_genome
 from test_e2e import ROOT, make_workdir, snakemake
 from test_faults import error_lines, kill_everything, store_root, why
 
+from bench.evaluation.vcfcompare import vcf_body
 from functions.core.atomic import OutputError, atomic_outputs, check_writable
 from functions.core.storage import ObjectStore, StorageError
-from pipeline.vcfcompare import vcf_body
 
 N_REGIONS = 4
 ONE_SAMPLE = "sample\tbam\nsampleA\ttest_data/sampleA.bam\n"

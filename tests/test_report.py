@@ -18,7 +18,17 @@ from PIL import Image
 from test_e2e import make_workdir, snakemake
 
 from pipeline import svgplot
-from pipeline.report import STRAGGLER_FACTOR, Attempt, allele_type, estimate_cost, stragglers, variant_stats
+from pipeline.report import (
+    STRAGGLER_FACTOR,
+    Attempt,
+    CallsetDepth,
+    SampleVariants,
+    StatsFileError,
+    estimate_cost,
+    read_stats,
+    stats_text,
+    stragglers,
+)
 
 PRICES = {"currency": "USD", "source": "test", "function_memory_mb": 2048, "per_gb_second": 0.0000166667,
           "per_million_invocations": 0.2, "per_thousand_gets": 0.0004, "per_thousand_puts": 0.005}
@@ -36,15 +46,47 @@ def bcftools_sn(vcf: str) -> dict[str, float]:
     return out
 
 
+def report_figures(vcf: str, callset: str, tmp_path: Path) -> tuple[list[SampleVariants], CallsetDepth]:
+    """The report's figures of ``vcf``, read from a stats file written as the merge writes
+    it; the VCF itself is not handed to the report (a path that does not exist)."""
+    stats = tmp_path / f"{callset}.stats.txt"
+    stats.write_text("# svc merge: 1 fragments read from object storage in 1 GETs\n" + stats_text(vcf))
+    return read_stats(stats, tmp_path / "not-there.vcf.gz", callset)
+
+
+def genotype_counts(vcf: str) -> dict[str, dict[str, int]]:
+    """Per sample, counted from the records (biallelic SNVs and indels only): sites carried,
+    het, hom-alt, Ts, Tv, indels."""
+    out: dict[str, dict[str, int]] = {}
+    with pysam.VariantFile(vcf) as fh:
+        for rec in fh:
+            ref, (alt,) = rec.ref or "", rec.alts or ()
+            for name, call in rec.samples.items():
+                gt = [a for a in call["GT"] if a is not None]
+                c = out.setdefault(name, dict.fromkeys(("records", "het", "hom", "ts", "tv", "indel"), 0))
+                if 1 not in gt:
+                    continue
+                c["records"] += 1
+                c["het" if 0 in gt else "hom"] += 1
+                if len(ref) != len(alt):
+                    c["indel"] += 1
+                else:
+                    c["ts" if {ref, alt} in ({"A", "G"}, {"C", "T"}) else "tv"] += 1
+    return out
+
+
 @pytest.mark.parametrize("sample", SAMPLES)
-def test_variant_counts_equal_bcftools_stats(sample: str) -> None:
+def test_variant_counts_equal_bcftools_stats(sample: str, tmp_path: Path) -> None:
     vcf = str(DATA / "truth" / f"{sample}.vcf.gz")
-    (sv,) = variant_stats(vcf, sample)
+    (sv,), depth = report_figures(vcf, sample, tmp_path)
     sn = bcftools_sn(vcf)
     assert sv.records == sn["number of records"] > 100
     assert (sv.types["snv"], sv.types["indel"], sv.types["mnp"], sv.types["other"]) == (
         sn["number of SNPs"], sn["number of indels"], sn["number of MNPs"], sn["number of others"])
     assert (sv.ts, sv.tv) == (sn["ts"], sn["tv"])
+    counted = genotype_counts(vcf)[sample]
+    assert (sv.het, sv.hom_alt, sv.passed) == (counted["het"], counted["hom"], sv.records)  # all PASS
+    assert sv.label == sample and depth.depth == {}  # the truth VCFs carry no depth
 
 
 def test_per_sample_counts_of_a_multisample_vcf_equal_bcftools_per_sample_stats(tmp_path: Path) -> None:
@@ -56,22 +98,88 @@ def test_per_sample_counts_of_a_multisample_vcf_equal_bcftools_per_sample_stats(
         return {f[2]: f for f in (ln.split("\t") for ln in str(pysam.bcftools.stats("-s", "-", vcf)).splitlines())
                 if f[0] == "PSC"}
 
-    got = {sv.sample: sv for sv in variant_stats(both, "cohort")}
-    got_snvs = {sv.sample: sv for sv in variant_stats(snvs, "cohort")}
-    assert set(got) == set(SAMPLES)
+    got = {sv.sample: sv for sv in report_figures(both, "cohort", tmp_path)[0]}
+    got_snvs = {sv.sample: sv for sv in report_figures(snvs, "cohort", tmp_path)[0]}
+    counted = genotype_counts(both)
+    assert list(got) == list(SAMPLES)
     for s in SAMPLES:
         _, _, _, _, _, _, ts, tv, indels, *_ = psc(both)[s]
         sv = got[s]
         assert (sv.ts, sv.tv, sv.types["indel"]) == (int(ts), int(tv), int(indels))
-        assert sv.het + sv.hom_alt == sv.records and sv.callset == "cohort"
-        # bcftools counts genotypes of SNV sites only.
+        assert sv.het is not None and sv.hom_alt is not None
+        assert sv.het + sv.hom_alt == sv.records == sv.passed and sv.callset == "cohort"
+        assert (sv.records, sv.het, sv.hom_alt, sv.ts, sv.tv, sv.types["indel"]) == tuple(
+            counted[s][k] for k in ("records", "het", "hom", "ts", "tv", "indel"))
+        assert sv.types["mnp"] is None and sv.label == f"{s} (cohort)"  # not counted per sample
+        # bcftools counts genotypes of SNV sites only in PSC.
         _, _, _, _, hom, het, *_ = psc(snvs)[s]
         assert (got_snvs[s].hom_alt, got_snvs[s].het) == (int(hom), int(het))
 
 
-def test_allele_types() -> None:
-    assert [allele_type("A", "G"), allele_type("AC", "GT"), allele_type("A", "AT"), allele_type("AT", "A"),
-            allele_type("A", "<DEL>"), allele_type("A", "*")] == ["snv", "mnp", "indel", "indel", "other", "other"]
+HAND_MADE = """##fileformat=VCFv4.2
+##contig=<ID=c1,length=1000>
+##FILTER=<ID=PASS,Description="All filters passed">
+##FILTER=<ID=lowq,Description="low quality">
+##INFO=<ID=DP,Number=1,Type=Integer,Description="depth">
+##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">
+##FORMAT=<ID=DP,Number=1,Type=Integer,Description="depth">
+#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ts1\ts2
+c1\t10\t.\tA\tG\t50\tPASS\tDP=10\tGT:DP\t0/1:9\t0/0:8
+c1\t20\t.\tC\tA\t50\tlowq\tDP=20\tGT:DP\t1/1:18\t0/1:17
+c1\t30\t.\tACT\tA\t50\t.\tDP=1300\tGT:DP\t0/1:650\t1/1:640
+c1\t40\t.\tG\tGTT\t50\tPASS\tDP=30\tGT:DP\t1/1:29\t./.:.
+c1\t50\t.\tT\tC,G\t50\tPASS\tDP=40\tGT:DP\t1/2:39\t0/2:38
+c1\t60\t.\tAC\tGT\t50\tPASS\tDP=44\tGT:DP\t0/1:43\t0/0:42
+"""
+
+
+def test_figures_of_a_hand_made_vcf(tmp_path: Path) -> None:
+    """PASS (FILTER PASS or empty), depths beyond bcftools' default 500, a multi-allelic
+    SNV site, an MNP; with two samples, one and none."""
+    text = tmp_path / "hand.vcf"
+    text.write_text(HAND_MADE)
+    vcfs = {}
+    for name, opts in (("two", []), ("one", ["-s", "s1"]), ("none", ["-G"])):
+        vcfs[name] = str(tmp_path / f"{name}.vcf.gz")
+        pysam.bcftools.view(*opts, "-Oz", "-o", vcfs[name], str(text), catch_stdout=False)
+        pysam.tabix_index(vcfs[name], preset="vcf", force=True)
+
+    def row(sv: SampleVariants) -> tuple[object, ...]:
+        return sv.label, sv.records, tuple(sv.types.values()), sv.ts, sv.tv, sv.het, sv.hom_alt, sv.passed
+
+    # One sample: SN's records and types (SNV records: 3; TSTV counts alleles: 2 + 2),
+    # genotypes at SNVs and indels (not the MNP's); PASS: 5 records (not lowq).
+    (one,), depth = report_figures(vcfs["one"], "one", tmp_path)
+    assert row(one) == ("s1 (one)", 6, (3, 2, 1, 0), 2, 2, 3, 2, 5)
+    assert (depth.source, depth.depth) == ("FORMAT/DP", {9: 1, 18: 1, 29: 1, 39: 1, 43: 1, 650: 1})
+    # No samples: every record and ALT; no genotypes; the sites' INFO/DP.
+    (none,), depth = report_figures(vcfs["none"], "none", tmp_path)
+    assert row(none) == ("none", 6, (3, 2, 1, 0), 2, 2, None, None, 5)
+    assert (depth.label, depth.source, depth.depth) == (
+        "none", "INFO/DP", {10: 1, 20: 1, 30: 1, 40: 1, 44: 1, 1300: 1})
+    # Two samples: the genotypes each carries (SNV alleles: 1/2 counts both), no MNPs or
+    # others per sample; the depth of every genotype of both samples (0/0 included).
+    (s1, s2), depth = report_figures(vcfs["two"], "two", tmp_path)
+    assert row(s1) == ("s1 (two)", 5, (4, 2, None, None), 2, 2, 3, 2, 4)
+    assert row(s2) == ("s2 (two)", 3, (2, 1, None, None), 0, 2, 2, 1, 2)
+    assert (depth.label, depth.samples, sum(depth.depth.values()), max(depth.depth)) == (
+        "two (all 2 samples)", 2, 11, 650)
+
+
+def test_a_stats_file_of_an_earlier_merge_is_recomputed_from_the_vcf(tmp_path: Path) -> None:
+    """A plain ``bcftools stats`` (no PASS lines, no -s) gives the same figures, from the VCF."""
+    vcf = str(DATA / "truth" / "sampleA.vcf.gz")
+    old = tmp_path / "old.stats.txt"
+    old.write_text(str(pysam.bcftools.stats(vcf)))
+    assert read_stats(old, vcf, "sampleA") == report_figures(vcf, "sampleA", tmp_path)
+
+
+def test_an_unreadable_stats_file_is_one_error_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "x.stats.txt"
+    bad.write_text("not the output of bcftools stats\n")
+    for path in (bad, tmp_path / "missing.stats.txt"):
+        with pytest.raises(StatsFileError, match=rf"stats of x in {re.escape(str(path))} .*--forcerun merge"):
+            read_stats(path, tmp_path / "x.vcf.gz", "x")
 
 
 def test_cost_counts_every_attempt_and_two_puts_per_function() -> None:

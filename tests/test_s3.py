@@ -15,10 +15,10 @@ from conftest import SAMPLES, ceph_lithops_config
 from helpers import DATA, whole_genome
 from test_e2e import make_workdir, snakemake
 
+from bench.evaluation.vcfcompare import vcf_body
 from functions.core.bai import MAX_BGZF_BLOCK
 from functions.core.storage import ObjectMissingError, ObjectStore, StorageError
 from pipeline.plan import read_plan
-from pipeline.vcfcompare import vcf_body
 
 
 def test_facade_ranged_reads_and_counts(ceph_s3: dict) -> None:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from functions.core.bai import MAX_BGZF_BLOCK, coffset, parse_bai, reg2bins
+from functions.core.tasks import BamSlice, ObjectRef
 from functions.slice import fetch_bam_slice
 from pipeline.plan import PlanSettings, plan_sample
 from pipeline.stage import stage_sample
@@ -66,11 +67,10 @@ def test_slice_holds_every_read_and_no_more_bytes_than_bound(store, tmp_path, re
     assert region.end == end
     before = store.counts.get_bytes
     gets_before = store.counts.gets
-    path = fetch_bam_slice(
-        store, man["bam"]["key"], man["bam"]["size"], len(contigs),
-        (plan.header.start, plan.header.end), tid, list(region.chunks),
-        [(b.start, b.end, b.tail) for b in region.ranges], str(tmp_path / "slice.bam"),
-    )
+    bam_slice = BamSlice(ObjectRef(man["bam"]["key"]), man["bam"]["size"], len(contigs),
+                         (plan.header.start, plan.header.end), tid, tuple((c.beg, c.end) for c in region.chunks),
+                         tuple((b.start, b.end, b.tail) for b in region.ranges))
+    path = fetch_bam_slice(store, bam_slice, str(tmp_path / "slice.bam"))
     fetched = store.counts.get_bytes - before
     with pysam.AlignmentFile(path) as sl:
         got = {(r.query_name, r.flag, r.reference_start) for r in sl.fetch(chrom, start, end)}

@@ -17,7 +17,7 @@ from conftest import SAMPLES
 from slurm_cluster import SlurmCluster
 from test_e2e import make_workdir, snakemake
 
-from pipeline.vcfcompare import vcf_body
+from bench.evaluation.vcfcompare import vcf_body
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e

@@ -30,9 +30,9 @@ import pytest
 from helpers import assert_same, load_viral, run_core, serial, whole_genome
 from test_e2e import make_workdir, snakemake
 
+from bench.evaluation import afeval
+from bench.evaluation.vcfcompare import vcf_body
 from functions.lowfreq import LowfreqParams
-from pipeline import afeval
-from pipeline.vcfcompare import vcf_body
 
 SAMPLE = "mixture"
 

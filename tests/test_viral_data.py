@@ -1,5 +1,5 @@
 """The viral-mixture generator (test_data/viral.py) and the low-frequency evaluation
-(pipeline/afeval.py), on a tiny mixture: 3 kb, 1000x, two batches, a few seconds."""
+(bench/evaluation/afeval.py), on a tiny mixture: 3 kb, 1000x, two batches, a few seconds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pysam
 import pytest
 from helpers import load_viral
 
-from pipeline import afeval
+from bench.evaluation import afeval
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {

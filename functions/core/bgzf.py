@@ -1,6 +1,8 @@
 """BGZF (blocked gzip) facts and the few operations on raw blocks we need.
 
-Contract: :func:`inflate` decompresses a byte string made of whole BGZF blocks;
+Contract: :func:`inflate` decompresses a byte string made of whole BGZF blocks
+(:func:`block_at` and :func:`inflate_block` walk them one by one, for readers that
+stop at an index's virtual offsets);
 :data:`EOF_BLOCK` is the 28-byte empty block that ends every BGZF file (SAM
 specification, section 4.1.2).
 """
@@ -30,8 +32,25 @@ def block_size(header: bytes) -> int:
     return int.from_bytes(header[16:18], "little") + 1
 
 
+def block_at(data: bytes | memoryview, at: int) -> int | None:
+    """Size of the whole BGZF block starting at ``data[at]``; None when ``data`` ends inside it.
+
+    Raises :class:`BgzfError` when no BGZF block starts there.
+    """
+    if len(data) - at < BGZF_HEADER:
+        return None
+    size = block_size(bytes(data[at : at + BGZF_HEADER]))
+    return size if at + size <= len(data) else None
+
+
+def inflate_block(data: bytes | memoryview, at: int, size: int) -> bytes:
+    """The decompressed content of the BGZF block of ``size`` bytes at ``data[at]``."""
+    return zlib.decompress(data[at + BGZF_HEADER : at + size - 8], wbits=-15)
+
+
 def inflate(data: bytes, allow_partial: bool = False) -> bytes:
-    """Decompress consecutive BGZF blocks.
+    """Decompress consecutive BGZF blocks (the one block reader, with :func:`block_at`
+    and :func:`inflate_block`, of everything that reads BGZF by hand).
 
     With ``allow_partial`` a trailing incomplete block is ignored (useful when the
     bytes were fetched with a bound past the last block needed).
@@ -39,15 +58,18 @@ def inflate(data: bytes, allow_partial: bool = False) -> bytes:
     out = []
     pos = 0
     while pos < len(data):
-        if len(data) - pos < 18 or data[pos : pos + 4] != b"\x1f\x8b\x08\x04":
+        try:
+            size = block_at(data, pos)
+        except BgzfError:
             if allow_partial:
                 break
-            raise BgzfError(f"no BGZF block at byte {pos}")
-        bsize = int.from_bytes(data[pos + 16 : pos + 18], "little") + 1
-        if pos + bsize > len(data):
+            raise BgzfError(f"no BGZF block at byte {pos}") from None
+        if size is None:
             if allow_partial:
                 break
+            if len(data) - pos < BGZF_HEADER and data[pos : pos + 4] != b"\x1f\x8b\x08\x04"[: len(data) - pos]:
+                raise BgzfError(f"no BGZF block at byte {pos}")
             raise BgzfError(f"BGZF block at byte {pos} is truncated")
-        out.append(zlib.decompress(data[pos + 18 : pos + bsize - 8], wbits=-15))
-        pos += bsize
+        out.append(inflate_block(data, pos, size))
+        pos += size
     return b"".join(out)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pysam
 
-from pipeline.vcfcompare import normalise
+from .vcfcompare import normalise
 
 Key = tuple[str, int, str, str]  # chrom, pos, ref, alt after normalisation
 DEFAULT_BINS: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)

@@ -1,0 +1,62 @@
+"""The skeleton every function shares: one task in, one result object and its stats out.
+
+Contract: :func:`run_task` opens the store the task describes over the worker's
+``storage`` (Lithops passes it; no credentials travel in tasks), makes a private
+temporary folder, runs the function's ``body`` in it, and then, written once for
+every kind of function: reads the result file the body names, adds the common stats
+(sample, md5 and size of the result, GETs and bytes read, when it started by the
+worker's clock and how long it took, the task's key) to the body's own, PUTs
+``<out_key><suffix>`` and then ``<out_key>.json`` (each PUT atomic), removes the
+folder and returns the stats. Any failure is re-raised as ``error`` naming the task
+(``label``); an error of that class already is passed on as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from functions.core.errors import SvcError
+from functions.core.storage import ObjectStore
+
+#: What a function's body does: given the open store and its temporary folder, make
+#: the result file; return its path and the body's own stats.
+Body = Callable[[ObjectStore, str], tuple[str, dict[str, Any]]]
+
+
+def run_task(label: str, store_description: dict[str, Any], storage: Any, sample: str, key: str, out_key: str,
+             suffix: str, body: Body, error: type[SvcError], prefix: str = "svc-task-") -> dict[str, Any]:
+    """Run ``body`` as the function of one task (see the module's contract); its stats."""
+    t0, started = time.monotonic(), time.time()
+    try:
+        store = ObjectStore.from_description(store_description, storage)
+        tmp = tempfile.mkdtemp(prefix=prefix)
+        try:
+            path, own = body(store, tmp)
+            with open(path, "rb") as fh:
+                data = fh.read()
+            stats = {
+                "sample": sample,
+                **own,
+                "md5": hashlib.md5(data).hexdigest(),
+                "size": len(data),
+                "gets": store.counts.gets,
+                "get_bytes": store.counts.get_bytes,
+                "started": round(started, 3),  # epoch seconds, the worker's clock
+                "seconds": round(time.monotonic() - t0, 3),
+                "key": key,
+            }
+            store.put(out_key + suffix, data)
+            store.put(out_key + ".json", json.dumps(stats, sort_keys=True).encode())
+            return stats
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except error:
+        raise
+    except Exception as exc:
+        raise error(f"{label}: {type(exc).__name__}: {exc}") from exc
