@@ -17,7 +17,7 @@ from test_e2e import make_workdir, snakemake
 
 from bench.evaluation.vcfcompare import vcf_body
 from functions.core.bai import MAX_BGZF_BLOCK
-from functions.core.storage import ObjectMissingError, ObjectStore, StorageError
+from functions.core.storage import SHORT_READ_TRIES, ObjectMissingError, ObjectStore, StorageError
 from pipeline.plan import read_plan
 
 
@@ -62,10 +62,19 @@ def test_a_short_ranged_read_is_an_error_never_data() -> None:
             return b"" if "Range" in extra_get_args else b"whole"
 
     store = ObjectStore(None, "bkt", "p", storage=ShortStorage())
-    short = r"returned 0 of the 10 bytes asked for of 'p/x' \(bytes 5-14\): a short read"
+    short = r"returned 0 of the 10 bytes asked for of 'p/x' \(bytes 5-14\): a short read, 4 times"
     with pytest.raises(StorageError, match=short):
         store.get_range("p/x", 5, 15)
+    assert store.counts.gets == SHORT_READ_TRIES  # asked again, never taken as data
     assert store.get("p/x") == b"whole" and store.get_range("p/x", 5, 5) == b""
+
+    class OnceShort(ShortStorage):
+        answers = [b"", b"0123456789"]
+
+        def get_object(self, bucket: str, key: str, extra_get_args: dict) -> bytes:
+            return self.answers.pop(0)
+
+    assert ObjectStore(None, "bkt", "p", storage=OnceShort()).get_range("p/x", 5, 15) == b"0123456789"
 
 
 def test_function_gets_the_store_without_credentials(ceph_s3: dict, store: ObjectStore) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,10 @@ class ObjectMissingError(StorageError):
         self.bucket = bucket
         self.key = key
 
+
+# GETs of a range that came back short before the read is given up (the pauses between
+# them add up to 0.7 s).
+SHORT_READ_TRIES = 4
 
 # What a bucket and a key prefix may be: names, never paths that climb or start at the root.
 BUCKET_RULE = ("use 3-63 letters, digits, '.', '_' and '-', starting and ending with a letter or digit, "
@@ -199,17 +204,24 @@ class ObjectStore:
 
         Every range the pipeline asks for lies inside its object, so a shorter answer is a
         failed read, never the end of the object: seen against the Ceph gateway, where one
-        of two simultaneous GETs of the same range came back empty.
+        of two simultaneous GETs of the same range came back empty (and, once, three times
+        in a row for one function's tries). A short answer is asked again, up to
+        :data:`SHORT_READ_TRIES` GETs in all with a growing pause, and is never taken as data.
         """
         if end <= start:
             return b""
-        data = self._get(key, {"Range": f"bytes={start}-{end - 1}"}, bucket)
-        if len(data) != end - start:
-            raise StorageError(
-                f"{self.backend} storage at {self.endpoint} returned {len(data)} of the {end - start} bytes "
-                f"asked for of {key!r} (bytes {start}-{end - 1}): a short read"
-            )
-        return data
+        for attempt in range(SHORT_READ_TRIES):
+            data = self._get(key, {"Range": f"bytes={start}-{end - 1}"}, bucket)
+            if len(data) == end - start:
+                return data
+            logger.debug("short read of %s bytes %d-%d (%d bytes), GET %d of %d", key, start, end - 1, len(data),
+                         attempt + 1, SHORT_READ_TRIES)
+            if attempt + 1 < SHORT_READ_TRIES:
+                time.sleep(0.1 * 2**attempt)
+        raise StorageError(
+            f"{self.backend} storage at {self.endpoint} returned {len(data)} of the {end - start} bytes "
+            f"asked for of {key!r} (bytes {start}-{end - 1}): a short read, {SHORT_READ_TRIES} times"
+        )
 
     def _get(self, key: str, extra: dict[str, str], bucket: str | None) -> bytes:
         self._guard(key, bucket)
