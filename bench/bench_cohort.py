@@ -57,6 +57,7 @@ from bench_align import ToolError, timed  # noqa: E402
 from generate import sample_names  # noqa: E402
 
 from bench.evaluation.vcfcompare import vcf_body  # noqa: E402
+from pipeline.manifests import CallResults  # noqa: E402
 
 STAMP = "bench-cohort.json"
 
@@ -151,7 +152,7 @@ def _phases(work: Path, run_dir: Path, samples: list[str], start: float, wall: f
     calls = [work / "calls" / f"{s}.json" for s in samples]
     call_end = max(p.stat().st_mtime for p in calls)
     last = max(p.stat().st_mtime for p in (run_dir / "results").iterdir())
-    fragments = [f for p in calls for f in json.loads(p.read_text())["fragments"]]
+    fragments = [f for p in calls for f in CallResults.read(p).fragments]
     summary = [line.split("INFO pipeline: ", 1)[-1] for line in (work / "logs" / "call.log").read_text().splitlines()
                if "INFO pipeline: called " in line]
     return {"before_call": call_end - call_s - start, "call": call_s, "after_call": last - call_end,

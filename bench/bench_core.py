@@ -20,7 +20,6 @@ Prints figures; asserts nothing. Target on 2 cores: ratio <= 0.6, identical.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -123,8 +122,9 @@ def run_once(args: argparse.Namespace, cfg: dict, params: BcftoolsParams, bam: P
 
 
 def summarise(args: argparse.Namespace, bam: Path, work: Path, singles: list[float], pipes: list[float]) -> None:
-    calls = json.loads((work / "work" / "calls" / f"{args.sample}.json").read_text())
-    frags = calls["fragments"]
+    from pipeline.manifests import CallResults
+
+    frags = CallResults.read(work / "work" / "calls" / f"{args.sample}.json").fragments
     bam_size = bam.stat().st_size
     bam_read = sum(f["bam_get_bytes"] for f in frags)
     all_read = sum(f["get_bytes"] for f in frags)

@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import math
 import os
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +163,9 @@ def measure_run(run_dir: Path, sample: str, phases: dict[str, Any], records: int
     """:class:`Measured` from a finished run in ``run_dir`` and the phases the caller
     timed (``before_call``, ``after_call``, ``exit`` seconds, as
     :func:`bench_cohort.phases` gives them)."""
-    frags = json.loads((run_dir / "work" / "calls" / f"{sample}.json").read_text())["fragments"]
+    from pipeline.manifests import CallResults
+
+    frags = CallResults.read(run_dir / "work" / "calls" / f"{sample}.json").fragments
     head = plan_header(run_dir / "work" / "plans" / f"{sample}.tsv")
     genome = sum(int(c.rsplit(":", 1)[1]) for c in head["contigs"].split(","))
     return Measured(
@@ -203,6 +204,7 @@ def calibrate_merge(template_vcf: Path, reference: Path, template_manifest: Path
     ``template_manifest`` (a call manifest: engine, parameters, code) that lists them;
     bgzip, tabix and ``bcftools stats`` included."""
     from bench.evaluation.vcfcompare import vcf_body
+    from pipeline.manifests import CallResults
     from pipeline.merge import merge_sample
 
     with gzip.open(template_vcf, "rt") if str(template_vcf).endswith(".gz") else open(template_vcf) as fh:
@@ -222,8 +224,7 @@ def calibrate_merge(template_vcf: Path, reference: Path, template_manifest: Path
                       "md5": hashlib.md5(data).hexdigest()})
     with tempfile.TemporaryDirectory(prefix="svc-merge-cal-") as tmp:
         manifest = os.path.join(tmp, "calls.json")
-        meta = json.loads(template_manifest.read_text())
-        Path(manifest).write_text(json.dumps({**meta, "fragments": frags}))
+        replace(CallResults.read(template_manifest), fragments=tuple(frags)).write(manifest)
         t0 = time.perf_counter()
         n = merge_sample(store, manifest, str(reference), os.path.join(tmp, "out.vcf.gz"),  # type: ignore[arg-type]
                          os.path.join(tmp, "out.stats.txt"))

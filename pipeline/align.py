@@ -44,12 +44,13 @@ from functions.align import align_chunk
 from functions.core.atomic import atomic_outputs
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore
-from functions.core.tasks import ChunkTask, IndexRef, ObjectRef
+from functions.core.tasks import ChunkTask, IndexRef
 from pipeline.config import Sample
 from pipeline.executor import LithopsRunner, SerialRunner
 from pipeline.fanout import check_staged, run_todo, split_done
-from pipeline.fastq import rechunk_pair
-from pipeline.stage import run_samtools, stage_file, write_manifest
+from pipeline.fastq import FastqChunk, rechunk_pair
+from pipeline.manifests import AlignmentParts, FunctionStats, StagedFastq, StagedIndex, StagedReference, StoredFile
+from pipeline.stage import run_samtools, stage_file
 from pipeline.validate import InputError
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def code_version() -> str:
 
 
 # -- the reference index -----------------------------------------------------------
-def stage_index(store: ObjectStore, reference: str, workdir: str | Path, out: str | Path) -> dict[str, Any]:
+def stage_index(store: ObjectStore, reference: str, workdir: str | Path, out: str | Path) -> StagedIndex:
     """Build (or reuse) the minimap2 index of the local reference FASTA and stage it.
 
     An index in ``workdir`` is reused when it was built from a FASTA of the same size
@@ -142,14 +143,14 @@ def stage_index(store: ObjectStore, reference: str, workdir: str | Path, out: st
         logger.info("built the minimap2 index of %s (%d contigs, %.1f MB) in %.1f s", reference, len(names),
                     os.path.getsize(mmi) / 1e6, time.monotonic() - t0)
     key = store.key("reference", os.path.basename(mmi))
-    manifest = {"index": stage_file(store, mmi, key), **source}
-    write_manifest(manifest, out)
+    manifest = StagedIndex(stage_file(store, mmi, key), **source)
+    manifest.write(out, indent=2)
     return manifest
 
 
 # -- the FASTQs ----------------------------------------------------------------------
 def stage_fastq(store: ObjectStore, sample: str, fastq_1: str, fastq_2: str, chunk_pairs: int,
-                workdir: str | Path, out: str | Path, progress: bool = True) -> dict[str, Any]:
+                workdir: str | Path, out: str | Path, progress: bool = True) -> StagedFastq:
     """Cut the sample's FASTQ pair into chunks (BGZF copies + index) and stage the copies."""
     from tqdm import tqdm
 
@@ -172,24 +173,18 @@ def stage_fastq(store: ObjectStore, sample: str, fastq_1: str, fastq_2: str, chu
     if store.backend != "localhost":  # the store holds the copies now; the local store links to them
         for path in copies:
             os.remove(path)
-    manifest = {
-        "sample": sample,
-        "source": [os.path.abspath(fastq_1), os.path.abspath(fastq_2)],
-        "chunk_pairs": chunk_pairs,
-        "fastq_1": objs[0],
-        "fastq_2": objs[1],
-        "index": index.as_dict(),
-    }
-    write_manifest(manifest, out)
+    manifest = StagedFastq(sample, (os.path.abspath(fastq_1), os.path.abspath(fastq_2)), chunk_pairs,
+                           objs[0], objs[1], index)
+    manifest.write(out, indent=2)
     return manifest
 
 
 # -- the fan-out ---------------------------------------------------------------------
-def bam_header(ref_manifest: dict[str, Any], read_group: ReadGroup) -> str:
+def bam_header(ref_manifest: StagedReference, read_group: ReadGroup) -> str:
     """The SAM header of every part (and so of the merged BAM): no path, no time, no chunk size."""
     lines = ["@HD\tVN:1.6\tSO:coordinate"]
-    for c in ref_manifest["contigs"]:
-        lines.append(f"@SQ\tSN:{c['name']}\tLN:{c['length']}" + (f"\tM5:{c['md5']}" if c.get("md5") else ""))
+    for c in ref_manifest.contigs:
+        lines.append(f"@SQ\tSN:{c.name}\tLN:{c.length}" + (f"\tM5:{c.md5}" if c.md5 else ""))
     lines.append(read_group.line())
     lines.append(f"@PG\tID:minimap2\tPN:minimap2\tVN:mappy-{mappy_version()}\t"
                  f"CL:mappy.Aligner(index, preset='{PRESET}').map(read1, read2) via serverless-variant-calling "
@@ -197,38 +192,37 @@ def bam_header(ref_manifest: dict[str, Any], read_group: ReadGroup) -> str:
     return "\n".join(lines) + "\n"
 
 
-def part_key(fq: dict[str, Any], index: dict[str, Any], chunk: dict[str, Any], header: str,
-             params: dict[str, Any]) -> str:
+def part_key(fq: StagedFastq, index: StoredFile, chunk: FastqChunk, header: str, params: dict[str, Any]) -> str:
     blob = json.dumps(
-        {"fastq": [fq["fastq_1"]["fingerprint"], fq["fastq_2"]["fingerprint"]], "index": index["fingerprint"],
-         "chunk": [chunk["r1"], chunk["r2"], chunk["pairs"]], "header": header, "params": params,
+        {"fastq": [fq.fastq_1.fingerprint, fq.fastq_2.fingerprint], "index": index.fingerprint,
+         "chunk": [list(chunk.r1), list(chunk.r2), chunk.pairs], "header": header, "params": params,
          "code": code_version()},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def make_tasks(store: ObjectStore, fq: dict[str, Any], index_manifest: dict[str, Any], header: str,
+def make_tasks(store: ObjectStore, fq: StagedFastq, index_manifest: StagedIndex, header: str,
                read_group: ReadGroup, params: AlignParams,
                faults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    sample = fq["sample"]
-    index = index_manifest["index"]
+    sample = fq.sample
+    index = index_manifest.index
     tp = params.task_params()
     tasks = []
-    for chunk in fq["index"]["chunks"]:
+    for chunk in fq.index.chunks:
         key = part_key(fq, index, chunk, header, tp)
         tasks.append(ChunkTask(
             sample=sample,
             store=store.describe(),
-            index=IndexRef(ObjectRef(index["key"], index.get("bucket")), index["size"], index["fingerprint"]),
-            fastq_1=ObjectRef(fq["fastq_1"]["key"], fq["fastq_1"].get("bucket")),
-            fastq_2=ObjectRef(fq["fastq_2"]["key"], fq["fastq_2"].get("bucket")),
-            chunk=chunk,
+            index=IndexRef(index.ref, index.size, index.fingerprint),
+            fastq_1=fq.fastq_1.ref,
+            fastq_2=fq.fastq_2.ref,
+            chunk=chunk.as_dict(),
             header=header,
             read_group=read_group.id,
             params=tp,
             key=key,
-            out_key=store.key("aligned", sample, f"{chunk['index']:05d}-{key}"),
+            out_key=store.key("aligned", sample, f"{chunk.index:05d}-{key}"),
             faults=faults if faults and faults.get("probability") else None,
         ).to_dict())
     return tasks
@@ -267,9 +261,9 @@ class AlignSummary:
 
 def align_samples(
     store: ObjectStore,
-    fastqs: list[dict[str, Any]],
-    index_manifest: dict[str, Any],
-    ref_manifest: dict[str, Any],
+    fastqs: list[StagedFastq],
+    index_manifest: StagedIndex,
+    ref_manifest: StagedReference,
     read_groups: dict[str, ReadGroup],
     params: AlignParams,
     runner: SerialRunner | LithopsRunner,
@@ -282,20 +276,17 @@ def align_samples(
     check_staged(store, [index_manifest, *fastqs], rerun="stage_fastq index_reference")
     tasks: list[dict[str, Any]] = []
     for fq in fastqs:
-        header = bam_header(ref_manifest, read_groups[fq["sample"]])
-        tasks += make_tasks(store, fq, index_manifest, header, read_groups[fq["sample"]], params, faults)
-    done, todo = split_done(store, tasks, [store.key("aligned", fq["sample"]) + "/" for fq in fastqs], ".bam")
+        header = bam_header(ref_manifest, read_groups[fq.sample])
+        tasks += make_tasks(store, fq, index_manifest, header, read_groups[fq.sample], params, faults)
+    done, todo = split_done(store, tasks, [store.key("aligned", fq.sample) + "/" for fq in fastqs], ".bam")
     logger.info("align: %d samples, %d chunks; %d parts already done, %d functions to run with %r",
                 len(fastqs), len(tasks), len(done), len(todo), runner)
     done.update(run_todo(runner, align_chunk, todo, tasks, "aligning chunks", "chunk", AlignError))
     for fq in fastqs:
-        parts = [{**done[t["out_key"]], "out_key": t["out_key"]} for t in tasks if t["sample"] == fq["sample"]]
-        out = out_manifests[fq["sample"]]
-        tmp = f"{out}.tmp"
-        Path(tmp).write_text(json.dumps(
-            {"sample": fq["sample"], "code": code_version(), "params": params.task_params(),
-             "pairs": fq["index"]["pairs"], "parts": parts}, indent=1) + "\n")
-        os.replace(tmp, out)
+        parts = tuple(FunctionStats(**done[t["out_key"]], out_key=t["out_key"])  # type: ignore[typeddict-item]
+                      for t in tasks if t["sample"] == fq.sample)
+        AlignmentParts(fq.sample, code_version(), params.task_params(), fq.index.pairs, parts).write(
+            out_manifests[fq.sample])
     computed = [s for s in done.values() if not s["reused"]]
     every = list(done.values())
     return AlignSummary(
@@ -312,18 +303,18 @@ def align_samples(
 def merge_parts(store: ObjectStore, parts_manifest: str | Path, out_bam: str, stats_out: str,
                 threads: int = 2, level: int = 1) -> str:
     """Merge a sample's BAM parts into ``out_bam`` (+ ``.bai``) and write its stats report; the report."""
-    manifest = json.loads(Path(parts_manifest).read_text())
-    sample = manifest["sample"]
+    manifest = AlignmentParts.read(parts_manifest)
+    sample = manifest.sample
     fix = "`snakemake --cores 2 --forcerun align` aligns it again (and reuses the intact parts)"
     t0 = time.monotonic()
     folder = os.path.dirname(os.path.abspath(out_bam))
     os.makedirs(folder, exist_ok=True)
     # The parts, then the merged BAM beside them: about twice the parts' bytes at once.
-    needed = 2 * sum(int(p.get("size", 0)) for p in manifest["parts"]) + (1 << 20)
+    needed = 2 * sum(int(p.get("size", 0)) for p in manifest.parts) + (1 << 20)
     with (atomic_outputs(stats_out, out_bam + ".bai", out_bam, needed=needed) as (tmp_stats, tmp_bai, tmp_bam),
           tempfile.TemporaryDirectory(prefix=".svc-merge-", dir=folder) as tmp):
         paths = []
-        for part in manifest["parts"]:
+        for part in manifest.parts:
             key = part["out_key"] + ".bam"
             try:
                 data = store.get(key)
@@ -351,7 +342,7 @@ def merge_parts(store: ObjectStore, parts_manifest: str | Path, out_bam: str, st
         os.replace(f"{bam}.bai", tmp_bai)
         report = merge_report(manifest, time.monotonic() - t0)
         Path(tmp_stats).write_text(report)
-    logger.info("merged %d parts of %s into %s (%.1f MB) in %.1f s", len(manifest["parts"]), sample, out_bam,
+    logger.info("merged %d parts of %s into %s (%.1f MB) in %.1f s", len(manifest.parts), sample, out_bam,
                 os.path.getsize(out_bam) / 1e6, time.monotonic() - t0)
     return report
 
@@ -372,8 +363,8 @@ def quickcheck(bam: str) -> str | None:
         pysam.set_verbosity(level)
 
 
-def merge_report(manifest: dict[str, Any], merge_seconds: float) -> str:
-    parts = manifest["parts"]
+def merge_report(manifest: AlignmentParts, merge_seconds: float) -> str:
+    parts = manifest.parts
     reads = sum(p["reads"] for p in parts)
 
     def pct(n: int) -> float:
@@ -382,9 +373,9 @@ def merge_report(manifest: dict[str, Any], merge_seconds: float) -> str:
     secs = [p["seconds"] for p in parts]
     slow = max(parts, key=lambda p: p["seconds"])
     lines = [
-        f"# alignment of sample {manifest['sample']}: minimap2 (mappy, preset {PRESET}), paired",
-        f"# {manifest['code']}",
-        f"pairs\t{manifest['pairs']}",
+        f"# alignment of sample {manifest.sample}: minimap2 (mappy, preset {PRESET}), paired",
+        f"# {manifest.code}",
+        f"pairs\t{manifest.pairs}",
         f"reads\t{reads}",
         f"mapped_reads\t{sum(p['mapped'] for p in parts)}\t{pct(sum(p['mapped'] for p in parts)):.2f}%",
         f"properly_paired_reads\t{sum(p['properly_paired'] for p in parts)}"

@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,11 @@ from functions.call_region import call_region
 from functions.core.errors import SvcError
 from functions.core.fai import parse_fai
 from functions.core.storage import ObjectStore
-from functions.core.tasks import BamSlice, ObjectRef, RegionTask, Span
+from functions.core.tasks import BamSlice, RegionTask, Span
 from functions.engines import EngineParams
 from pipeline.executor import LithopsRunner, SerialRunner, task_label
 from pipeline.fanout import check_staged, run_todo, split_done
+from pipeline.manifests import CallResults, FunctionStats, ScatterShare, StagedReference, StagedSample, StoredFile
 from pipeline.plan import Region, SamplePlan
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ def fragment_key(bam_fp: str, ref_fp: str, chrom: str, start: int, end: int,
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _check_contig(plan: SamplePlan, r: Region, fai: dict[str, Any], ref_manifest: dict[str, Any]) -> Any:
+def _check_contig(plan: SamplePlan, r: Region, fai: dict[str, Any], ref_manifest: StagedReference) -> Any:
     """The reference's ``.fai`` entry of the region's contig, which must match the BAM's."""
     entry = fai.get(r.chrom)
     bam_length = dict(plan.contigs)[r.chrom]
@@ -100,34 +102,34 @@ def _check_contig(plan: SamplePlan, r: Region, fai: dict[str, Any], ref_manifest
         found = "is not in" if entry is None else f"has length {entry.length} in"
         raise CallError(
             f"contig {r.chrom!r} ({bam_length} bp in sample {plan.sample}'s BAM) {found} the "
-            f"reference {ref_manifest['fasta']['path']}; use the reference the reads were aligned to"
+            f"reference {ref_manifest.fasta.path}; use the reference the reads were aligned to"
         )
     return entry
 
 
-def _slice(plan: SamplePlan, r: Region, bam: dict[str, Any]) -> BamSlice:
+def _slice(plan: SamplePlan, r: Region, bam: StoredFile) -> BamSlice:
     """What a function fetches of one BAM for region ``r``."""
-    return BamSlice(ObjectRef(bam["key"], bam.get("bucket")), bam["size"], plan.n_ref,
+    return BamSlice(bam.ref, bam.size, plan.n_ref,
                     (plan.header.start, plan.header.end), r.tid, tuple((c.beg, c.end) for c in r.chunks),
                     tuple((b.start, b.end, b.tail) for b in r.ranges))
 
 
-def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: list[dict[str, Any]],
-          i: int, ref_manifest: dict[str, Any], fai: dict[str, Any], params: EngineParams,
+def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: list[StagedSample],
+          i: int, ref_manifest: StagedReference, fai: dict[str, Any], params: EngineParams,
           faults: dict[str, Any] | None) -> dict[str, Any]:
     """The task of region ``i`` of ``plans`` (one sample's, or every sample's of a joint call)."""
     r = plans[0].regions[i]
     entry = _check_contig(plans[0], r, fai, ref_manifest)
     for plan in plans[1:]:
         _check_contig(plan, plan.regions[i], fai, ref_manifest)
-    key = fragment_key("+".join(m["bam"]["fingerprint"] for m in manifests),
-                       ref_manifest["fasta"]["fingerprint"], r.chrom, r.start, r.end, params.ENGINE,
+    key = fragment_key("+".join(m.bam.fingerprint for m in manifests),
+                       ref_manifest.fasta.fingerprint, r.chrom, r.start, r.end, params.ENGINE,
                        {**params.as_dict(), "context": [r.context_start, r.context_end]})
     return RegionTask(
         sample=name,
         store=store.describe(),
-        bams=tuple(_slice(plan, plan.regions[i], m["bam"]) for plan, m in zip(plans, manifests, strict=True)),
-        reference=ObjectRef(ref_manifest["fasta"]["key"], ref_manifest["fasta"].get("bucket")),
+        bams=tuple(_slice(plan, plan.regions[i], m.bam) for plan, m in zip(plans, manifests, strict=True)),
+        reference=ref_manifest.fasta.ref,
         fai=entry,
         index=r.index,
         region=Span(r.chrom, r.start, r.end),
@@ -144,8 +146,8 @@ def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: lis
 def make_tasks(
     store: ObjectStore,
     plan: SamplePlan,
-    sample_manifest: dict[str, Any],
-    ref_manifest: dict[str, Any],
+    sample_manifest: StagedSample,
+    ref_manifest: StagedReference,
     fai: dict[str, Any],
     params: EngineParams,
     faults: dict[str, Any] | None = None,
@@ -159,8 +161,8 @@ def make_joint_tasks(
     store: ObjectStore,
     cohort: str,
     plans: list[SamplePlan],
-    manifests: list[dict[str, Any]],
-    ref_manifest: dict[str, Any],
+    manifests: list[StagedSample],
+    ref_manifest: StagedReference,
     fai: dict[str, Any],
     params: EngineParams,
     faults: dict[str, Any] | None = None,
@@ -184,8 +186,8 @@ class CallInputs:
 
     store: ObjectStore
     plans: list[SamplePlan]
-    sample_manifests: dict[str, dict[str, Any]]
-    ref_manifest: dict[str, Any]
+    sample_manifests: dict[str, StagedSample]
+    ref_manifest: StagedReference
     params: EngineParams
     faults: dict[str, Any] | None = None
     cohort: str | None = None
@@ -196,7 +198,7 @@ class CallInputs:
         inputs first."""
         store, plans, mans = self.store, self.plans, self.sample_manifests
         check_staged(store, [self.ref_manifest, *(mans[p.sample] for p in plans)])
-        fai = parse_fai(store.get(self.ref_manifest["fai"]["key"], self.ref_manifest["fai"].get("bucket")).decode())
+        fai = parse_fai(store.get(self.ref_manifest.fai.key, self.ref_manifest.fai.bucket).decode())
         if self.cohort is not None:
             return make_joint_tasks(store, self.cohort, plans, [mans[p.sample] for p in plans],
                                     self.ref_manifest, fai, self.params, self.faults)
@@ -213,7 +215,7 @@ class CallInputs:
             samples=len(self.plans), regions=regions, computed=len(computed),
             reused=len(stats) - len(computed),
             get_bytes=sum(s["get_bytes"] for s in computed), gets=sum(s["gets"] for s in computed),
-            bam_bytes=sum(self.sample_manifests[p.sample]["bam"]["size"] for p in self.plans),
+            bam_bytes=sum(self.sample_manifests[p.sample].bam.size for p in self.plans),
             seconds=time.monotonic() - t0,
             retries=sum(s["attempts"] - 1 for s in computed),
             retried_regions=sum(s["attempts"] > 1 for s in computed),
@@ -244,7 +246,7 @@ def call_samples(
     inputs: CallInputs,
     runner: SerialRunner | LithopsRunner | None,
     out_manifests: dict[str, str | Path],
-    scattered: dict[str, dict[str, Any]] | None = None,
+    scattered: Mapping[str, FunctionStats] | None = None,
 ) -> CallSummary:
     """Call every task not done yet in one map through ``runner`` and write the manifests
     (by sample, or by ``cohort`` for a joint call).
@@ -270,7 +272,7 @@ def call_samples(
                 f"(first: {task_label(todo[0])}); `snakemake --cores 2 --forcerun call_scatter` recomputes "
                 "them (and reuses the intact fragments)"
             )
-        done.update({k: v for k, v in scattered.items() if k in done})
+        done.update({k: dict(v) for k, v in scattered.items() if k in done})
     else:
         for t in todo:
             logger.debug("region %s %s: %d ranges", t["sample"], t["region"]["name"],
@@ -280,15 +282,13 @@ def call_samples(
         assert runner is not None
         done.update(run_todo(runner, call_region, todo, tasks, "calling regions", "region", CallError))
     for name, out in out_manifests.items():
-        frags = [{**done[t["out_key"]], "out_key": t["out_key"]} for t in tasks if t["sample"] == name]
-        tmp = f"{out}.tmp"
-        Path(tmp).write_text(json.dumps(
-            {"sample": name, "code": code_version(), "engine": params.ENGINE,
-             "params": params.as_dict(), "command": params.describe(),
-             **({"samples": [p.sample for p in plans]} if cohort else {}),
-             "retries": sum(f.get("attempts", 1) - 1 for f in frags if not f["reused"]),
-             "fragments": frags}, indent=1) + "\n")
-        os.replace(tmp, out)
+        frags = tuple(FunctionStats(**done[t["out_key"]], out_key=t["out_key"])  # type: ignore[typeddict-item]
+                      for t in tasks if t["sample"] == name)
+        CallResults(
+            sample=name, code=code_version(), engine=params.ENGINE, params=params.as_dict(),
+            command=params.describe(), samples=tuple(p.sample for p in plans) if cohort else None,
+            retries=sum(f.get("attempts", 1) - 1 for f in frags if not f["reused"]), fragments=frags,
+        ).write(out)
     return inputs.summary(done.values(), len(tasks), t0)
 
 
@@ -306,15 +306,11 @@ def call_share(
     store, tasks = inputs.store, inputs.tasks()
     mine = share(tasks, job, jobs)
     done, todo = split_done(store, mine, _fragment_prefixes(store, mine))
-    where = {"host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
-    logger.info("scatter job %d of %d on %s%s: %d of %d regions, %d already done", job + 1, jobs, where["host"],
-                f" (SLURM job {where['slurm_job_id']})" if where["slurm_job_id"] else "",
-                len(mine), len(tasks), len(done))
+    host, slurm_job = socket.gethostname(), os.environ.get("SLURM_JOB_ID")
+    logger.info("scatter job %d of %d on %s%s: %d of %d regions, %d already done", job + 1, jobs, host,
+                f" (SLURM job {slurm_job})" if slurm_job else "", len(mine), len(tasks), len(done))
     done.update(run_todo(runner, call_region, todo, mine, "calling regions", "region", CallError))
-    tmp = f"{out}.tmp"
-    Path(tmp).write_text(json.dumps(
-        {"job": job, "jobs": jobs, **where, "seconds": round(time.monotonic() - t0, 3),
-         "fragments": done}, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    ScatterShare(job, jobs, host, slurm_job, round(time.monotonic() - t0, 3),
+                 done).write(out)  # type: ignore[arg-type]
     return inputs.summary(done.values(), len(mine), t0)
 

@@ -88,18 +88,18 @@ def cmd_stage_fastq(settings: StepSettings, args: argparse.Namespace) -> None:
 
 def cmd_align(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.align import AlignError, AlignParams, ReadGroup, align_samples
-    from pipeline.stage import read_manifest
+    from pipeline.manifests import StagedFastq, StagedIndex, StagedReference
 
-    fastqs = [read_manifest(p) for p in args.staged]
-    groups = {fq["sample"]: ReadGroup.of(settings.sample(fq["sample"])) for fq in fastqs}
+    fastqs = [StagedFastq.read(p) for p in args.staged]
+    groups = {fq.sample: ReadGroup.of(settings.sample(fq.sample)) for fq in fastqs}
     a = settings.align
     params = AlignParams(chunk_pairs=a["chunk_pairs"], max_insert=a["max_insert"])
-    outs = dict(zip([fq["sample"] for fq in fastqs], args.out, strict=True))
+    outs = dict(zip([fq.sample for fq in fastqs], args.out, strict=True))
     runner = make_runner(settings.executor, settings.lithops)
     store = open_store(settings)
     try:
-        summary = align_samples(store, fastqs, read_manifest(args.index), read_manifest(args.reference), groups,
-                                params, runner, outs, faults=settings.faults)
+        summary = align_samples(store, fastqs, StagedIndex.read(args.index), StagedReference.read(args.reference),
+                                groups, params, runner, outs, faults=settings.faults)
     except FanOutError as exc:
         raise AlignError(rerun_hint(exc, "chunk", "align", args.log)) from exc
     logger.info(summary.line())
@@ -125,13 +125,13 @@ def plan_settings(settings: StepSettings) -> PlanSettings:
 
 
 def cmd_plan(settings: StepSettings, args: argparse.Namespace) -> None:
+    from pipeline.manifests import StagedReference, StagedSample
     from pipeline.plan import plan_from_store, write_plan
-    from pipeline.stage import read_manifest
 
     t0 = time.monotonic()
     store = open_store(settings)
-    reference = read_manifest(args.reference) if args.reference else None
-    plan = plan_from_store(store, args.sample, read_manifest(args.staged), plan_settings(settings),
+    reference = StagedReference.read(args.reference) if args.reference else None
+    plan = plan_from_store(store, args.sample, StagedSample.read(args.staged), plan_settings(settings),
                            reference=reference)
     tmp = f"{args.out}.tmp"
     write_plan(plan, tmp, store.counts)
@@ -144,14 +144,14 @@ def cmd_plan(settings: StepSettings, args: argparse.Namespace) -> None:
 
 
 def cmd_plan_joint(settings: StepSettings, args: argparse.Namespace) -> None:
+    from pipeline.manifests import StagedReference, StagedSample
     from pipeline.plan import plan_input, plan_joint, write_plan
-    from pipeline.stage import read_manifest
 
     t0 = time.monotonic()
     store = open_store(settings)
-    reference = read_manifest(args.reference)
-    manifests = [read_manifest(p) for p in args.staged]
-    inputs = [plan_input(store, m["sample"], m, reference) for m in manifests]
+    reference = StagedReference.read(args.reference)
+    manifests = [StagedSample.read(p) for p in args.staged]
+    inputs = [plan_input(store, m.sample, m, reference) for m in manifests]
     plans = plan_joint(inputs, plan_settings(settings))
     for plan, out in zip(plans, args.out, strict=True):
         write_plan(plan, f"{out}.tmp", store.counts)
@@ -167,16 +167,17 @@ def cmd_plan_joint(settings: StepSettings, args: argparse.Namespace) -> None:
 def cmd_call(settings: StepSettings, args: argparse.Namespace) -> None:
     from functions.engines import make_params
     from pipeline.call import CallError, CallInputs, call_samples, call_share
+    from pipeline.manifests import ScatterShare, StagedReference, StagedSample
     from pipeline.plan import read_plan
-    from pipeline.stage import read_manifest
 
     calling = settings.calling
     params = make_params(calling["engine"], calling[calling["engine"]])
     plans = [read_plan(p) for p in args.plans]
-    staged = {m["sample"]: m for m in (read_manifest(p) for p in args.staged)}
+    staged = {m.sample: m for m in (StagedSample.read(p) for p in args.staged)}
     cohort = settings.cohort
     store = open_store(settings)
-    inputs = CallInputs(store, plans, staged, read_manifest(args.reference), params, settings.faults, cohort)
+    inputs = CallInputs(store, plans, staged, StagedReference.read(args.reference), params, settings.faults,
+                        cohort)
     try:
         if args.scatter_job is not None:
             # Cluster scatter mode: this Snakemake job calls its share itself, region after region.
@@ -189,7 +190,7 @@ def cmd_call(settings: StepSettings, args: argparse.Namespace) -> None:
             if args.scattered:  # the scatter jobs ran every region: nothing to run here
                 scattered = {}
                 for path in args.scattered:
-                    scattered.update(read_manifest(path)["fragments"])
+                    scattered.update(ScatterShare.read(path).fragments)
             runner = None if scattered is not None else make_runner(settings.executor, settings.lithops)
             summary = call_samples(inputs, runner, outs, scattered=scattered)
     except FanOutError as exc:

@@ -18,12 +18,14 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore
 from functions.faults import run_with_faults
 from pipeline.executor import FanOutError, LithopsRunner, SerialRunner, task_label
+from pipeline.manifests import Staged
 
 logger = logging.getLogger(__name__)
 
@@ -32,21 +34,19 @@ class StagedInputError(SvcError, RuntimeError):
     """A staged input is gone from the store, or changed there."""
 
 
-def check_staged(store: ObjectStore, manifests: list[dict[str, Any]],
+def check_staged(store: ObjectStore, manifests: Sequence[Staged],
                  rerun: str = "stage_sample stage_reference") -> None:
     """Every staged object is still in the store with the size it was staged with
     (else the fix names the rules to ``rerun``)."""
     for manifest in manifests:
-        for obj in manifest.values():
-            if not isinstance(obj, dict) or "key" not in obj:
-                continue
+        for obj in manifest.stored_files():
             try:
-                size = store.head(obj["key"], obj.get("bucket")).size
+                size = store.head(obj.key, obj.bucket).size
             except ObjectMissingError:
                 size = None
-            if size != obj["size"]:
+            if size != obj.size:
                 raise StagedInputError(
-                    f"staged input {obj['key']} ({obj['path']}) is "
+                    f"staged input {obj.key} ({obj.path}) is "
                     f"{'missing from' if size is None else 'changed in'} the object store; "
                     f"stage it again with `snakemake --cores 2 --forcerun {rerun}`"
                 )

@@ -31,8 +31,8 @@ from functions.core.atomic import atomic_outputs
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore
 from functions.core.tasks import Span
+from pipeline.manifests import CallResults
 from pipeline.report import stats_text
-from pipeline.stage import read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -74,16 +74,16 @@ def _fragment_body(store: ObjectStore, frag: dict[str, Any], sample: str,
     return header, body
 
 
-def unusable_reads(manifest: dict[str, Any]) -> list[str]:
+def unusable_reads(manifest: CallResults) -> list[str]:
     """A warning for each sample of a call manifest whose regions held reads of which the
     caller could use none (every one flagged duplicate, secondary, QC-fail or unmapped):
     its VCF is empty for a reason the user must hear. Fragments written before the
     functions counted reads give no warning."""
-    frags = manifest["fragments"]
+    frags: list[dict[str, Any]] = [dict(f) for f in manifest.fragments]
     if not frags or any("usable_reads" not in f for f in frags):
         return []
     warnings = []
-    for i, name in enumerate(manifest.get("samples") or [manifest["sample"]]):
+    for i, name in enumerate(manifest.sample_names):
         total = sum(f["reads"][i] for f in frags)
         if total and not sum(f["usable_reads"][i] for f in frags):
             warnings.append(
@@ -94,18 +94,18 @@ def unusable_reads(manifest: dict[str, Any]) -> list[str]:
     return warnings
 
 
-def merged_header(first_header: list[str], manifest: dict[str, Any], reference: str) -> list[str]:
+def merged_header(first_header: list[str], manifest: CallResults, reference: str) -> list[str]:
     """The fragment header with bcftools' per-run command lines replaced by ours."""
     keep = [
         ln for ln in first_header
         if not ln.startswith(("##bcftools_", "##source=", "##reference="))
     ]
     ours = [
-        f"##source={manifest['code']}\n",
+        f"##source={manifest.code}\n",
         f"##reference=file://{os.path.abspath(reference)}\n",
-        f"##svc_engine={manifest['engine']}\n",
-        f"##svc_command={manifest['command']}\n",
-        f"##svc_regions={len(manifest['fragments'])}\n",
+        f"##svc_engine={manifest.engine}\n",
+        f"##svc_command={manifest.command}\n",
+        f"##svc_regions={len(manifest.fragments)}\n",
     ]
     return [keep[0], *ours, *keep[1:]]
 
@@ -116,9 +116,9 @@ def merge_sample(
 ) -> int:
     """Merge; returns the number of records written. ``rerun``: the rule that recomputes
     fragments (named in the fix of an error)."""
-    manifest = read_manifest(call_manifest)
-    sample = manifest["sample"]
-    frags = sorted(manifest["fragments"], key=lambda f: f["region"])
+    manifest = CallResults.read(call_manifest)
+    sample = manifest.sample
+    frags: list[dict[str, Any]] = sorted((dict(f) for f in manifest.fragments), key=lambda f: f["region"])
     header: list[str] | None = None
     body: list[str] = []
     last: Span | None = None

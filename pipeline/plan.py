@@ -25,7 +25,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from pipeline.validate import bam_name
 
 if TYPE_CHECKING:
     from functions.core.storage import IoCounts, ObjectStore
+    from pipeline.manifests import StagedReference, StagedSample
 
 logger = logging.getLogger(__name__)
 
@@ -496,8 +497,8 @@ def _parse_chunk(text: str) -> Chunk:
 def plan_input(
     store: ObjectStore,
     sample: str,
-    manifest: dict[str, Any],
-    reference: dict[str, Any] | None = None,
+    manifest: StagedSample,
+    reference: StagedReference | None = None,
     one_sample: bool = False,
 ) -> PlanInput:
     """Read a staged sample's BAI and BAM header (only) from the store.
@@ -510,30 +511,28 @@ def plan_input(
     from functions.core.bai import parse_bai
     from functions.core.bamheader import parse_header
     from functions.core.bgzf import inflate
-    from pipeline.stage import reference_contigs
     from pipeline.validate import check_contigs, check_one_sample, check_sort_order, sq_tags
 
-    bam = manifest["bam"]
-    index = parse_bai(store.get(manifest["bai"]["key"], manifest["bai"].get("bucket")))
-    first = first_record(index, sample, bam["path"])
-    raw = store.get_range(bam["key"], 0, _range_end(index, first, bam["size"]), bam.get("bucket"))
+    bam = manifest.bam
+    index = parse_bai(store.get(manifest.bai.key, manifest.bai.bucket))
+    first = first_record(index, sample, bam.path)
+    raw = store.get_range(bam.key, 0, _range_end(index, first, bam.size), bam.bucket)
     header = parse_header(inflate(raw, allow_partial=True))
-    check_sort_order(header.sort_order, sample, bam["path"])
+    check_sort_order(header.sort_order, sample, bam.path)
     if one_sample:
-        check_one_sample(header.text, sample, bam["path"])
+        check_one_sample(header.text, sample, bam.path)
     if reference is not None:
-        check_contigs(sample, header.contigs, sq_tags(header.text, "M5"), reference["fasta"]["path"],
-                      reference_contigs(store, reference))
-    return PlanInput(sample, index, header.contigs, bam["key"], bam["size"])
+        check_contigs(sample, header.contigs, sq_tags(header.text, "M5"), reference.fasta.path, reference.contigs)
+    return PlanInput(sample, index, header.contigs, bam.key, bam.size)
 
 
 def plan_from_store(
     store: ObjectStore,
     sample: str,
-    manifest: dict[str, Any],
+    manifest: StagedSample,
     settings: PlanSettings,
     cuts: dict[str, list[int]] | None = None,
-    reference: dict[str, Any] | None = None,
+    reference: StagedReference | None = None,
 ) -> SamplePlan:
     """Plan a staged sample to call on its own (see :func:`plan_input` for what is read
     and checked; its BAM must hold one sample's reads)."""

@@ -38,7 +38,6 @@ Definitions used on the page (and in the tests):
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
 import statistics
@@ -55,6 +54,7 @@ import pysam.bcftools
 from functions.core.atomic import atomic_outputs
 from functions.core.errors import SvcError
 from pipeline import svgplot
+from pipeline.manifests import AlignmentParts, CallResults, StagedSample
 from pipeline.plan import SamplePlan, read_plan
 
 logger = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ class Callset:
     """One VCF of the run and the functions that made it."""
 
     name: str
-    manifest: dict[str, Any]
+    manifest: CallResults
     vcf: Path
     samples: list[str]  # the BAMs it was called from
     bam_bytes: int
@@ -388,7 +388,7 @@ class Callset:
 
     @property
     def fragments(self) -> list[dict[str, Any]]:
-        return list(self.manifest["fragments"])
+        return [dict(f) for f in self.manifest.fragments]
 
 
 @dataclass
@@ -397,14 +397,15 @@ class Run:
     variants: list[SampleVariants]
     depths: list[CallsetDepth]  # one per callset
     attempts: list[Attempt]
-    align: dict[str, dict[str, Any]]  # FASTQ sample -> its alignment manifest
+    align: dict[str, AlignmentParts]  # FASTQ sample -> its alignment manifest
     steps: list[tuple[str, float, float]]  # (log name, start epoch, seconds)
     settings: dict[str, Any]  # the workflow config
     lithops: dict[str, Any]  # the Lithops config
 
     def functions(self) -> list[dict[str, Any]]:
         """The stats of every function that made the results: fragments and alignment parts."""
-        return [f for cs in self.callsets for f in cs.fragments] + [p for m in self.align.values() for p in m["parts"]]
+        return ([f for cs in self.callsets for f in cs.fragments]
+                + [dict(p) for m in self.align.values() for p in m.parts])
 
 
 def planned_bytes(plans: list[SamplePlan]) -> dict[int, int]:
@@ -436,13 +437,13 @@ def load_run(settings: dict[str, Any], lithops: dict[str, Any], calls: list[str 
              log_dir: str | Path | None, stats_files: list[str | Path] | None = None) -> Run:
     """Everything the report shows, read from the run's files. ``stats_files``: the
     ``bcftools stats`` of each VCF, by default :func:`stats_path` of each (beside it)."""
-    bams = {m["sample"]: m["bam"]["size"] for m in (json.loads(Path(p).read_text()) for p in staged)}
+    bams = {m.sample: m.bam.size for m in map(StagedSample.read, staged)}
     plan_of = {plan.sample: plan for plan in map(read_plan, plans)}
     callsets, variants, depths, attempts = [], [], [], []
     for call_path, vcf, stats in zip(calls, vcfs, stats_files or [stats_path(v) for v in vcfs], strict=True):
-        manifest = json.loads(Path(call_path).read_text())
-        name = manifest["sample"]
-        samples = manifest.get("samples", [name])
+        manifest = CallResults.read(call_path)
+        name = manifest.sample
+        samples = list(manifest.sample_names)
         cs = Callset(name, manifest, Path(vcf), samples, sum(bams.get(s, 0) for s in samples),
                      planned_bytes([plan_of[s] for s in samples if s in plan_of]))
         callsets.append(cs)
@@ -454,10 +455,10 @@ def load_run(settings: dict[str, Any], lithops: dict[str, Any], calls: list[str 
             attempts += attempts_of("call", label, f)
     align = {}
     for path in aligned:
-        manifest = json.loads(Path(path).read_text())
-        align[manifest["sample"]] = manifest
-        for p in manifest["parts"]:
-            attempts += attempts_of("align", f"{manifest['sample']} chunk {p['chunk']}", p)
+        parts = AlignmentParts.read(path)
+        align[parts.sample] = parts
+        for p in parts.parts:
+            attempts += attempts_of("align", f"{parts.sample} chunk {p['chunk']}", dict(p))
     steps = step_times(log_dir) if log_dir and Path(log_dir).is_dir() else []
     return Run(callsets, variants, depths, sorted(attempts, key=lambda a: a.started), align, steps, settings, lithops)
 
@@ -654,7 +655,7 @@ def _bytes_section(run: Run, metrics: list[dict[str, Any]]) -> str:
             for m in metrics]
     out.append(_table(["callset", "regions", "MB read by functions", "GETs", "BAM bytes read / BAM size"], rows))
     for sample, manifest in run.align.items():
-        parts = manifest["parts"]
+        parts = manifest.parts
         out.append(f"<p>Alignment of {escape(sample)}: {len(parts)} chunks read "
                    f"{_mb(sum(p['get_bytes'] for p in parts))} in {sum(p['gets'] for p in parts):,} GETs.</p>")
     return "\n".join(out)

@@ -25,13 +25,11 @@ planning compares with every BAM header.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import pysam
 
@@ -40,6 +38,7 @@ from functions.core.bamheader import BamHeader, BamHeaderError, parse_header
 from functions.core.bgzf import EOF_BLOCK, inflate
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore, split_url
+from pipeline.manifests import Contig, StagedReference, StagedSample, StoredFile
 from pipeline.validate import (
     HEAD_BYTES,
     InputError,
@@ -68,7 +67,7 @@ class StageError(SvcError, RuntimeError):
     """An input cannot be staged; the message names the file and the fix."""
 
 
-def stage_file(store: ObjectStore, path: str, key: str, fingerprint: str | None = None) -> dict[str, Any]:
+def stage_file(store: ObjectStore, path: str, key: str, fingerprint: str | None = None) -> StoredFile:
     """Put a local file at ``key`` (unless there already); its manifest entry.
 
     ``fingerprint``: what names the content. With the local store it is the manifest's
@@ -79,8 +78,8 @@ def stage_file(store: ObjectStore, path: str, key: str, fingerprint: str | None 
     uploaded = store.put_file(key, path, fingerprint)
     info = store.head(key)
     logger.info("%s %s -> %s (%d bytes)", "staged" if uploaded else "already staged", path, key, info.size)
-    return {"path": os.path.abspath(path), "bucket": store.bucket, "key": key, "size": info.size,
-            "fingerprint": fingerprint if store.backend == "localhost" and fingerprint else info.fingerprint}
+    return StoredFile(os.path.abspath(path), store.bucket, key, info.size,
+                      fingerprint if store.backend == "localhost" and fingerprint else info.fingerprint)
 
 
 def content_fingerprint(path: str, index: str | None) -> str:
@@ -112,7 +111,7 @@ def bam_fingerprint(sample: str, bam: str, bai: str, index_dir: str | Path) -> s
     return content_fingerprint(bam, _existing_index(sample, bam, bai, index_dir))
 
 
-def _in_place(store: ObjectStore, url: str, what: str, fix: str) -> dict[str, Any]:
+def _in_place(store: ObjectStore, url: str, what: str, fix: str) -> StoredFile:
     """An input already in object storage: used where it is, never copied."""
     if store.backend == "localhost":
         raise StageError(
@@ -125,13 +124,7 @@ def _in_place(store: ObjectStore, url: str, what: str, fix: str) -> dict[str, An
     except ObjectMissingError as exc:
         raise StageError(f"{what} {url} not found in object storage; {fix}") from exc
     logger.info("using %s in place (%d bytes)", url, info.size)
-    return {"path": url, "bucket": bucket, "key": key, "size": info.size, "fingerprint": info.fingerprint}
-
-
-def write_manifest(manifest: dict[str, Any], out: str | Path) -> None:
-    tmp = f"{out}.tmp"
-    Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    return StoredFile(url, bucket, key, info.size, info.fingerprint)
 
 
 def run_samtools(tool: str, *args: str) -> str | None:
@@ -177,16 +170,16 @@ def _local_header(sample: str, bam: str) -> BamHeader:
             size *= 4
 
 
-def check_remote_bam(store: ObjectStore, sample: str, url: str, obj: dict[str, Any]) -> None:
+def check_remote_bam(store: ObjectStore, sample: str, url: str, obj: StoredFile) -> None:
     """A BAM in object storage ends with the BGZF EOF block: one ranged GET of its last 28 bytes.
 
     Only when it does not, a second GET of its first block tells a truncated BAM from a
     file that is no BAM at all.
     """
-    size = obj["size"]
-    tail = store.get_range(obj["key"], max(0, size - len(EOF_BLOCK)), size, obj["bucket"])
+    size = obj.size
+    tail = store.get_range(obj.key, max(0, size - len(EOF_BLOCK)), size, obj.bucket)
     if tail != EOF_BLOCK:
-        check_bam_start(store.get_range(obj["key"], 0, min(size, HEAD_BYTES), obj["bucket"]), sample, url)
+        check_bam_start(store.get_range(obj.key, 0, min(size, HEAD_BYTES), obj.bucket), sample, url)
         check_eof(tail, sample, url)
 
 
@@ -237,18 +230,14 @@ def local_index(sample: str, bam: str, bai: str, index_dir: str | Path) -> str:
 
 def stage_sample(
     store: ObjectStore, sample: str, bam: str, bai: str, out: str | Path, index_dir: str | Path | None = None
-) -> dict[str, Any]:
+) -> StagedSample:
     """Check and stage one sample's BAM and index; a missing index of a local BAM is built
     (in ``index_dir``, by default the manifest's folder, when the BAM's folder is not writable)."""
     if split_url(bam):
         fix_bai = f"index it with `samtools index` and upload the .bai beside {bam}"
         bam_obj = _in_place(store, bam, "BAM", "fix the path in the sample sheet")
         check_remote_bam(store, sample, bam, bam_obj)
-        manifest = {
-            "sample": sample,
-            "bam": bam_obj,
-            "bai": _in_place(store, bam + ".bai", "index of BAM", fix_bai),
-        }
+        manifest = StagedSample(sample, bam_obj, _in_place(store, bam + ".bai", "index of BAM", fix_bai))
     else:
         if not os.path.exists(bam):
             raise StageError(f"BAM {bam} of sample {sample} not found; fix the path in the sample sheet")
@@ -259,31 +248,24 @@ def stage_sample(
         # and mtime do not tell it from another BAM. An uploaded object keeps its ETag,
         # and is uploaded again when the content changed (even at the same size).
         fingerprint = content_fingerprint(bam, bai)
-        manifest = {
-            "sample": sample,
-            "bam": stage_file(store, bam, bam_key, fingerprint),
-            "bai": stage_file(store, bai, bam_key + ".bai"),
-        }
-    write_manifest(manifest, out)
+        manifest = StagedSample(sample, stage_file(store, bam, bam_key, fingerprint),
+                                stage_file(store, bai, bam_key + ".bai"))
+    manifest.write(out, indent=2)
     return manifest
 
 
-def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> dict[str, Any]:
+def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> StagedReference:
     """Stage the reference and its index; the manifest's ``contigs`` list each contig's
     name, length and MD5 (None for a reference already in object storage)."""
     if split_url(fasta):
         fix_fai = f"index it with `samtools faidx` and upload the .fai beside {fasta}"
-        manifest: dict[str, Any] = {
-            "fasta": _in_place(store, fasta, "reference", "fix 'reference' in the config"),
-        }
-        obj = manifest["fasta"]
-        check_reference_start(store.get_range(obj["key"], 0, min(obj["size"], REFERENCE_HEAD), obj["bucket"]),
-                              fasta)
-        manifest["fai"] = _in_place(store, fasta + ".fai", "index of reference", fix_fai)
+        obj = _in_place(store, fasta, "reference", "fix 'reference' in the config")
+        check_reference_start(store.get_range(obj.key, 0, min(obj.size, REFERENCE_HEAD), obj.bucket), fasta)
+        fai = _in_place(store, fasta + ".fai", "index of reference", fix_fai)
         # The MD5s would take reading the whole reference out of the store: for a
         # reference used in place, only contig names and lengths (its .fai) are compared
         # with the BAM headers.
-        manifest["contigs"] = contigs_from_fai(store, manifest)
+        manifest = StagedReference(obj, fai, contigs_from_fai(store, fai))
     else:
         if not os.path.exists(fasta):
             raise StageError(f"reference {fasta} not found; fix 'reference' in the config")
@@ -305,24 +287,15 @@ def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> dict[str
                              f"with `samtools faidx {fasta}`") from exc
         logger.info("MD5 of %d reference contigs computed in %.1f s", len(contigs), time.monotonic() - t0)
         key = store.key("reference", os.path.basename(fasta))
-        manifest = {"fasta": stage_file(store, fasta, key), "fai": stage_file(store, fasta + ".fai", key + ".fai"),
-                    "contigs": contigs}
-    write_manifest(manifest, out)
+        manifest = StagedReference(stage_file(store, fasta, key), stage_file(store, fasta + ".fai", key + ".fai"),
+                                   tuple(contigs))
+    manifest.write(out, indent=2)
     return manifest
 
 
-def contigs_from_fai(store: ObjectStore, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def contigs_from_fai(store: ObjectStore, fai: StoredFile) -> tuple[Contig, ...]:
     """Name and length (no MD5) of each contig of a staged reference, from its .fai in the store."""
     from functions.core.fai import parse_fai
 
-    fai = parse_fai(store.get(manifest["fai"]["key"], manifest["fai"].get("bucket")).decode())
-    return [{"name": e.name, "length": e.length, "md5": None} for e in fai.values()]
-
-
-def reference_contigs(store: ObjectStore, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The reference's contigs: from its manifest, or its .fai for a manifest staged without them."""
-    return list(manifest.get("contigs") or contigs_from_fai(store, manifest))
-
-
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    return dict(json.loads(Path(path).read_text()))
+    entries = parse_fai(store.get(fai.key, fai.bucket).decode())
+    return tuple(Contig(e.name, e.length) for e in entries.values())

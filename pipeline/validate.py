@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from functions.core.bgzf import EOF_BLOCK, inflate
 from functions.core.errors import SvcError
+from pipeline.manifests import Contig
 
 # Sequence read per fetch while hashing a reference contig: bounds the memory used.
 MD5_CHUNK = 8 << 20
@@ -173,30 +173,27 @@ def check_contigs(
     bam_contigs: Sequence[tuple[str, int]],
     bam_md5: Mapping[str, str],
     reference: str,
-    ref_contigs: Sequence[Mapping[str, Any]],
+    ref_contigs: Sequence[Contig],
 ) -> None:
     """Every contig of the BAM header is in the reference, with the same length and,
-    where both sides know it, the same MD5.
-
-    ``ref_contigs``: ``{"name", "length", "md5"}`` per reference contig (``md5`` may be None).
-    """
-    ref = {c["name"]: c for c in ref_contigs}
+    where both sides know it (a contig's ``md5`` may be None), the same MD5."""
+    ref = {c.name: c for c in ref_contigs}
     fix = "use the reference the reads were aligned to"
     for name, length in bam_contigs:
         entry = ref.get(name)
         if entry is None:
-            names = [c["name"] for c in ref_contigs]
+            names = [c.name for c in ref_contigs]
             shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
             raise InputError(
                 f"contig {name!r} of sample {sample}'s BAM is not in reference {reference} "
                 f"(its contigs: {shown}): {fix}"
             )
-        if entry["length"] != length:
+        if entry.length != length:
             raise InputError(
-                f"contig {name!r} is {length:,} bp in sample {sample}'s BAM but {entry['length']:,} bp "
+                f"contig {name!r} is {length:,} bp in sample {sample}'s BAM but {entry.length:,} bp "
                 f"in reference {reference}: {fix}"
             )
-        m5, md5 = bam_md5.get(name), entry.get("md5")
+        m5, md5 = bam_md5.get(name), entry.md5
         if m5 and md5 and m5.lower() != md5.lower():
             raise InputError(
                 f"contig {name!r} has MD5 {m5.lower()} in sample {sample}'s BAM header (@SQ M5) but "
@@ -234,7 +231,7 @@ def check_one_sample(header_text: str, sample: str, path: str) -> None:
 
 
 # -- the reference -------------------------------------------------------------------
-def fasta_contigs(fasta: str) -> list[dict[str, Any]]:
+def fasta_contigs(fasta: str) -> list[Contig]:
     """Name, length and MD5 of each contig of an indexed local FASTA, in .fai order."""
     import pysam
 
@@ -244,5 +241,5 @@ def fasta_contigs(fasta: str) -> list[dict[str, Any]]:
             md5 = hashlib.md5()
             for start in range(0, length, MD5_CHUNK):
                 md5.update(fa.fetch(name, start, min(length, start + MD5_CHUNK)).upper().encode())
-            out.append({"name": name, "length": length, "md5": md5.hexdigest()})
+            out.append(Contig(name, length, md5.hexdigest()))
     return out

@@ -89,7 +89,7 @@ def header(bam: str) -> str:
 
 
 def test_chunking_never_changes_the_bam(runs: dict[str, Aligned]) -> None:
-    assert [len(r.fastq["index"]["chunks"]) for r in runs.values()] == [1, 4, 13, 4]
+    assert [len(r.fastq.index.chunks) for r in runs.values()] == [1, 4, 13, 4]
     assert [r.summary.chunks for r in runs.values()] == [1, 4, 13, 4]
     one = records(runs["1"].bam)
     assert len(one) == 2 * PAIRS + 3  # and 3 supplementary records
@@ -101,14 +101,14 @@ def test_chunking_never_changes_the_bam(runs: dict[str, Aligned]) -> None:
 def test_each_function_fetched_only_its_chunk(runs: dict[str, Aligned]) -> None:
     r = runs["13"]
     fq = r.fastq
-    copies = fq["fastq_1"]["size"] + fq["fastq_2"]["size"]
+    copies = fq.fastq_1.size + fq.fastq_2.size
     parts = json.loads(r.parts.read_text())["parts"]
     assert len(parts) == 13
-    for part, chunk in zip(parts, fq["index"]["chunks"], strict=True):
-        span = (chunk["r1"][1] - chunk["r1"][0]) + (chunk["r2"][1] - chunk["r2"][0])
+    for part, chunk in zip(parts, fq.index.chunks, strict=True):
+        span = (chunk.r1[1] - chunk.r1[0]) + (chunk.r2[1] - chunk.r2[0])
         assert span < copies / 10
         # its two FASTQ ranges, plus the index (copied once per worker; here one process)
-        assert part["get_bytes"] - span in (0, r.index["index"]["size"]), part
+        assert part["get_bytes"] - span in (0, r.index.index.size), part
     assert sum(p["pairs"] for p in parts) == PAIRS
 
 

@@ -5,7 +5,9 @@ and the fix, and leaves no VCF: end to end through the real ``snakemake`` comman
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +19,8 @@ from helpers import DATA
 from test_e2e import make_workdir, snakemake
 
 from functions.core.bgzf import EOF_BLOCK
-from pipeline.stage import check_local_bam, check_remote_bam, local_index, reference_contigs, stage_reference
+from pipeline.manifests import Contig, ManifestError, StagedReference, StoredFile
+from pipeline.stage import check_local_bam, check_remote_bam, contigs_from_fai, local_index, stage_reference
 from pipeline.validate import (
     InputError,
     check_contigs,
@@ -259,8 +262,8 @@ def test_reference_md5s_are_those_of_the_sam_spec() -> None:
     # The test BAMs' @SQ M5 tags were written by samtools from the same reference.
     m5 = sq_tags(_header_text(), "M5")
     contigs = fasta_contigs(str(DATA / "ref.fa"))
-    assert [(c["name"], c["length"]) for c in contigs] == [("chr1", 151000), ("chr2", 97000), ("chr3", 62000)]
-    assert {c["name"]: c["md5"] for c in contigs} == m5
+    assert [(c.name, c.length) for c in contigs] == [("chr1", 151000), ("chr2", 97000), ("chr3", 62000)]
+    assert {c.name: c.md5 for c in contigs} == m5
 
 
 def test_reference_md5_ignores_case_and_line_length(tmp_path: Path) -> None:
@@ -270,14 +273,29 @@ def test_reference_md5_ignores_case_and_line_length(tmp_path: Path) -> None:
 
 def test_reference_manifest_lists_contigs(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     manifest = stage_reference(store, str(DATA / "ref.fa"), tmp_path / "ref.json")
-    assert manifest["contigs"] == fasta_contigs(str(DATA / "ref.fa"))
-    assert reference_contigs(store, manifest) == manifest["contigs"]
-    del manifest["contigs"]  # as staged before the reference manifest listed them: names and lengths from the .fai
-    assert reference_contigs(store, manifest) == [
-        {"name": "chr1", "length": 151000, "md5": None},
-        {"name": "chr2", "length": 97000, "md5": None},
-        {"name": "chr3", "length": 62000, "md5": None},
-    ]
+    assert list(manifest.contigs) == fasta_contigs(str(DATA / "ref.fa"))
+    assert StagedReference.read(tmp_path / "ref.json") == manifest
+    # A reference used in place in object storage: names and lengths from its .fai, no MD5.
+    assert contigs_from_fai(store, manifest.fai) == (
+        Contig("chr1", 151000), Contig("chr2", 97000), Contig("chr3", 62000))
+
+
+def test_manifest_that_cannot_be_read_is_one_line(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "ref.json"
+    stage_reference(store, str(DATA / "ref.fa"), path)
+    fix = "run `snakemake --cores 2 --forcerun stage_reference` to write it again"
+    data = json.loads(path.read_text())
+    del data["contigs"]  # as staged by an older version
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError) as err:
+        StagedReference.read(path)
+    assert str(err.value) == f"staged-reference manifest {path} is not one this version writes " \
+                             f"(it lacks 'contigs'); {fix}"
+    path.write_text(path.read_text()[:20])  # cut short
+    with pytest.raises(ManifestError, match=r"cannot be read \(.*\); " + re.escape(fix)):
+        StagedReference.read(path)
+    with pytest.raises(ManifestError, match=f"is missing; {re.escape(fix)}"):
+        StagedReference.read(tmp_path / "gone.json")
 
 
 def _header_text() -> str:
@@ -285,7 +303,7 @@ def _header_text() -> str:
         return str(bam.header)
 
 
-REF = [{"name": "chr1", "length": 100, "md5": "aa"}, {"name": "chr2", "length": 50, "md5": None}]
+REF = [Contig("chr1", 100, "aa"), Contig("chr2", 50)]
 
 
 @pytest.mark.parametrize(
@@ -372,7 +390,7 @@ def test_bam_in_object_storage_is_checked_with_one_ranged_get(bad: dict[str, Pat
                                                              problem: str | None) -> None:
     path = DATA / "sampleA.bam" if name == "good" else bad[name]
     store = FakeStore(path)
-    obj = {"key": "k", "bucket": "b", "size": len(store.data)}
+    obj = StoredFile("s3://b/k", "b", "k", len(store.data), "etag")
     if problem is None:
         check_remote_bam(store, "s", "s3://b/k", obj)  # type: ignore[arg-type]
         assert store.gets == [(len(store.data) - 28, len(store.data))]

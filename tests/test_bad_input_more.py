@@ -360,11 +360,11 @@ def test_staged_fingerprint_is_the_one_the_workflow_computes(store: ObjectStore,
     work.mkdir()
     before = bam_fingerprint("s", str(bam), f"{bam}.bai", work)
     manifest = stage_sample(store, "s", str(bam), f"{bam}.bai", work / "s.json")
-    fp = manifest["bam"]["fingerprint"]
+    fp = manifest.bam.fingerprint
     # The index built while staging changes it once; from then on the workflow's value is the staged one.
     assert fp.startswith("md5:") and fp != before
     assert bam_fingerprint("s", str(bam), f"{bam}.bai", work) == fp
-    assert stage_sample(store, "s", str(bam), f"{bam}.bai", work / "s.json")["bam"]["fingerprint"] == fp
+    assert stage_sample(store, "s", str(bam), f"{bam}.bai", work / "s.json").bam.fingerprint == fp
 
 
 def test_the_fingerprint_of_one_bam_is_the_same_whatever_the_sample() -> None:

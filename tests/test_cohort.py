@@ -6,7 +6,6 @@ The joint VCF must equal one whole-genome ``bcftools mpileup`` of all BAMs piped
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pysam
@@ -22,9 +21,10 @@ from functions.engines import run_engine
 from pipeline.call import CallError, CallInputs, call_samples, share
 from pipeline.config import ConfigError, load_settings
 from pipeline.executor import SerialRunner
+from pipeline.manifests import CallResults, ScatterShare
 from pipeline.merge import merge_sample
 from pipeline.plan import PlanError, PlanInput, PlanSettings, plan_input, plan_joint
-from pipeline.stage import read_manifest, stage_reference, stage_sample
+from pipeline.stage import stage_reference, stage_sample
 
 REF = DATA / "ref.fa"
 
@@ -135,8 +135,8 @@ def test_joint_mode_through_snakemake(tmp_path: Path) -> None:
     assert (wd / "results" / "lab7.vcf.gz.tbi").exists() and (wd / "results" / "lab7.stats.txt").exists()
     assert not list((wd / "results").glob("sample*.vcf.gz"))  # joint mode writes the cohort's VCF only
     assert vcf_body(str(vcf)) == whole_joint([DATA / f"{s}.bam" for s in SAMPLES], tmp_path)
-    calls = read_manifest(wd / "work" / "calls" / "lab7.json")
-    assert calls["samples"] == list(SAMPLES) and len(calls["fragments"]) >= 9
+    calls = CallResults.read(wd / "work" / "calls" / "lab7.json")
+    assert calls.samples == SAMPLES and len(calls.fragments) >= 9
     # The run report has a row per sample of the cohort's VCF.
     page = (wd / "results" / "report.html").read_text()
     assert all(f"<td>{s} (lab7)</td>" in page for s in SAMPLES)
@@ -154,15 +154,15 @@ def test_scatter_mode_runs_the_calls_as_snakemake_jobs(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     for s in SAMPLES:
         assert vcf_body(str(wd / "results" / f"{s}.vcf.gz")) == vcf_body(str(lithops / "results" / f"{s}.vcf.gz"))
-    jobs = [json.loads((wd / "work" / "scatter" / f"{j}.json").read_text()) for j in range(3)]
-    ran = [k for j in jobs for k in j["fragments"]]
-    manifests = [read_manifest(wd / "work" / "calls" / f"{s}.json") for s in SAMPLES]
-    assert sorted(ran) == sorted(f["out_key"] for m in manifests for f in m["fragments"])
-    assert all(j["fragments"] for j in jobs) and all(not f["reused"] for j in jobs for f in j["fragments"].values())
+    jobs = [ScatterShare.read(wd / "work" / "scatter" / f"{j}.json") for j in range(3)]
+    ran = [k for j in jobs for k in j.fragments]
+    manifests = [CallResults.read(wd / "work" / "calls" / f"{s}.json") for s in SAMPLES]
+    assert sorted(ran) == sorted(f["out_key"] for m in manifests for f in m.fragments)
+    assert all(j.fragments for j in jobs) and all(not f["reused"] for j in jobs for f in j.fragments.values())
     assert "call_scatter" in res.stderr
 
     # Lose one fragment: the gather step names it and the fix; the fix works.
-    lost = manifests[0]["fragments"][2]["out_key"]
+    lost = manifests[0].fragments[2]["out_key"]
     store_root = next((wd / "tmp").glob("lithops-*/storage"))
     for f in store_root.rglob(Path(lost).name + ".vcf.gz"):
         f.unlink()
@@ -172,8 +172,8 @@ def test_scatter_mode_runs_the_calls_as_snakemake_jobs(tmp_path: Path) -> None:
     assert "--forcerun call_scatter" in res.stderr
     res = snakemake(wd, "--forcerun", "call_scatter")
     assert res.returncode == 0, res.stderr[-3000:]
-    again = [json.loads((wd / "work" / "scatter" / f"{j}.json").read_text()) for j in range(3)]
-    computed = [k for j in again for k, f in j["fragments"].items() if not f["reused"]]
+    again = [ScatterShare.read(wd / "work" / "scatter" / f"{j}.json") for j in range(3)]
+    computed = [k for j in again for k, f in j.fragments.items() if not f["reused"]]
     assert computed == [lost]
     for s in SAMPLES:
         assert vcf_body(str(wd / "results" / f"{s}.vcf.gz")) == vcf_body(str(lithops / "results" / f"{s}.vcf.gz"))

@@ -279,13 +279,13 @@ def test_a_fragment_is_the_same_bytes_whoever_makes_it(store, tmp_path: Path) ->
     from functions.bcftools_engine import BcftoolsParams
     from functions.call_region import call_region
     from pipeline.call import CallInputs
+    from pipeline.manifests import StagedReference, StagedSample
     from pipeline.plan import read_plan
-    from pipeline.stage import read_manifest
 
     run_core(store, "sampleA", tmp_path, serial(store), 2)
     plan = read_plan(tmp_path / "sampleA.plan.tsv")
-    inputs = CallInputs(store, [plan], {"sampleA": read_manifest(tmp_path / "sampleA.json")},
-                        read_manifest(tmp_path / "ref.json"), BcftoolsParams())
+    inputs = CallInputs(store, [plan], {"sampleA": StagedSample.read(tmp_path / "sampleA.json")},
+                        StagedReference.read(tmp_path / "ref.json"), BcftoolsParams())
     task = inputs.tasks()[0]
     made = []
     for _ in range(2):

@@ -18,6 +18,7 @@ from test_e2e import make_workdir, snakemake
 from bench.evaluation.vcfcompare import vcf_body
 from functions.core.bai import MAX_BGZF_BLOCK
 from functions.core.storage import SHORT_READ_TRIES, ObjectMissingError, ObjectStore, StorageError
+from pipeline.manifests import StagedSample
 from pipeline.plan import read_plan
 
 
@@ -189,8 +190,8 @@ def test_inputs_already_in_the_bucket_are_used_in_place(ceph_s3: dict, tmp_path:
     keys = ObjectStore(ceph_lithops_config(ceph_s3), ceph_s3["bucket"], prefix="inplace").list("inplace/")
     assert not [k for k in keys if k.startswith(("inplace/inputs/sampleA/", "inplace/reference/"))]
     assert "inplace/inputs/sampleB/sampleB.bam" in keys  # local inputs are still staged
-    staged = json.loads((wd / "work" / "staged" / "sampleA.json").read_text())
-    assert (staged["bam"]["bucket"], staged["bam"]["key"]) == ("lab-data", "run1/sampleA.bam")
+    staged = StagedSample.read(wd / "work" / "staged" / "sampleA.json")
+    assert (staged.bam.bucket, staged.bam.key) == ("lab-data", "run1/sampleA.bam")
 
     # A missing object is one line, before any function runs.
     (wd / "config" / "samples.tsv").write_text("sample\tbam\nsampleA\ts3://lab-data/run1/nope.bam\n")

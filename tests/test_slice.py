@@ -52,10 +52,10 @@ def test_slice_holds_every_read_and_no_more_bytes_than_bound(store, tmp_path, re
     sample, chrom, start, end = region
     man = stage_sample(store, sample, str(DATA / f"{sample}.bam"), str(DATA / f"{sample}.bam.bai"),
                        tmp_path / "m.json")
-    index = parse_bai(store.get(man["bai"]["key"]))
+    index = parse_bai(store.get(man.bai.key))
     header = CONTIGS[sample]
     contigs = tuple(zip(header.references, header.lengths, strict=True))
-    plan = plan_sample(sample, index, contigs, man["bam"]["key"], man["bam"]["size"],
+    plan = plan_sample(sample, index, contigs, man.bam.key, man.bam.size,
                        PlanSettings(n_regions=1), cuts={chrom: [start, end]})
     tid = header.get_tid(chrom)
     with pysam.AlignmentFile(str(DATA / f"{sample}.bam")) as bam:
@@ -67,7 +67,7 @@ def test_slice_holds_every_read_and_no_more_bytes_than_bound(store, tmp_path, re
     assert region.end == end
     before = store.counts.get_bytes
     gets_before = store.counts.gets
-    bam_slice = BamSlice(ObjectRef(man["bam"]["key"]), man["bam"]["size"], len(contigs),
+    bam_slice = BamSlice(ObjectRef(man.bam.key), man.bam.size, len(contigs),
                          (plan.header.start, plan.header.end), tid, tuple((c.beg, c.end) for c in region.chunks),
                          tuple((b.start, b.end, b.tail) for b in region.ranges))
     path = fetch_bam_slice(store, bam_slice, str(tmp_path / "slice.bam"))
