@@ -32,15 +32,19 @@ the runner's side (:func:`functions.faults.run_with_faults`), never from inside 
 
 from __future__ import annotations
 
+import base64
 import os
+import zlib
 from typing import Any
 
 import pysam
 
 from functions.core.errors import SvcError
+from functions.core.primers import PrimerScheme
 from functions.core.storage import ObjectStore
 from functions.core.tasks import RegionTask, Span
-from functions.engines import make_params, run_engine
+from functions.engines import keeps_depth, make_params, run_engine
+from functions.pileup import Evidence
 from functions.slice import fetch_bam_slice, fetch_reference_window
 from functions.worker import run_task
 
@@ -77,10 +81,18 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
     bam_gets, bam_bytes = store.counts.gets, store.counts.get_bytes
     ref_path = fetch_reference_window(store, t.reference.key, t.fai, lo - REFERENCE_MARGIN, hi,
                                       os.path.join(tmp, "ref.fa"), t.reference.bucket)
-    raw_vcf = run_engine(params, slices, ref_path, os.path.join(tmp, "raw.vcf"), region=context, workdir=tmp)
+    own: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    if keeps_depth(t.engine):
+        extra["on_evidence"] = lambda ev: own.update(evidence_stats(ev, region))
+    if t.primers is not None:
+            extra["primers"] = PrimerScheme.from_rows([list(p) for p in t.primers], "the task's primers")
+    raw_vcf = run_engine(params, slices, ref_path, os.path.join(tmp, "raw.vcf"), region=context, workdir=tmp,
+                         **extra)
     frag = os.path.join(tmp, "fragment.vcf.gz")
     records = keep_owned(raw_vcf, region, frag, volatile=(tmp,))
     return frag, {
+        **own,
         "region": t.index,
         "name": region.name,
         "chrom": region.chrom,
@@ -91,6 +103,22 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
         "bam_get_bytes": bam_bytes,
         "reads": [n for n, _ in reads],
         "usable_reads": [n for _, n in reads],
+    }
+
+
+def evidence_stats(ev: Evidence, region: Span) -> dict[str, Any]:
+    """What a region's stats keep of the engine's evidence, for its owned positions:
+    the informative depth of each position (``depth``: zlib of little-endian uint32,
+    base64), and the reads starting in the region whose primer bases were left out
+    (``primer_trimmed``) or that were too short after that to count
+    (``primer_dropped``)."""
+    a, b = region.start - ev.lo, region.end - ev.lo
+    depth = ev.counts[a:b].sum(axis=(1, 2)).astype("<u4")
+    return {
+        "depth": {"start": region.start, "end": region.end,
+                  "zlib_u32": base64.b64encode(zlib.compress(depth.tobytes(), 6)).decode()},
+        "primer_trimmed": int(ev.primer_trimmed[a:b].sum()),
+        "primer_dropped": int(ev.primer_dropped[a:b].sum()),
     }
 
 

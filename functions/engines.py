@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from functions.bcftools_engine import BcftoolsParams, run_bcftools
+from functions.core.primers import PrimerScheme
 from functions.core.tasks import Span
 from functions.lowfreq import LowfreqParams, run_lowfreq
 
@@ -46,13 +47,31 @@ def joint_capable(engine: str) -> bool:
     return bool(getattr(cls, "JOINT", False))
 
 
+def keeps_depth(engine: str) -> bool:
+    """Does the engine keep each region's depth track in its stats (for consensus genomes)?"""
+    cls, _ = ENGINES[engine]
+    return bool(getattr(cls, "DEPTH", False))
+
+
+def trims_primers(engine: str) -> bool:
+    """Does the engine take a primer scheme (and leave primer bases out of its evidence)?"""
+    cls, _ = ENGINES[engine]
+    return bool(getattr(cls, "PRIMERS", False))
+
+
 def run_engine(params: EngineParams, bam: str | Sequence[str], reference: str, out_vcf: str,
-               region: Span | None = None, workdir: str | None = None) -> str:
+               region: Span | None = None, workdir: str | None = None,
+               primers: PrimerScheme | None = None, **extra: Any) -> str:
     """Run the engine ``params`` belong to on one BAM, or on several (joint engines only),
-    over the whole genome or one ``region``."""
+    over the whole genome or one ``region``; ``primers`` only for engines that trim them;
+    ``extra``: the engine's own keywords (lowfreq's ``on_evidence``)."""
     _, run = ENGINES[params.ENGINE]
     bams = [bam] if isinstance(bam, str) else list(bam)
     if len(bams) != 1 and not joint_capable(params.ENGINE):
         raise ValueError(f"the {params.ENGINE} engine calls one sample at a time, not {len(bams)}")
     arg = bams[0] if len(bams) == 1 else bams
-    return run(arg, reference, params, out_vcf, region=region, workdir=workdir)  # type: ignore[no-any-return]
+    if primers is not None:
+        if not trims_primers(params.ENGINE):
+            raise ValueError(f"the {params.ENGINE} engine does not trim primers")
+        extra["primers"] = primers
+    return run(arg, reference, params, out_vcf, region=region, workdir=workdir, **extra)  # type: ignore[no-any-return]

@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import pysam
 
+from functions.core.primers import PrimerScheme
 from functions.core.tasks import Span
 from functions.core.version import __version__
 from functions.pileup import Evidence, collect_evidence, unpack_bases
@@ -54,6 +56,8 @@ _LN10 = math.log(10.0)
 @dataclass(frozen=True)
 class LowfreqParams:
     ENGINE: ClassVar[str] = "lowfreq"
+    PRIMERS: ClassVar[bool] = True  # takes a primer scheme (run_lowfreq's ``primers``)
+    DEPTH: ClassVar[bool] = True  # its functions keep a depth track (run_lowfreq's ``on_evidence``)
 
     min_mapq: int = 20
     min_baseq: int = 20
@@ -67,6 +71,7 @@ class LowfreqParams:
     max_strand_bias: float = 40.0
     min_depth: int = 100
     min_af: float = 0.0
+    mates_once: bool = True
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LowfreqParams:
@@ -324,10 +329,17 @@ def _records(alleles: Alleles, chrom: str, params: LowfreqParams) -> list[tuple[
     ac, dep, lam = alleles.alt_count[keep], alleles.depth[keep], alleles.lam[keep]
     q_strand = -10 * poisson_sf_log10(ac, lam)
     sb = strand_bias_phred(ac[:, 0], ac.sum(axis=1), dep[:, 0] / np.maximum(dep.sum(axis=1), 1))
+    # A strand must show the allele on its own only where it could: where an allele at
+    # the observed AF would be expected to reach twice min_strand_qual on that strand's
+    # depth. (Amplicon reads put nearly all of a site's reads on one strand near an
+    # amplicon's ends; there the split test, SBP, is what judges strand.)
+    af = (k[keep] / dp[keep])[:, None]
+    q_expected = -10 * poisson_sf_log10(np.floor(af * dep), lam)
+    weak_strand = np.any((q_strand < params.min_strand_qual) & (q_expected >= 2 * params.min_strand_qual), axis=1)
     out = []
     for j, i in enumerate(keep):
         filters = []
-        if sb[j] > params.max_strand_bias or q_strand[j].min() < params.min_strand_qual:
+        if sb[j] > params.max_strand_bias or bool(weak_strand[j]):
             filters.append("strand_bias")
         if dp[i] < params.min_depth:
             filters.append("low_depth")
@@ -377,8 +389,12 @@ def run_lowfreq(
     out_vcf: str,
     region: Span | None = None,
     workdir: str | None = None,
+    primers: PrimerScheme | None = None,
+    on_evidence: Callable[[Evidence], None] | None = None,
 ) -> str:
-    """Call ``bam`` (optionally one ``region``); uncompressed VCF at out_vcf."""
+    """Call ``bam`` (optionally one ``region``; with ``primers``, not counting the bases
+    of the primer each read starts in); uncompressed VCF at out_vcf. ``on_evidence`` is
+    given each window's evidence (for the depth track and the trim counts)."""
     del workdir  # nothing to spill: the evidence is held in memory, window by window
     with pysam.AlignmentFile(bam, "rb") as fh:
         header = vcf_header(fh, params)
@@ -392,8 +408,10 @@ def run_lowfreq(
         out.write(header)
         for chrom, lo, hi in windows:
             ev = collect_evidence(bam, chrom, lo, hi, params.min_mapq, params.min_baseq, params.min_aligned,
-                                  params.end_skip)
+                                  params.end_skip, mates_once=params.mates_once, primers=primers)
             ref = fasta.fetch(chrom, lo, hi).upper()
             out.writelines(call_evidence(ev, ref, params))
+            if on_evidence is not None:
+                on_evidence(ev)
     os.replace(tmp, out_vcf)
     return out_vcf

@@ -19,8 +19,10 @@ indexed BAM (a whole BAM or a function's local slice) and returns
 
 Reads counted: mapped, primary or supplementary (not secondary, QC-failed or
 duplicate), mapping quality >= ``min_mapq``, at least ``min_aligned`` reference
-bases aligned, overlapping [lo, hi). Overlapping mates are both counted (depth is
-in reads, not fragments). Each read is counted once, whatever window it lies in,
+bases in the part of the read that counts (:func:`counted_span`: without primer
+bases, and, with ``mates_once``, without the stretch its mate covers too, so that
+depth is in fragments where mates overlap), overlapping [lo, hi). Spans, bases and
+indel events are those of that part. Each read is counted once, whatever window it lies in,
 so the evidence at a position is the same for any window that contains it: that is
 what makes a region's calls equal a whole-genome run's.
 
@@ -43,6 +45,7 @@ import numpy as np
 from functions.core.bai import coffset, parse_bai, uoffset
 from functions.core.bgzf import BGZF_HEADER, block_at, inflate_block
 from functions.core.errors import SvcError
+from functions.core.primers import PrimerScheme
 
 # 4-bit BAM base codes (=ACMGRSVTWYHKDBN) -> 0..3 for A, C, G, T, 4 for anything else.
 _BASE = np.full(16, 4, dtype=np.int64)
@@ -88,6 +91,9 @@ class Evidence:
     ends: np.ndarray  # (L + 1, 2) int64
     indels: IndelEvents
     reads: int
+    # Reads by the position of their alignment start (reads starting in [lo, hi) only):
+    primer_trimmed: np.ndarray  # (L,) bases of a primer left out of their evidence
+    primer_dropped: np.ndarray  # (L,) too short after that to count at all
 
     def spanning(self, first: np.ndarray, last: np.ndarray, max_window: int) -> np.ndarray:
         """Reads per strand whose aligned span covers [first, last] (0-based, inclusive).
@@ -206,16 +212,46 @@ class _Accumulator:
         self.ends = np.zeros((n + 1, 2), dtype=np.int64)
         self.indel_parts: list[tuple[np.ndarray, ...]] = []
         self.reads = 0
+        self.primer_trimmed = np.zeros(n, dtype=np.int64)
+        self.primer_dropped = np.zeros(n, dtype=np.int64)
 
     def evidence(self) -> Evidence:
         parts = list(zip(*self.indel_parts, strict=True)) if self.indel_parts else [[]] * 7
         cols = [np.concatenate(p).astype(np.int64) if len(p) else np.zeros(0, dtype=np.int64) for p in parts]
         return Evidence(self.chrom, self.lo, self.hi, self.counts, self.errors, self.starts, self.ends,
-                        IndelEvents(*cols), self.reads)
+                        IndelEvents(*cols), self.reads, self.primer_trimmed, self.primer_dropped)
+
+
+def counted_span(pos: np.ndarray, end: np.ndarray, flag: np.ndarray, mate_tid: np.ndarray, mate_pos: np.ndarray,
+                 tid: int, chrom: str, end_skip: int, mates_once: bool,
+                 primers: PrimerScheme | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The part [lo, hi) of each read's alignment [pos, end) whose evidence counts.
+
+    * ``primers``: the bases of the primer a read starts in (its 5' end) do not count
+      (:meth:`PrimerScheme.trim_bounds`, as ``ivar trim``);
+    * ``mates_once``: where the two mates of a properly paired fragment overlap, only
+      the right mate counts: the left one (the one starting first; read 1 when both
+      start together) stops at its mate's start plus ``end_skip`` (the right mate does
+      not count its first ``end_skip`` bases, so no position is lost between them).
+      It needs only the read's own record (its mate's position), so every read is
+      treated the same in any window.
+
+    Returns (lo, hi) and, before the mates' overlap is taken off, the primer-trimmed span.
+    """
+    lo, hi = pos, end
+    if primers is not None and primers.primers:
+        lo, hi = primers.trim_bounds(chrom, pos, end, ((flag >> 4) & 1).astype(bool))
+    t_lo, t_hi = lo, hi
+    if mates_once:
+        left = ((flag & 0x1) != 0) & ((flag & 0x2) != 0) & ((flag & 0x8) == 0) & (mate_tid == tid)
+        left &= (mate_pos > pos) | ((mate_pos == pos) & ((flag & 0x40) != 0))
+        hi = np.where(left, np.minimum(hi, mate_pos + end_skip), hi)
+    return lo, hi, t_lo, t_hi
 
 
 def _add_batch(acc: _Accumulator, buf: np.ndarray, rec: np.ndarray, tid: int,
-               min_mapq: int, min_baseq: int, min_aligned: int, end_skip: int) -> None:
+               min_mapq: int, min_baseq: int, min_aligned: int, end_skip: int,
+               mates_once: bool = False, primers: PrimerScheme | None = None) -> None:
     """Count one batch of records (offsets ``rec`` into ``buf``) into ``acc``."""
     lo, hi = acc.lo, acc.hi
     ref_id = _i32(buf, rec + 4)
@@ -230,6 +266,7 @@ def _add_batch(acc: _Accumulator, buf: np.ndarray, rec: np.ndarray, tid: int,
     if not keep.any():
         return
     rec, pos, l_name, n_cig, flag, l_seq = rec[keep], pos[keep], l_name[keep], n_cig[keep], flag[keep], l_seq[keep]
+    mate_tid, mate_pos = _i32(buf, rec + 24), _i32(buf, rec + 28)
     cig_off = rec + 36 + l_name
     seq_off = cig_off + 4 * n_cig
     qual_off = seq_off + (l_seq + 1) // 2
@@ -245,15 +282,23 @@ def _add_batch(acc: _Accumulator, buf: np.ndarray, rec: np.ndarray, tid: int,
     op_q = q_cum - q_cum[first_op][op_read]
     span = np.add.reduceat(ref_len, first_op)
     end = pos + span
-    good = (span >= min_aligned) & (end > lo)
+    c_lo, c_hi, t_lo, t_hi = counted_span(pos, end, flag, mate_tid, mate_pos, tid, acc.chrom, end_skip,
+                                          mates_once, primers)
+    good = (c_hi - c_lo >= min_aligned) & (c_hi > lo) & (c_lo < hi)
+    if primers is not None and primers.primers:
+        here = (pos >= lo) & (pos < hi) & (span >= min_aligned)
+        trimmed = here & ((t_lo > pos) | (t_hi < end))
+        np.add.at(acc.primer_trimmed, pos[trimmed] - lo, 1)
+        dropped = trimmed & (t_hi - t_lo < min_aligned)
+        np.add.at(acc.primer_dropped, pos[dropped] - lo, 1)
     if not good.any():
         return
     acc.reads += int(good.sum())
     strand = (flag >> 4) & 1
 
-    # Read spans, clamped to the window, for the spanning counts.
-    s_pos = np.clip(pos[good], lo, hi) - lo
-    e_pos = np.clip(end[good], lo, hi) - lo
+    # Counted spans, clamped to the window, for the spanning counts.
+    s_pos = np.clip(c_lo[good], lo, hi) - lo
+    e_pos = np.clip(c_hi[good], lo, hi) - lo
     np.add.at(acc.starts, (s_pos, strand[good]), 1)
     np.add.at(acc.ends, (e_pos, strand[good]), 1)
 
@@ -263,8 +308,8 @@ def _add_batch(acc: _Accumulator, buf: np.ndarray, rec: np.ndarray, tid: int,
     al = np.flatnonzero(_ALIGNED_OPS[op] & op_ok)
     r_al = op_read[al]
     ref0 = pos[r_al] + op_ref[al]
-    lo_cut = np.maximum(np.maximum(ref0, lo), pos[r_al] + end_skip)
-    hi_cut = np.minimum(np.minimum(ref0 + length[al], hi), end[r_al] - end_skip)
+    lo_cut = np.maximum(np.maximum(ref0, lo), np.maximum(pos[r_al] + end_skip, c_lo[r_al]))
+    hi_cut = np.minimum(np.minimum(ref0 + length[al], hi), np.minimum(end[r_al] - end_skip, c_hi[r_al]))
     n_al = np.maximum(hi_cut - lo_cut, 0)
     q0 = op_q[al] + (lo_cut - ref0)
     k = _segment_arange(n_al).astype(np.int32)
@@ -312,9 +357,11 @@ def _add_batch(acc: _Accumulator, buf: np.ndarray, rec: np.ndarray, tid: int,
             lowq[ins] = np.add.reduceat(np.left_shift(weak.astype(np.int64), shift), firsts)
         valid = inserted > 0
         valid[~is_ins] = True
+        # Only events inside the counted span, with a counted base after them.
+        valid &= (anchor >= c_lo[r]) & (anchor + np.maximum(ev_len, 0) + 1 < c_hi[r])
         if valid.any():
             acc.indel_parts.append((anchor[valid], ev_len[valid], inserted[valid], lowq[valid], strand[r][valid],
-                                    pos[r][valid], end[r][valid]))
+                                    c_lo[r][valid], c_hi[r][valid]))
 
 
 def collect_evidence(
@@ -327,8 +374,11 @@ def collect_evidence(
     min_aligned: int,
     end_skip: int = 0,
     batch_reads: int = 8192,
+    mates_once: bool = False,
+    primers: PrimerScheme | None = None,
 ) -> Evidence:
-    """Evidence for positions [lo, hi) of ``chrom`` from every read overlapping them."""
+    """Evidence for positions [lo, hi) of ``chrom`` from every read overlapping them
+    (``mates_once``, ``primers``: see :func:`counted_span`)."""
     import pysam
 
     with pysam.AlignmentFile(bam_path, "rb") as bam:
@@ -341,5 +391,5 @@ def collect_evidence(
     chunks = [(c.beg, c.end) for c in index.query(tid, lo, hi)]
     acc = _Accumulator(chrom, lo, hi)
     for buf, rec in _record_batches(bam_path, chunks, batch_reads):
-        _add_batch(acc, buf, rec, tid, min_mapq, min_baseq, min_aligned, end_skip)
+        _add_batch(acc, buf, rec, tid, min_mapq, min_baseq, min_aligned, end_skip, mates_once, primers)
     return acc.evidence()

@@ -41,6 +41,7 @@ from functions.bcftools_engine import bcftools_version
 from functions.call_region import call_region
 from functions.core.errors import SvcError
 from functions.core.fai import parse_fai
+from functions.core.primers import PrimerScheme
 from functions.core.storage import ObjectStore
 from functions.core.tasks import BamSlice, RegionTask, Span
 from functions.engines import EngineParams
@@ -116,15 +117,18 @@ def _slice(plan: SamplePlan, r: Region, bam: StoredFile) -> BamSlice:
 
 def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: list[StagedSample],
           i: int, ref_manifest: StagedReference, fai: dict[str, Any], params: EngineParams,
-          faults: dict[str, Any] | None) -> dict[str, Any]:
-    """The task of region ``i`` of ``plans`` (one sample's, or every sample's of a joint call)."""
+          faults: dict[str, Any] | None, primers: PrimerScheme | None = None) -> dict[str, Any]:
+    """The task of region ``i`` of ``plans`` (one sample's, or every sample's of a joint call);
+    with ``primers``, the scheme's primers on the region's contig travel in it (and its key)."""
     r = plans[0].regions[i]
     entry = _check_contig(plans[0], r, fai, ref_manifest)
     for plan in plans[1:]:
         _check_contig(plan, plan.regions[i], fai, ref_manifest)
+    rows = None if primers is None else tuple(tuple(p) for p in primers.on(r.chrom, 0, entry.length).to_rows())
     key = fragment_key("+".join(m.bam.fingerprint for m in manifests),
                        ref_manifest.fasta.fingerprint, r.chrom, r.start, r.end, params.ENGINE,
-                       {**params.as_dict(), "context": [r.context_start, r.context_end]})
+                       {**params.as_dict(), "context": [r.context_start, r.context_end],
+                        **({"primers": rows} if rows is not None else {})})
     return RegionTask(
         sample=name,
         store=store.describe(),
@@ -140,6 +144,7 @@ def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: lis
         key=key,
         out_key=store.key("fragments", name, f"{r.index:05d}-{key}"),
         faults=faults if faults and faults.get("probability") else None,
+        primers=rows,
     ).to_dict()
 
 
@@ -151,9 +156,10 @@ def make_tasks(
     fai: dict[str, Any],
     params: EngineParams,
     faults: dict[str, Any] | None = None,
+    primers: PrimerScheme | None = None,
 ) -> list[dict[str, Any]]:
     """One task per region of one sample's plan."""
-    return [_task(store, plan.sample, [plan], [sample_manifest], i, ref_manifest, fai, params, faults)
+    return [_task(store, plan.sample, [plan], [sample_manifest], i, ref_manifest, fai, params, faults, primers)
             for i in range(len(plan.regions))]
 
 
@@ -181,8 +187,9 @@ def make_joint_tasks(
 class CallInputs:
     """What a run's calls are made from: the store, the samples' plans (for a joint call,
     the cohort's, with the same regions) and staged manifests (by sample), the staged
-    reference's manifest, the engine parameters, injected ``faults`` (tests only) and,
-    for a joint call, the ``cohort``'s name."""
+    reference's manifest, the engine parameters, injected ``faults`` (tests only),
+    for a joint call the ``cohort``'s name, and the amplicon scheme's ``primers`` (if
+    any; checked against the reference's contigs before any task is made)."""
 
     store: ObjectStore
     plans: list[SamplePlan]
@@ -191,6 +198,7 @@ class CallInputs:
     params: EngineParams
     faults: dict[str, Any] | None = None
     cohort: str | None = None
+    primers: PrimerScheme | None = None
 
     def tasks(self) -> list[dict[str, Any]]:
         """Every task of the run, in plan order: one per (sample, region), or with a
@@ -202,9 +210,12 @@ class CallInputs:
         if self.cohort is not None:
             return make_joint_tasks(store, self.cohort, plans, [mans[p.sample] for p in plans],
                                     self.ref_manifest, fai, self.params, self.faults)
+        if self.primers is not None:
+            self.primers.check({name: e.length for name, e in fai.items()})
         tasks: list[dict[str, Any]] = []
         for plan in plans:
-            tasks += make_tasks(store, plan, mans[plan.sample], self.ref_manifest, fai, self.params, self.faults)
+            tasks += make_tasks(store, plan, mans[plan.sample], self.ref_manifest, fai, self.params, self.faults,
+                                self.primers)
         return tasks
 
     def summary(self, stats: Any, regions: int, t0: float) -> CallSummary:

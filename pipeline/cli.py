@@ -176,8 +176,13 @@ def cmd_call(settings: StepSettings, args: argparse.Namespace) -> None:
     staged = {m.sample: m for m in (StagedSample.read(p) for p in args.staged)}
     cohort = settings.cohort
     store = open_store(settings)
+    primers = None
+    if calling.get("primers"):
+        from functions.core.primers import read_primer_bed
+
+        primers = read_primer_bed(calling["primers"])
     inputs = CallInputs(store, plans, staged, StagedReference.read(args.reference), params, settings.faults,
-                        cohort)
+                        cohort, primers)
     try:
         if args.scatter_job is not None:
             # Cluster scatter mode: this Snakemake job calls its share itself, region after region.
@@ -211,6 +216,17 @@ def cmd_merge(settings: StepSettings, args: argparse.Namespace) -> None:
         os.remove(args.calls)
         logger.debug("removed %s: the next run recomputes what is missing", args.calls)
         raise
+    if args.consensus:
+        from pipeline.consensus import ConsensusSettings, write_consensus
+        from pipeline.manifests import CallResults
+
+        calls = CallResults.read(args.calls)
+        c = settings.consensus
+        if c is None:
+            raise KeyError("the merge step was asked for a consensus but given no consensus settings")
+        write_consensus(calls.sample, settings.reference, args.out, calls.fragments, ConsensusSettings.from_dict(c),
+                        args.consensus)
+        logger.info("consensus of %s -> %s", calls.sample, args.consensus)
 
 
 def cmd_report(settings: StepSettings, args: argparse.Namespace) -> None:
@@ -218,8 +234,8 @@ def cmd_report(settings: StepSettings, args: argparse.Namespace) -> None:
 
     summary = settings.summary  # engine and mode, runner, Lithops backend and storage: all the report names
     run = load_run(summary, {"lithops": summary["lithops"]}, args.calls, args.vcfs, args.plans, args.staged,
-                   args.aligned or [], args.logs)
-    build_report(run, settings.report["cost"], args.out, args.mqc)
+                   args.aligned or [], args.logs, viral=settings.viral_report, consensus=args.consensus or [])
+    build_report(run, settings.report["cost"], args.out, args.mqc, args.minority)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--stats", required=True)
+    p.add_argument("--consensus", help="write the sample's consensus FASTA here (lowfreq engine)")
     p = step("report", cmd_report)
     p.add_argument("--calls", nargs="+", required=True, help="the call manifests, one per VCF")
     p.add_argument("--vcfs", nargs="+", required=True, help="the merged VCFs, in the order of --calls")
@@ -286,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logs", help="the folder of the step logs")
     p.add_argument("--out", required=True, help="the HTML report")
     p.add_argument("--mqc", required=True, help="the MultiQC custom-content table (*_mqc.tsv)")
+    p.add_argument("--consensus", nargs="*", help="the consensus FASTAs (<sample>.consensus.fa; lowfreq engine)")
+    p.add_argument("--minority", help="write the minority-variant table here (lowfreq engine)")
     return ap
 
 

@@ -140,6 +140,18 @@ class Settings:
     def faults(self) -> dict[str, Any]:
         return dict(self.raw["faults"])
 
+    @property
+    def consensus(self) -> dict[str, Any]:
+        return dict(self.raw["consensus"])
+
+    @property
+    def consensus_wanted(self) -> bool:
+        """Are consensus genomes written (results/<sample>.consensus.fa)? With the
+        engine that keeps a depth track (lowfreq) and a reference on this machine."""
+        from functions.engines import keeps_depth
+
+        return keeps_depth(self.raw["calling"]["engine"]) and not self.reference_is_remote
+
     @cached_property
     def lithops_sha256(self) -> str:
         """The digest that names the Lithops config's content in a step's settings."""
@@ -331,6 +343,17 @@ def load_settings(config: dict[str, Any]) -> Settings:
                 f"config: calling: cohort {calling['cohort']!r} is also a sample's name; "
                 "give the joint VCF another name (calling.cohort)"
             )
+    if calling.get("primers") is not None:
+        from functions.core.primers import PrimerError, read_primer_bed
+        from functions.engines import trims_primers
+
+        if not trims_primers(calling["engine"]):
+            raise ConfigError(f"config: calling: primers are trimmed by the lowfreq engine, not by "
+                              f"{calling['engine']}: set engine: lowfreq, or trim the BAMs first (ivar trim)")
+        try:
+            read_primer_bed(str(calling["primers"]))
+        except PrimerError as exc:
+            raise ConfigError(f"config: calling: {exc}") from exc
     lithops = load_lithops_config(raw["lithops_config"])
     return Settings(raw=raw, samples=samples, lithops=lithops)
 
@@ -359,7 +382,7 @@ STEP_SECTIONS: dict[str, frozenset[str]] = {
     "plan": _STORE | {"plan"},
     "plan-joint": _STORE | {"plan"},
     "call": _STORE | {"calling", "executor", "faults"},
-    "merge": _STORE | {"reference", "executor"},
+    "merge": _STORE | {"reference", "executor", "consensus"},
     "report": frozenset({"report", "summary"}),
 }
 _FANOUT_EXECUTOR = ("runner", "retries", "progress", "timeout")
@@ -386,7 +409,8 @@ def step_settings(settings: Settings, step: str, sample: str | None = None) -> S
     calling = settings.calling
     if "calling" in wanted:
         engine = calling["engine"]
-        out["calling"] = {"engine": engine, engine: calling[engine], "cohort": settings.cohort}
+        out["calling"] = {"engine": engine, engine: calling[engine], "cohort": settings.cohort,
+                          "primers": calling.get("primers")}
     executor = settings.executor
     if step == "stage-fastq":
         out["executor"] = _pick(executor, "progress")
@@ -404,8 +428,17 @@ def step_settings(settings: Settings, step: str, sample: str | None = None) -> S
         out["executor"] = _pick(executor, *_FANOUT_EXECUTOR, *(["jobs"] if executor["runner"] == "snakemake" else []))
     elif step == "merge":
         out["executor"] = _pick(executor, "runner")
+        # null when no consensus is written (bcftools, or a reference in object storage)
+        out["consensus"] = settings.consensus if settings.consensus_wanted else None
     elif step == "report":
         out["report"] = _pick(settings.report, "cost")
+        from functions.engines import keeps_depth
+
+        if keeps_depth(calling["engine"]):
+            # The viral view (depth, amplicons, minority variants): the consensus' depth
+            # threshold and the primer scheme (the BED is also the rule's input).
+            out["report"]["viral"] = {"min_depth": settings.consensus["min_depth"],
+                                      "primers": calling.get("primers")}
         lt = settings.lithops.get("lithops") or {}
         out["summary"] = {
             "calling": _pick(calling, "engine", "mode"),
@@ -495,6 +528,19 @@ class StepSettings:
         return dict(self._get("faults"))
 
     @property
+    def consensus(self) -> dict[str, Any] | None:
+        """The consensus settings of the merge; None when no consensus is written."""
+        c = self.sections.get("consensus")
+        return None if c is None else dict(c)
+
+    @property
+    def viral_report(self) -> dict[str, Any] | None:
+        """The report's viral settings (``min_depth``: consensus.min_depth, ``primers``: the
+        primer BED or None), given with an engine that keeps a depth track; else None."""
+        v = self._get("report").get("viral")
+        return None if v is None else dict(v)
+
+    @property
     def summary(self) -> dict[str, Any]:
         """What the report's run table names: ``calling`` (engine, mode), ``executor``
         (runner) and ``lithops`` (backend, storage; empty without a Lithops section)."""
@@ -534,6 +580,8 @@ def _check_shape(step: str, data: dict[str, Any]) -> None:
             ok = isinstance(value, list) and all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in value)
         elif name == "lithops":
             ok = isinstance(value, dict) and all(isinstance(value.get(k), str) for k in ("path", "sha256"))
+        elif name == "consensus":
+            ok = value is None or isinstance(value, dict)
         else:
             ok = isinstance(value, dict)
         if not ok:

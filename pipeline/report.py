@@ -39,21 +39,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import re
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pysam
 import pysam.bcftools
 
 from functions.core.atomic import atomic_outputs
 from functions.core.errors import SvcError
+from functions.core.primers import Primer, PrimerScheme, read_primer_bed
 from pipeline import svgplot
+from pipeline.consensus import depth_track
 from pipeline.manifests import AlignmentParts, CallResults, StagedSample
 from pipeline.plan import SamplePlan, read_plan
 
@@ -401,6 +405,7 @@ class Run:
     steps: list[tuple[str, float, float]]  # (log name, start epoch, seconds)
     settings: dict[str, Any]  # the workflow config
     lithops: dict[str, Any]  # the Lithops config
+    viral: ViralRun | None = None  # depth, amplicons and minority variants (engines with a depth track)
 
     def functions(self) -> list[dict[str, Any]]:
         """The stats of every function that made the results: fragments and alignment parts."""
@@ -434,9 +439,15 @@ def step_times(log_dir: str | Path) -> list[tuple[str, float, float]]:
 
 def load_run(settings: dict[str, Any], lithops: dict[str, Any], calls: list[str | Path], vcfs: list[str | Path],
              plans: list[str | Path], staged: list[str | Path], aligned: list[str | Path],
-             log_dir: str | Path | None, stats_files: list[str | Path] | None = None) -> Run:
+             log_dir: str | Path | None, stats_files: list[str | Path] | None = None,
+             viral: Mapping[str, Any] | None = None, consensus: Sequence[str | Path] = ()) -> Run:
     """Everything the report shows, read from the run's files. ``stats_files``: the
-    ``bcftools stats`` of each VCF, by default :func:`stats_path` of each (beside it)."""
+    ``bcftools stats`` of each VCF, by default :func:`stats_path` of each (beside it).
+    ``viral``: the report's ``viral`` settings (``min_depth``, ``primers``; given with
+    an engine that keeps a depth track), ``consensus``: the consensus FASTAs
+    (``results/<sample>.consensus.fa``); the depth, amplicon and minority-variant
+    figures (:func:`load_viral`) are read when ``viral`` is given or when every
+    fragment carries a depth track."""
     bams = {m.sample: m.bam.size for m in map(StagedSample.read, staged)}
     plan_of = {plan.sample: plan for plan in map(read_plan, plans)}
     callsets, variants, depths, attempts = [], [], [], []
@@ -460,7 +471,279 @@ def load_run(settings: dict[str, Any], lithops: dict[str, Any], calls: list[str 
         for p in parts.parts:
             attempts += attempts_of("align", f"{parts.sample} chunk {p['chunk']}", dict(p))
     steps = step_times(log_dir) if log_dir and Path(log_dir).is_dir() else []
-    return Run(callsets, variants, depths, sorted(attempts, key=lambda a: a.started), align, steps, settings, lithops)
+    viral_run = None
+    if viral is not None or has_depth_tracks(callsets):
+        v = viral or {}
+        viral_run = load_viral(callsets, consensus, int(v.get("min_depth", DEFAULT_MIN_DEPTH)), v.get("primers"))
+    return Run(callsets, variants, depths, sorted(attempts, key=lambda a: a.started), align, steps, settings, lithops,
+               viral_run)
+
+
+# -- viral runs: depth along the genome, amplicons, minority variants ---------------------
+MINORITY_COLUMNS = ("sample", "chrom", "pos", "ref", "alt", "af", "depth", "filter")
+NOT_CALLED = "not_called"
+DEFAULT_MIN_DEPTH = 10  # consensus.min_depth's default
+DEPTH_BINS = 500  # bins of the depth profiles, over the whole genome
+BREADTH = (10, 100)  # the depths whose breadth the table gives
+WEAK_SHARE = 0.05  # a weak amplicon: median depth below this share of the sample's median amplicon
+# The heatmap's AF classes: (upper bound, label), one Viridis colour each, light to dark.
+AF_CLASSES = ((0.02, "< 2 %"), (0.05, "2-5 %"), (0.1, "5-10 %"), (0.2, "10-20 %"), (0.5, "20-50 %"),
+              (0.75, "50-75 %"), (math.inf, ">= 75 %"))
+NO_COVERAGE = "#bdbdbd"
+
+
+class ReportError(SvcError, ValueError):
+    """The report cannot be written from what the run left."""
+
+
+@dataclass(frozen=True)
+class Allele:
+    """One ALT allele of a VCF record in its shortest form: the bases REF and ALT share
+    at the end, then at the start, are trimmed (as ``bcftools norm -m-`` leaves a split
+    allele), so that an allele has the same key whichever record of whichever sample's
+    VCF holds it. ``pos`` is 1-based, as in the VCF."""
+
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+
+    def label(self, with_contig: bool = False) -> str:
+        """``pos ref>alt`` (alleles over 6 bases cut short), with the contig if asked."""
+        def short(a: str) -> str:
+            return a if len(a) <= 6 else a[:5] + "…"
+
+        where = f"{self.chrom}:{self.pos:,}" if with_contig else f"{self.pos:,}"
+        return f"{where} {short(self.ref)}>{short(self.alt)}"
+
+
+@dataclass(frozen=True)
+class AlleleCall:
+    """What a sample's VCF says of an allele: its AF and the record's FILTER."""
+
+    af: float
+    filter: str  # PASS, or the filters it failed, joined by ';' ('.': none applied)
+
+    @property
+    def passed(self) -> bool:
+        return self.filter in ("PASS", ".")
+
+
+def normalise(pos: int, ref: str, alt: str) -> tuple[int, str, str]:
+    """The shortest form of an allele (see :class:`Allele`)."""
+    while len(ref) > 1 and len(alt) > 1 and ref[-1] == alt[-1]:
+        ref, alt = ref[:-1], alt[:-1]
+    while len(ref) > 1 and len(alt) > 1 and ref[0] == alt[0]:
+        ref, alt, pos = ref[1:], alt[1:], pos + 1
+    return pos, ref, alt
+
+
+def read_contigs(vcf: str | Path) -> dict[str, int]:
+    """The contigs of a VCF's header and their lengths, in its order (the reference's)."""
+    with pysam.VariantFile(str(vcf)) as fh:
+        return {str(name): int(c.length or 0) for name, c in fh.header.contigs.items()}
+
+
+def read_allele_calls(vcf: str | Path) -> dict[Allele, AlleleCall]:
+    """Every ALT allele of a VCF (any FILTER) with its INFO/AF (NaN if it has none)."""
+    out: dict[Allele, AlleleCall] = {}
+    with pysam.VariantFile(str(vcf)) as fh:
+        has_af = "AF" in fh.header.info
+        for rec in fh:
+            keys = [str(k) for k in rec.filter.keys()]
+            filt = ";".join(keys) if keys else "."
+            afs = rec.info.get("AF") if has_af else None
+            if afs is not None and not isinstance(afs, tuple):
+                afs = (afs,)
+            for i, alt in enumerate(rec.alts or ()):
+                if alt.startswith("<") or alt == "*":
+                    continue
+                pos, ref, a = normalise(rec.pos, str(rec.ref), alt)
+                af = float(afs[i]) if afs is not None and i < len(afs) and afs[i] is not None else math.nan
+                out[Allele(rec.chrom, pos, ref, a)] = AlleleCall(af, filt)
+    return out
+
+
+@dataclass(frozen=True)
+class Amplicon:
+    """An amplicon of a primer scheme: its insert, from the end of its LEFT primer to the
+    start of its RIGHT primer (0-based, half-open; with alternative primers, the
+    innermost ends)."""
+
+    name: str
+    chrom: str
+    start: int
+    end: int
+
+
+def amplicons_of(scheme: PrimerScheme) -> list[Amplicon]:
+    """The amplicons of a scheme, in its order. An amplicon whose primers overlap (no
+    insert between them) is taken whole, from its LEFT primer's start to its RIGHT
+    primer's end."""
+    sides: dict[str, dict[str, list[Primer]]] = {}
+    for p in scheme.primers:
+        sides.setdefault(p.amplicon, {}).setdefault(p.side, []).append(p)
+    out = []
+    for name, by_side in sides.items():
+        left, right = by_side.get("LEFT", []), by_side.get("RIGHT", [])
+        if not left or not right:
+            continue  # the scheme's check refuses these
+        start, end = max(p.end for p in left), min(p.start for p in right)
+        if end <= start:
+            start, end = min(p.start for p in left), max(p.end for p in right)
+        out.append(Amplicon(name, left[0].chrom, start, end))
+    return out
+
+
+@dataclass
+class ViralSample:
+    """One sample's depth, consensus and amplicon figures and its calls."""
+
+    name: str
+    length: int  # reference positions
+    mean_depth: float
+    breadth: dict[int, float]  # depth -> share of the reference positions with at least that depth
+    below_min: int  # positions with fewer than min_depth informative reads
+    consensus_n: int | None  # N in its consensus FASTA (None: no FASTA)
+    consensus_length: int | None
+    primer_trimmed: int
+    primer_dropped: int
+    bins: list[tuple[int, int, float, bool]]  # (start, end, mean depth, a position < min_depth) end to end
+    amplicon_depth: dict[str, float]  # amplicon -> median depth of its insert
+    dropped: list[str]  # amplicons with median depth < min_depth
+    weak: list[str]  # the others below WEAK_SHARE x the median of the sample's amplicon medians
+    calls: dict[Allele, AlleleCall]
+    depth_at: dict[Allele, int]  # informative depth at each allele of the run (every sample's)
+
+
+@dataclass
+class ViralRun:
+    """The run's viral view: the samples (in the run's order), the union of their alleles
+    (reference order), the consensus depth threshold and the amplicons of the scheme."""
+
+    contigs: dict[str, int]
+    samples: list[ViralSample]
+    alleles: list[Allele]
+    min_depth: int
+    primers: str | None = None
+    amplicons: list[Amplicon] = field(default_factory=list)
+
+    def offsets(self) -> dict[str, int]:
+        """Where each contig starts with the contigs end to end."""
+        out, at = {}, 0
+        for name, length in self.contigs.items():
+            out[name], at = at, at + length
+        return out
+
+
+def has_depth_tracks(callsets: Sequence[Callset]) -> bool:
+    """Do all callsets have one sample each and a depth track in every fragment?"""
+    return bool(callsets) and all(
+        len(cs.samples) == 1 and cs.fragments and all("depth" in f for f in cs.fragments) for cs in callsets)
+
+
+def count_n(fasta: str | Path) -> tuple[int, int]:
+    """(N bases, all bases) of a FASTA."""
+    n = total = 0
+    with open(fasta) as fh:
+        for line in fh:
+            if not line.startswith(">"):
+                seq = line.strip()
+                total += len(seq)
+                n += seq.count("N") + seq.count("n")
+    return n, total
+
+
+def _bins(track: np.ndarray, offset: int, width: int, min_depth: int) -> list[tuple[int, int, float, bool]]:
+    if not len(track):
+        return []
+    starts = np.arange(0, len(track), width)
+    sums = np.add.reduceat(track, starts)
+    lows = np.minimum.reduceat(track, starts)
+    ends = np.append(starts[1:], len(track))
+    return [(offset + int(a), offset + int(b), float(s) / (b - a), bool(lo < min_depth))
+            for a, b, s, lo in zip(starts, ends, sums, lows, strict=True)]
+
+
+def viral_sample(cs: Callset, contigs: Mapping[str, int], alleles: Sequence[Allele], calls: dict[Allele, AlleleCall],
+                 min_depth: int, amplicons: Sequence[Amplicon], consensus: str | Path | None) -> ViralSample:
+    """The figures of one single-sample callset (see :class:`ViralSample`)."""
+    frags = cs.fragments
+    track = depth_track(frags, contigs)
+    length = sum(contigs.values())
+    whole = np.concatenate([track[c] for c in contigs]) if contigs else np.zeros(0, dtype=np.int64)
+    width = max(1, -(-length // DEPTH_BINS))
+    bins, at = [], 0
+    for name, size in contigs.items():
+        bins += _bins(track[name], at, width, min_depth)
+        at += size
+    amp_depth = {}
+    for a in amplicons:
+        t = track.get(a.chrom)
+        part = t[a.start : a.end] if t is not None else np.zeros(0, dtype=np.int64)
+        amp_depth[a.name] = float(np.median(part)) if len(part) else 0.0
+    dropped = [a.name for a in amplicons if amp_depth[a.name] < min_depth]
+    typical = statistics.median(amp_depth.values()) if amp_depth else 0.0
+    weak = [a.name for a in amplicons if a.name not in dropped and amp_depth[a.name] < WEAK_SHARE * typical]
+    n, total = count_n(consensus) if consensus else (None, None)
+    return ViralSample(
+        name=cs.name, length=length, mean_depth=float(whole.mean()) if length else 0.0,
+        breadth={d: float((whole >= d).mean()) if length else 0.0 for d in BREADTH},
+        below_min=int((whole < min_depth).sum()), consensus_n=n, consensus_length=total,
+        primer_trimmed=sum(int(f.get("primer_trimmed", 0)) for f in frags),
+        primer_dropped=sum(int(f.get("primer_dropped", 0)) for f in frags),
+        bins=bins, amplicon_depth=amp_depth, dropped=dropped, weak=weak, calls=calls,
+        depth_at={a: int(track[a.chrom][a.pos - 1]) if a.chrom in track and 0 < a.pos <= len(track[a.chrom]) else 0
+                  for a in alleles},
+    )
+
+
+def load_viral(callsets: Sequence[Callset], consensus: Sequence[str | Path] = (), min_depth: int = DEFAULT_MIN_DEPTH,
+               primers: str | None = None) -> ViralRun:
+    """The viral view of the run: each callset's depth track (from its fragments' stats),
+    its VCF's alleles, its consensus FASTA (``consensus``, matched by name:
+    ``<sample>.consensus.fa``) and the amplicons of the primer BED ``primers``."""
+    for cs in callsets:
+        if len(cs.samples) != 1:
+            raise ReportError(f"callset {cs.name} holds {len(cs.samples)} samples: the depth and minority-variant "
+                              "figures are per sample (the lowfreq engine calls one sample at a time)")
+    contigs: dict[str, int] = {}
+    calls = {}
+    for cs in callsets:
+        for name, length in read_contigs(cs.vcf).items():
+            contigs[name] = max(contigs.get(name, 0), length)
+        calls[cs.name] = read_allele_calls(cs.vcf)
+    for cs in callsets:  # a contig the header gives no length (or none at all): as far as the regions go
+        for f in cs.fragments:
+            contigs[f["chrom"]] = max(contigs.get(f["chrom"], 0), int(f["end"]))
+    order = {name: i for i, name in enumerate(contigs)}
+    alleles = sorted({a for c in calls.values() for a in c},
+                     key=lambda a: (order.get(a.chrom, len(order)), a.pos, a.ref, a.alt))
+    fasta = {Path(p).name.removesuffix(".consensus.fa"): p for p in consensus}
+    amplicons = amplicons_of(read_primer_bed(primers)) if primers else []
+    samples = [viral_sample(cs, contigs, alleles, calls[cs.name], min_depth, amplicons, fasta.get(cs.name))
+               for cs in callsets]
+    return ViralRun(contigs, samples, alleles, min_depth, primers, amplicons)
+
+
+def _af_text(af: float) -> str:
+    return "" if math.isnan(af) else f"{af:.6g}"
+
+
+def minority_rows(vr: ViralRun) -> Iterator[list[str]]:
+    """One row per (allele, sample), alleles in reference order and samples in the run's
+    (see :data:`MINORITY_COLUMNS`): af 0 and filter ``not_called`` where the sample's
+    VCF does not hold the allele; depth: the sample's informative depth at POS."""
+    for a in vr.alleles:
+        for s in vr.samples:
+            c = s.calls.get(a)
+            yield [s.name, a.chrom, str(a.pos), a.ref, a.alt, _af_text(c.af) if c else "0", str(s.depth_at[a]),
+                   c.filter if c else NOT_CALLED]
+
+
+def minority_tsv(vr: ViralRun) -> str:
+    """``results/minority_variants.tsv``: a header line, then :func:`minority_rows`."""
+    return "".join("\t".join(row) + "\n" for row in [list(MINORITY_COLUMNS), *minority_rows(vr)])
 
 
 # -- the page -------------------------------------------------------------------------
@@ -475,6 +758,7 @@ th { background: #eef3f8; } td:first-child, th:first-child { text-align: left; }
 .note { color: #444; font-size: 15px; } .figure { margin: 16px 0 28px; }
 code { background: #f2f2f2; padding: 0 3px; }
 .warning { background: #fff3d6; border-left: 4px solid #E69F00; padding: 6px 10px; }
+table.names td { text-align: left; }
 """
 
 
@@ -583,6 +867,187 @@ def _variants_section(run: Run) -> str:
                            "Depth at the called sites: FORMAT/DP of each genotype (for a cohort's VCF, of all its "
                            "samples together), else each site's INFO/DP, as bcftools stats counts them; in 30 bins "
                            "up to the 99th percentile, deeper ones counted in the last bin."))
+    return "\n".join(out)
+
+
+def _depth_text(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
+
+
+def _share(v: float) -> str:
+    return f"{100 * v:.2f}\u00a0%"
+
+
+def _blocks(n: int, cap: int) -> list[tuple[int, int]]:
+    """[start, end) of the blocks of about equal width, at most ``cap`` each, that ``n`` columns make."""
+    k = -(-n // max(1, cap))
+    per = -(-n // max(1, k))
+    return [(a, min(n, a + per)) for a in range(0, n, per)]
+
+
+def _af_class(af: float) -> int:
+    """The AF class of an AF as the VCF writes it (6 decimals; pysam reads it as a float32)."""
+    if math.isnan(af):
+        return -1  # no AF (not the lowfreq engine's VCF)
+    return next(i for i, (hi, _) in enumerate(AF_CLASSES) if round(af, 6) < hi)
+
+
+def _coverage_section(run: Run) -> str:
+    vr = run.viral
+    if vr is None:
+        return ""
+    md = vr.min_depth
+    out = ["<h2>Depth and coverage</h2>"]
+    offsets = vr.offsets()
+    profiles = [svgplot.DepthProfile(
+        s.name, s.bins, note=f"mean {_depth_text(s.mean_depth)}x",
+        label=f"{s.name}: mean depth {_depth_text(s.mean_depth)}, {_share(s.breadth[BREADTH[0]])} of the genome "
+              f">= {BREADTH[0]}x, {s.below_min:,} positions below {md}")
+        for s in vr.samples]
+    length = sum(vr.contigs.values())
+    out.append(_figure(svgplot.depth_panels(
+        profiles, length, "Depth along the genome per sample", md,
+        contigs=[(name, offsets[name]) for name in vr.contigs],
+        x_label="position (bp" + (", contigs end to end)" if len(vr.contigs) > 1 else ")"),
+        threshold_label=f"consensus.min_depth {md}"),
+        f"Informative depth (the reads the caller counts at each position: mapping and base quality passed, primer "
+        f"bases left out) along the genome, one panel per sample, on a shared log scale; the mean of each of "
+        f"{len(profiles[0].bins) if profiles else 0} bins"
+        + (" (dotted lines: where a contig ends)" if len(vr.contigs) > 1 else "")
+        + f". Dashed: consensus.min_depth ({md}); the marks under a panel: bins holding a position below it, "
+          "N in the consensus."))
+    scheme = vr.primers is not None
+    head = ["sample", "mean depth", f">= {BREADTH[0]}x", f">= {BREADTH[1]}x", "consensus N",
+            "reads primer-trimmed", "reads dropped after trimming"]
+    if scheme:
+        head += ["amplicons dropped", "weak amplicons"]
+    rows = []
+    for s in vr.samples:
+        n = "-" if s.consensus_n is None else (
+            f"{s.consensus_n:,} ({_share(s.consensus_n / s.consensus_length) if s.consensus_length else '-'})")
+        row = [s.name, _depth_text(s.mean_depth), *(_share(s.breadth[d]) for d in BREADTH), n,
+               f"{s.primer_trimmed:,}", f"{s.primer_dropped:,}"]
+        if scheme:
+            row += [f"{len(s.dropped)} of {len(vr.amplicons)}", f"{len(s.weak)}"]
+        rows.append(row)
+    out.append(_table(head, rows))
+    out.append(f'<p class="note">Depth: informative reads per position, from the depth track each region\'s '
+               f"function kept; breadth: the share of the {length:,} reference positions with at least that depth; "
+               "consensus N: the N bases of <code>results/&lt;sample&gt;.consensus.fa</code> (and their share; - "
+               "when there is none); reads primer-trimmed: reads whose primer bases were left out of the evidence, "
+               "and reads too short after that to count at all, summed over the regions"
+               + ("" if scheme else " (no primer scheme in this run: calling.primers)") + ".</p>")
+    if scheme:
+        out.append(_amplicon_section(vr))
+    return "\n".join(out)
+
+
+def _amplicon_prefix(names: Sequence[str]) -> str:
+    """What every amplicon name starts with, up to its last '_' (e.g. ``nCoV-2019_``)."""
+    if not names:
+        return ""
+    first, last = min(names), max(names)
+    common = first[: next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b),
+                          min(len(first), len(last)))]
+    return common[: common.rfind("_") + 1] if "_" in common else ""
+
+
+def _amplicon_section(vr: ViralRun) -> str:
+    md = vr.min_depth
+    out = [f"<h3>Amplicons ({len(vr.amplicons)}, scheme {escape(str(vr.primers))})</h3>"]
+    hit = [s for s in vr.samples if s.dropped or s.weak]
+    if hit:
+        out.append(_table(["sample", f"dropped out (median depth < {md})",
+                           f"weak (< {WEAK_SHARE:.0%} of the sample's median amplicon)"],
+                          [[s.name, ", ".join(s.dropped) or "-", ", ".join(s.weak) or "-"] for s in hit],
+                          ).replace("<table>", '<table class="names">', 1))
+    else:
+        out.append(f"<p>No amplicon dropped out or was weak in any sample (every median depth at least {md}, "
+                   f"and at least {WEAK_SHARE:.0%} of its sample's median amplicon).</p>")
+    names = [a.name for a in vr.amplicons]
+    prefix = _amplicon_prefix(names)
+    classes: list[tuple[float, str, str]] = [(md, f"< {md} (dropped)", svgplot.PALETTE[5])]
+    bounds = [b for b in (100, 1000, 10000) if b > md]
+    lo: float = md
+    for i, hi in enumerate([*bounds, math.inf]):
+        colour = svgplot.VIRIDIS[(1, 3, 5, 6)[i] if i < 4 else 6]
+        label = f"{svgplot.fmt_number(lo)}-{svgplot.fmt_number(hi)}" if hi != math.inf else \
+            f">= {svgplot.fmt_number(lo)}"
+        classes.append((hi, label, colour))
+        lo = hi
+    rows = [s.name for s in vr.samples]
+    blocks = _blocks(len(names), svgplot.heatmap_capacity(rows))
+    for b0, b1 in blocks:
+        block = vr.amplicons[b0:b1]
+        cells = {}
+        for ri, s in enumerate(vr.samples):
+            for ci, a in enumerate(block):
+                d = s.amplicon_depth[a.name]
+                _, what, colour = next(c for c in classes if d < c[0])
+                weak = a.name in s.weak
+                cells[(ri, ci)] = svgplot.Cell(
+                    colour, f"{s.name} {a.name} ({a.chrom}:{a.start + 1:,}-{a.end:,}): median depth {d:,.0f}"
+                            + (" (weak)" if weak else ""), "#000000" if weak else None)
+        part = f" ({b0 + 1}-{b1} of {len(names)})" if len(blocks) > 1 else ""
+        first = b0 == 0
+        legend = [(label, colour) for _, label, colour in classes] + [("weak (crossed)", svgplot.VIRIDIS[1])]
+        out.append('<div class="figure">' + svgplot.heatmap(
+            rows, [a.name.removeprefix(prefix) for a in block], cells, f"Median depth per amplicon{part}",
+            legend if first else (), marks={"weak (crossed)": "#000000"}, col_tips=[a.name for a in block])
+            + "</div>")
+    out.append('<p class="note">Median informative depth over each amplicon\'s insert (between its primers), one '
+               "row per sample" + (f"; amplicons named without their common prefix {escape(prefix)}" if prefix else "")
+               + (f"; in {len(blocks)} blocks" if len(blocks) > 1 else "") + ".</p>")
+    return "\n".join(out)
+
+
+def _minority_section(run: Run) -> str:
+    vr = run.viral
+    if vr is None:
+        return ""
+    md = vr.min_depth
+    n_pass = sum(1 for a in vr.alleles if any(s.calls[a].passed for s in vr.samples if a in s.calls))
+    out = ["<h2>Minority variants</h2>",
+           f"<p>{len(vr.alleles):,} alleles called in at least one of the {len(vr.samples)} samples (any FILTER), "
+           f"{n_pass:,} of them PASS in at least one. Every (allele, sample) pair, with the sample's AF (0 where it "
+           f"was not called), its depth there and the FILTER: <code>results/minority_variants.tsv</code>.</p>"]
+    if not vr.alleles:
+        return "\n".join(out)
+    multi = len(vr.contigs) > 1
+    rows = [s.name for s in vr.samples]
+    blocks = _blocks(len(vr.alleles), svgplot.heatmap_capacity(rows))
+    legend = [(label, svgplot.VIRIDIS[i]) for i, (_, label) in enumerate(AF_CLASSES)]
+    legend += [("not called", "#ffffff"), (f"not called, depth < {md}", NO_COVERAGE),
+               ("filtered (crossed)", svgplot.VIRIDIS[3])]
+    for b0, b1 in blocks:
+        block = vr.alleles[b0:b1]
+        cells = {}
+        for ri, s in enumerate(vr.samples):
+            for ci, a in enumerate(block):
+                where = f"{s.name} {a.chrom}:{a.pos:,} {a.ref}>{a.alt}"
+                c = s.calls.get(a)
+                d = s.depth_at[a]
+                if c is None:
+                    if d < md:
+                        cells[(ri, ci)] = svgplot.Cell(NO_COVERAGE, f"{where}: not called, depth {d:,} (< {md})")
+                    continue
+                k = _af_class(c.af)
+                af = "AF ?" if math.isnan(c.af) else f"AF {100 * c.af:.2f} %"
+                cells[(ri, ci)] = svgplot.Cell(svgplot.VIRIDIS[k] if k >= 0 else "#000000",
+                                               f"{where}: {af}, {c.filter}, depth {d:,}",
+                                               None if c.passed else ("#000000" if 0 <= k < 3 else "#ffffff"))
+        tips = [f"{a.chrom}:{a.pos:,} {a.ref}>{a.alt}: called in "
+                f"{sum(a in s.calls for s in vr.samples)} of {len(vr.samples)} samples" for a in block]
+        part = f" ({b0 + 1}-{b1} of {len(vr.alleles)})" if len(blocks) > 1 else ""
+        out.append('<div class="figure">' + svgplot.heatmap(
+            rows, [a.label(multi) for a in block], cells, f"Allele frequency per sample{part}",
+            legend if b0 == 0 else (), marks={"filtered (crossed)": "#ffffff"}, col_tips=tips) + "</div>")
+    out.append('<p class="note">One row per sample, one column per allele (position, REF&gt;ALT; alleles cut '
+               "short after 5 bases), in reference order"
+               + (f", in {len(blocks)} blocks (the legend above the first)" if len(blocks) > 1 else "")
+               + f". Colour: the sample's AF; crossed: called but not PASS (strand_bias, low_depth); grey: not "
+               f"called where the sample has fewer than {md} informative reads (no evidence either way). Hover "
+               f"over a cell for its AF, FILTER and depth.</p>")
     return "\n".join(out)
 
 
@@ -705,7 +1170,8 @@ def render(run: Run, prices: dict[str, Any], metrics: list[dict[str, Any]]) -> s
         "<h1>Variant-calling run report</h1>",
         f'<p class="note">serverless-variant-calling; written {made}. Callsets: '
         f"{escape(', '.join(cs.name for cs in run.callsets))}.</p>",
-        _warnings_section(run), _summary_section(run), _variants_section(run), _fanout_section(run),
+        _warnings_section(run), _summary_section(run), _variants_section(run), _coverage_section(run),
+        _minority_section(run), _fanout_section(run),
         _bytes_section(run, metrics), _cost_section(run, prices), _steps_section(run),
         "</body></html>",
     ]) + "\n"
@@ -729,12 +1195,24 @@ def mqc_table(metrics: list[dict[str, Any]], prices: dict[str, Any]) -> str:
     return "\n".join(head + rows) + "\n"
 
 
-def build_report(run: Run, prices: dict[str, Any], out_html: str | Path, out_mqc: str | Path) -> None:
-    """Write the page and the MultiQC table (under temporary names, then renamed)."""
+def build_report(run: Run, prices: dict[str, Any], out_html: str | Path, out_mqc: str | Path,
+                 out_minority: str | Path | None = None) -> None:
+    """Write the page, the MultiQC table and, if asked (``out_minority``), the
+    minority-variant table :func:`minority_tsv` (each under a temporary name, all
+    renamed once all are written)."""
     metrics = [callset_metrics(cs, prices) for cs in run.callsets]
-    texts = (render(run, prices, metrics), mqc_table(metrics, prices))
-    with atomic_outputs(str(out_mqc), str(out_html)) as temps:
-        for tmp, text in zip(temps, texts[::-1], strict=True):
+    outputs = {str(out_mqc): mqc_table(metrics, prices)}
+    if out_minority is not None:
+        if run.viral is None:
+            raise ReportError("the minority-variant table needs the depth tracks and allele frequencies of the "
+                              "lowfreq engine: set calling.engine: lowfreq")
+        outputs[str(out_minority)] = minority_tsv(run.viral)
+    outputs[str(out_html)] = render(run, prices, metrics)  # renamed last
+    with atomic_outputs(*outputs) as temps:
+        for tmp, text in zip(temps, outputs.values(), strict=True):
             Path(tmp).write_text(text)
     logger.info("run report: %s (%d callsets, %d function runs); MultiQC table: %s", out_html,
                 len(run.callsets), len(run.attempts), out_mqc)
+    if run.viral is not None and out_minority is not None:
+        logger.info("minority variants: %s (%d alleles x %d samples)", out_minority, len(run.viral.alleles),
+                    len(run.viral.samples))

@@ -6,8 +6,13 @@ Contract: each chart function returns one ``<svg>`` element as a string, drawn i
 smaller than ``MIN_FONT`` px at full width, so a person reads every label without
 zooming. Colours are the Okabe-Ito palette (safe for colour-blind readers). Labels
 are escaped. The charts: :func:`bars` (grouped horizontal bars), :func:`lines`
-(one line per series), :func:`histogram`, :func:`scatter` (with the y = x line) and
-:func:`timeline` (one bar per item on a shared time axis).
+(one line per series), :func:`histogram`, :func:`scatter` (with the y = x line),
+:func:`timeline` (one bar per item on a shared time axis), :func:`depth_panels` (small
+multiples: one log-scale depth profile along the genome per sample) and
+:func:`heatmap` (a grid of coloured cells with row and column labels; the caller
+splits wide grids into blocks of at most :func:`heatmap_capacity` columns, so that
+every label stays readable). Sequential data use :data:`VIRIDIS` (also safe for
+colour-blind readers, and ordered in lightness).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ WIDTH = 900
 MIN_FONT = 13
 FONT = 14
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+# Viridis in 7 steps, light to dark: a sequential scale ordered in lightness.
+VIRIDIS = ("#fde725", "#8fd744", "#35b779", "#21918c", "#31688e", "#443983", "#440154")
 LEFT, RIGHT, TOP, BOTTOM = 90, 30, 40, 60
 
 
@@ -125,6 +132,41 @@ def legend(items: Sequence[tuple[str, str]], y: float = 22, x: float = LEFT) -> 
         out.append(f'<rect x="{x:.1f}" y="{y - 11:.1f}" width="14" height="14" fill="{colour}"/>')
         out.append(_text(x + 20, y + 1, name, "start"))
         x += 40 + 8.5 * len(name)
+    return out
+
+
+def _legend_width(name: str) -> float:
+    return 40 + 8.5 * len(name)
+
+
+def legend_rows(items: Sequence[tuple[str, str]], x: float = LEFT) -> list[list[tuple[str, str]]]:
+    """``items`` in rows that fit in the chart's width from ``x`` (as :func:`legend` draws them)."""
+    rows: list[list[tuple[str, str]]] = [[]]
+    used = 0.0
+    for item in items:
+        w = _legend_width(item[0])
+        if rows[-1] and x + used + w > WIDTH - 10:
+            rows.append([])
+            used = 0.0
+        rows[-1].append(item)
+        used += w
+    return rows
+
+
+def _swatch_legend(rows: Sequence[Sequence[tuple[str, str]]], y: float, x: float,
+                   marks: Mapping[str, str] | None = None) -> list[str]:
+    """Legend rows from ``y`` (24 px apart), each swatch outlined (white ones show too);
+    ``marks``: the names whose swatch is crossed, with the colour of the stroke."""
+    out = []
+    for i, row in enumerate(rows):
+        xi, yy = x, y + 24 * i
+        for name, colour in row:
+            out.append(f'<rect x="{xi:.1f}" y="{yy - 11:.1f}" width="14" height="14" fill="{colour}" '
+                       'stroke="#444" stroke-width="0.5"/>')
+            if marks and name in marks:
+                out.append(f'<path d="M{xi + 1:.1f},{yy + 2:.1f}l12,-12" stroke="{marks[name]}" stroke-width="2"/>')
+            out.append(_text(xi + 20, yy + 1, name, "start"))
+            xi += _legend_width(name)
     return out
 
 
@@ -260,5 +302,208 @@ def timeline(spans: Sequence[Span], rows: int, title: str, kinds: Sequence[tuple
         out.append(f'<rect x="{f.x(s.start):.1f}" y="{y:.2f}" width="{w:.1f}" height="{bar_h:.2f}" '
                    f'fill="{s.colour}"{stroke}><title>{escape(s.label)}</title></rect>')
     out += legend(kinds)
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+# -- depth along the genome, one panel per sample --------------------------------------
+@dataclass
+class DepthProfile:
+    """One sample's depth along the genome, binned: ``bins`` of (start, end, mean depth,
+    low) in genome coordinates (contigs end to end), ``low`` when a position of the bin
+    is below the threshold. ``note``: a short summary shown beside the name if it fits;
+    ``label``: the panel's tooltip."""
+
+    name: str
+    bins: Sequence[tuple[float, float, float, bool]]
+    note: str = ""
+    label: str = ""
+
+
+def _panel_columns(n: int) -> int:
+    return 1 if n <= 3 else 2 if n <= 12 else 3 if n <= 48 else 4
+
+
+def _shorten(s: str, chars: int) -> str:
+    return s if len(s) <= chars else s[: max(1, chars - 1)] + "…"
+
+
+def _merge_bins(bins: Sequence[tuple[float, float, float, bool]],
+                k: int) -> Sequence[tuple[float, float, float, bool]]:
+    """Every ``k`` neighbouring bins as one (no more points than a narrow panel shows):
+    the mean weighted by width, low if any is."""
+    if k <= 1:
+        return bins
+    out = []
+    for i in range(0, len(bins), k):
+        group = bins[i : i + k]
+        width = sum(hi - lo for lo, hi, _, _ in group) or 1
+        out.append((group[0][0], group[-1][1], sum((hi - lo) * d for lo, hi, d, _ in group) / width,
+                    any(low for *_, low in group)))
+    return out
+
+
+def depth_panels(profiles: Sequence[DepthProfile], length: float, title: str, threshold: float,
+                 contigs: Sequence[tuple[str, float]] = (), x_label: str = "position along the genome (bp)",
+                 threshold_label: str = "threshold") -> str:
+    """Small multiples: one panel per profile (1 to 4 columns, by how many), each the
+    depth along the genome on a shared log scale (decades), with a dashed line at
+    ``threshold`` and, under the panel, a vermillion mark wherever a bin is ``low``.
+    ``contigs``: (name, start) of each contig, drawn as thin separators."""
+    n = max(1, len(profiles))
+    cols = _panel_columns(n)
+    rows = -(-n // cols)
+    left, right, gap = 64, 16, 18
+    pw = (WIDTH - left - right - gap * (cols - 1)) / cols
+    ph = {1: 84, 2: 66, 3: 54}.get(cols, 44)
+    head, strip, below = 18, 8, 12 if cols < 4 else 8
+    block = head + ph + strip + below
+    leg = legend_rows([("mean depth per bin", PALETTE[4]), (f"{threshold_label} (dashed)", PALETTE[5]),
+                       ("a position below it in the bin (marked under the panel)", PALETTE[5])], x=left)
+    top = 20 + 24 * len(leg)
+    height = int(top + rows * block + 52)
+    peak = max([b[2] for p in profiles for b in p.bins] + [threshold, 10])
+    decades = max(1, math.ceil(math.log10(peak)))
+    step = math.ceil(16 / (ph / decades))  # decade labels at least 16 px apart
+    out = _open(height, title)
+    for i, row in enumerate(leg):
+        out += legend(row, 22 + 24 * i, left)
+    x_ticks = nice_ticks(0, length, n=max(2, int(pw // 70)))
+    x_ticks = [t for t in x_ticks if t <= length]
+    last_row = {c: max(r for r in range(rows) if r * cols + c < n) for c in range(min(cols, n))}
+    for i, prof in enumerate(profiles):
+        r, c = divmod(i, cols)
+        x0 = left + c * (pw + gap)
+        y_top = top + r * block + head
+        base = y_top + ph
+
+        def px(v: float, x0: float = x0) -> float:
+            return x0 + v / (length or 1) * pw
+
+        def py(d: float, base: float = base) -> float:
+            return base - min(decades, math.log10(max(d, 1.0))) / decades * ph
+
+        chars = int(pw // 8.2)
+        name = _shorten(prof.name, chars)
+        bins = _merge_bins(prof.bins, max(1, math.ceil(len(prof.bins) / (2 * pw))))
+        g = [f"<g><title>{escape(prof.label or prof.name)}</title>"]
+        g.append(_text(x0, y_top - 5, name, "start", MIN_FONT, ' font-weight="bold"'))
+        if prof.note and len(name) + len(prof.note) + 2 <= chars:
+            g.append(_text(x0 + pw, y_top - 5, prof.note, "end", MIN_FONT, ' fill="#444"'))
+        g.append(f'<rect x="{x0:.1f}" y="{y_top:.1f}" width="{pw:.1f}" height="{ph}" fill="#ffffff" '
+                 'stroke="#c8c8c8"/>')
+        for d in range(0, decades + 1):
+            y = py(10.0**d)
+            g.append(f'<line x1="{x0:.1f}" y1="{y:.1f}" x2="{x0 + pw:.1f}" y2="{y:.1f}" stroke="#eeeeee"/>')
+            if c == 0 and d % step == 0:
+                g.append(_text(x0 - 6, y + 5, fmt_number(10.0**d), "end", MIN_FONT))
+        for _, start in contigs:
+            if start > 0:
+                g.append(f'<line x1="{px(start):.1f}" y1="{y_top:.1f}" x2="{px(start):.1f}" y2="{base:.1f}" '
+                         'stroke="#888" stroke-dasharray="2 2"/>')
+        if bins:
+            path = [f"M{px(bins[0][0]):.1f},{base:.1f}"]
+            for _lo, b_hi, mean, _ in bins:
+                path.append(f"V{py(mean):.1f}H{px(b_hi):.1f}")
+            path.append(f"V{base:.1f}Z")
+            g.append(f'<path d="{"".join(path)}" fill="{PALETTE[4]}" fill-opacity="0.55" stroke="{PALETTE[0]}" '
+                     'stroke-width="0.8"/>')
+        runs: list[list[float]] = []
+        for b_lo, b_hi, _, low in bins:
+            if low:
+                if runs and runs[-1][1] >= b_lo:
+                    runs[-1][1] = b_hi
+                else:
+                    runs.append([b_lo, b_hi])
+        for lo, hi in runs:
+            g.append(f'<rect x="{px(lo):.1f}" y="{base + 2:.1f}" width="{max(1.0, px(hi) - px(lo)):.1f}" '
+                     f'height="{strip - 3}" fill="{PALETTE[5]}"/>')
+        yt = py(threshold)
+        g.append(f'<line x1="{x0:.1f}" y1="{yt:.1f}" x2="{x0 + pw:.1f}" y2="{yt:.1f}" stroke="{PALETTE[5]}" '
+                 'stroke-dasharray="5 3" stroke-width="1.2"/>')
+        if last_row.get(c) == r:
+            for t in x_ticks:
+                x = px(t)
+                g.append(f'<line x1="{x:.1f}" y1="{base + strip:.1f}" x2="{x:.1f}" y2="{base + strip + 4:.1f}" '
+                         'stroke="#444"/>')
+                g.append(_text(x, base + strip + 18, fmt_number(t), "middle", MIN_FONT))
+        g.append("</g>")
+        out += g
+    out.append(_text(left + (WIDTH - left - right) / 2, height - 10, x_label))
+    cy = top + rows * block / 2
+    out.append(_text(18, cy, "depth (log scale)", extra=f' transform="rotate(-90 18 {cy:.1f})"'))
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+# -- heatmaps ---------------------------------------------------------------------------
+HEAT_CELL = 14  # the narrowest column (and row) that still takes a 13 px label
+HEAT_ROW_LABEL_MAX = 260
+
+
+@dataclass
+class Cell:
+    """One cell of a heatmap: its colour, its tooltip and, if ``mark``, a diagonal
+    stroke of that colour across it."""
+
+    fill: str
+    label: str
+    mark: str | None = None
+
+
+def _row_label_width(rows: Sequence[str]) -> float:
+    return min(HEAT_ROW_LABEL_MAX, max(60.0, 16 + 8.2 * max((len(r) for r in rows), default=4)))
+
+
+def heatmap_capacity(rows: Sequence[str]) -> int:
+    """How many columns a heatmap with these row labels takes with every column labelled."""
+    return max(1, int((WIDTH - _row_label_width(rows) - 16) // HEAT_CELL))
+
+
+def heatmap(rows: Sequence[str], cols: Sequence[str], cells: Mapping[tuple[int, int], Cell], title: str,
+            legend_items: Sequence[tuple[str, str]] = (), marks: Mapping[str, str] | None = None,
+            empty: str = "#ffffff", col_tips: Sequence[str] | None = None) -> str:
+    """A grid, one row per ``rows`` label and one column per ``cols`` label (written
+    upwards above the grid), ``cells[(row, column)]`` coloured (the others ``empty``);
+    columns from 14 to 24 px wide (give at most :func:`heatmap_capacity` columns),
+    rows 14 or 16 px. ``legend_items`` (name, colour) above, ``marks`` the names whose
+    swatch is crossed. ``col_tips``: a tooltip per column label."""
+    left = _row_label_width(rows)
+    cw = max(float(HEAT_CELL) if len(cols) <= heatmap_capacity(rows) else 4.0,
+             min(24.0, (WIDTH - left - 16) / max(1, len(cols))))
+    rh = 16 if len(rows) <= 40 else HEAT_CELL
+    leg = legend_rows(legend_items, x=left) if legend_items else []
+    label_chars = max((len(c) for c in cols), default=1)
+    grid_top = 16 + 24 * len(leg) + min(220, 12 + 8 * label_chars)
+    height = int(grid_top + rh * max(1, len(rows)) + 16)
+    out = _open(height, title)
+    out += _swatch_legend(leg, 22, left, marks)
+    gw, gh = cw * len(cols), rh * len(rows)
+    out.append(f'<rect x="{left:.1f}" y="{grid_top:.1f}" width="{gw:.1f}" height="{gh:.1f}" fill="{empty}"/>')
+    for ci in range(1, len(cols)):
+        x = left + ci * cw
+        out.append(f'<line x1="{x:.1f}" y1="{grid_top:.1f}" x2="{x:.1f}" y2="{grid_top + gh:.1f}" stroke="#e4e4e4"/>')
+    for ri in range(1, len(rows)):
+        y = grid_top + ri * rh
+        out.append(f'<line x1="{left:.1f}" y1="{y:.1f}" x2="{left + gw:.1f}" y2="{y:.1f}" stroke="#e4e4e4"/>')
+    for (ri, ci), cell in sorted(cells.items()):
+        x, y = left + ci * cw, grid_top + ri * rh
+        out.append(f'<rect x="{x + 0.5:.1f}" y="{y + 0.5:.1f}" width="{cw - 1:.1f}" height="{rh - 1}" '
+                   f'fill="{cell.fill}"><title>{escape(cell.label)}</title></rect>')
+        if cell.mark:
+            out.append(f'<path d="M{x + 1.5:.1f},{y + rh - 1.5:.1f}L{x + cw - 1.5:.1f},{y + 1.5:.1f}" '
+                       f'stroke="{cell.mark}" stroke-width="1.6"/>')
+    out.append(f'<rect x="{left:.1f}" y="{grid_top:.1f}" width="{gw:.1f}" height="{gh:.1f}" fill="none" '
+               'stroke="#888"/>')
+    chars = int((left - 12) // 8.2)
+    for ri, name in enumerate(rows):
+        ty = grid_top + ri * rh + rh / 2 + 5
+        out.append(f'<text x="{left - 6:.1f}" y="{ty:.1f}" text-anchor="end" font-size="{MIN_FONT}">'
+                   f"<title>{escape(name)}</title>{escape(_shorten(name, chars))}</text>")
+    for ci, name in enumerate(cols):
+        x, y = left + ci * cw + cw / 2 + 4.5, grid_top - 5
+        tip = f"<title>{escape(col_tips[ci])}</title>" if col_tips else ""
+        out.append(f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="start" font-size="{MIN_FONT}" '
+                   f'transform="rotate(-90 {x:.1f} {y:.1f})">{tip}{escape(_shorten(name, 26))}</text>')
     out.append("</svg>")
     return "\n".join(out)

@@ -9,6 +9,8 @@ CALL_INPUTS = dict(
     plans=get_plans(),
     staged=expand(f"{WORK}/staged/{{sample}}.json", sample=SAMPLES),
     reference=f"{WORK}/staged/reference.json",
+    # The amplicon scheme, read by the call step (its primers enter the fragment keys).
+    primers=[PRIMERS] if PRIMERS else [],
 )
 
 if SCATTER_JOBS:

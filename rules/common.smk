@@ -4,6 +4,7 @@ import re
 import sys
 
 from functions.core.atomic import OutputError, check_writable
+from functions.engines import keeps_depth
 from pipeline.config import ConfigError, load_settings, step_settings
 
 try:
@@ -17,6 +18,13 @@ FASTQ_SAMPLES = [s.name for s in SETTINGS.samples if s.aligned]
 COHORT = SETTINGS.cohort
 # What a VCF is made for: each sample, or the cohort.
 CALLSETS = [COHORT] if COHORT else SAMPLES
+# The amplicon scheme's primer BED (calling.primers), or None.
+PRIMERS = SETTINGS.calling.get("primers")
+# Consensus genomes (results/<sample>.consensus.fa): with the lowfreq engine.
+CONSENSUS = SETTINGS.consensus_wanted
+# The viral view of the report and results/minority_variants.tsv: with an engine that
+# keeps a depth track (lowfreq).
+VIRAL_REPORT = keeps_depth(SETTINGS.calling["engine"])
 # Cluster scatter mode (executor.runner: snakemake): the calls run as SCATTER_JOBS jobs.
 SCATTER_JOBS = SETTINGS.executor["jobs"] if SETTINGS.executor["runner"] == "snakemake" else 0
 WORK = "work"
@@ -74,7 +82,9 @@ def get_final_outputs():
             callset=CALLSETS,
         )
         + expand("results/{sample}.align.txt", sample=FASTQ_SAMPLES)
+        + expand("results/{callset}.consensus.fa", callset=CALLSETS if CONSENSUS else [])
         + ["results/report.html", "results/run_metrics_mqc.tsv"]
+        + (["results/minority_variants.tsv"] if VIRAL_REPORT else [])
     )
 
 
@@ -125,3 +135,13 @@ def get_scattered_arg(wildcards, input):
 def get_aligned_arg(wildcards, input):
     """The report's --aligned argument: the FASTQ samples' alignment manifests."""
     return f"--aligned {' '.join(input.aligned)}" if input.aligned else ""
+
+
+def get_viral_report_args(wildcards, input, output):
+    """The report's --consensus and --minority arguments (lowfreq engine)."""
+    args = []
+    if CONSENSUS:
+        args.append(f"--consensus {' '.join(input.consensus)}")
+    if VIRAL_REPORT:
+        args.append(f"--minority {output.minority}")
+    return " ".join(args)

@@ -1,4 +1,5 @@
-# Merge each sample's (or the cohort's) fragments (checked first) into one indexed VCF and its stats.
+# Merge each sample's (or the cohort's) fragments (checked first) into one indexed VCF and its
+# stats; with the lowfreq engine, also the sample's consensus genome.
 
 
 rule merge:
@@ -8,6 +9,7 @@ rule merge:
         vcf="results/{callset}.vcf.gz",
         tbi="results/{callset}.vcf.gz.tbi",
         stats="results/{callset}.stats.txt",
+        **({"consensus": "results/{callset}.consensus.fa"} if CONSENSUS else {}),
     log:
         f"{WORK}/logs/merge_{{callset}}.log",
     resources:
@@ -16,6 +18,7 @@ rule merge:
     params:
         settings=get_step_settings("merge"),
         python=PY,
+        consensus=lambda wildcards, output: f"--consensus {output.consensus}" if CONSENSUS else "",
     shell:
         "{params.python} -m pipeline.cli merge --settings {params.settings:q} --calls {input}"
-        " --out {output.vcf} --stats {output.stats} --log {log}"
+        " --out {output.vcf} --stats {output.stats} {params.consensus} --log {log}"

@@ -16,13 +16,18 @@ import pysam
 import pytest
 from helpers import DATA, assert_same, run_core, serial, tricky_cuts, whole_genome
 
+from functions.core.primers import PrimerScheme
 from functions.lowfreq import LowfreqParams, poisson_sf_log10, strand_bias_phred
 from functions.pileup import _BASE, collect_evidence, pack_bases
 
 SKIP = 0x4 | 0x100 | 0x200 | 0x400
 
 
-def oracle(bam_path: str, chrom: str, lo: int, hi: int, p: LowfreqParams, end_skip: int):  # type: ignore[no-untyped-def]
+def oracle(bam_path: str, chrom: str, lo: int, hi: int, p: LowfreqParams, end_skip: int,  # type: ignore[no-untyped-def]
+           primers: list[tuple[int, int]] = ()):
+    """Per read, with pysam: the part of the read that counts (primer bases of the primer
+    its 5' end lies in left out; with mates_once, the left mate stopped at its mate's
+    start + end_skip), then its bases, span and indel events."""
     n = hi - lo
     counts = np.zeros((n, 2, 4), dtype=np.int64)
     errors = np.zeros((n, 2))
@@ -34,40 +39,72 @@ def oracle(bam_path: str, chrom: str, lo: int, hi: int, p: LowfreqParams, end_sk
         for r in bam.fetch(chrom, lo, hi):
             if r.flag & SKIP or r.mapping_quality < p.min_mapq:
                 continue
-            span = r.reference_end - r.reference_start
-            if span < p.min_aligned:
+            a, b = r.reference_start, r.reference_end
+            for ps, pe in primers:
+                if not r.is_reverse and ps <= r.reference_start < pe:
+                    a = max(a, pe)
+                if r.is_reverse and ps <= r.reference_end - 1 < pe:
+                    b = min(b, ps)
+            if (p.mates_once and r.is_paired and r.is_proper_pair and not r.mate_is_unmapped
+                    and r.next_reference_id == r.reference_id
+                    and (r.next_reference_start > r.reference_start
+                         or (r.next_reference_start == r.reference_start and r.is_read1))):
+                b = min(b, r.next_reference_start + end_skip)
+            if b - a < p.min_aligned or b <= lo or a >= hi:
                 continue
             s = int(r.is_reverse)
-            starts[min(max(r.reference_start, lo), hi) - lo, s] += 1
-            ends[min(max(r.reference_end, lo), hi) - lo, s] += 1
+            starts[min(max(a, lo), hi) - lo, s] += 1
+            ends[min(max(b, lo), hi) - lo, s] += 1
             seq, qual = r.query_sequence, r.query_qualities
             for qi, ri in r.get_aligned_pairs(matches_only=True):
-                if ri - r.reference_start < end_skip or r.reference_end - 1 - ri < end_skip:
+                if ri - r.reference_start < end_skip or r.reference_end - 1 - ri < end_skip or not a <= ri < b:
                     continue
                 if lo <= ri < hi and qual[qi] >= p.min_baseq and seq[qi] in code:
                     counts[ri - lo, s, code[seq[qi]]] += 1
                     errors[ri - lo, s] += 10 ** (-qual[qi] / 10)
             rpos, qpos = r.reference_start, 0
             for op, ln in r.cigartuples:
-                if op == 2 and rpos > r.reference_start:
-                    events.append((rpos - 1, ln, 0, 0, s, r.reference_start, r.reference_end))
-                if op == 1 and rpos > r.reference_start and ln <= 30:
+                anchor = rpos - 1
+                inside = anchor >= a and anchor + (ln if op == 2 else 0) + 1 < b
+                if op == 2 and rpos > r.reference_start and inside:
+                    events.append((anchor, ln, 0, 0, s, a, b))
+                if op == 1 and rpos > r.reference_start and ln <= 30 and inside:
                     ins, q = seq[qpos:qpos + ln], qual[qpos:qpos + ln]
                     weak = [c not in code or qq < p.min_baseq for c, qq in zip(ins, q, strict=True)]
                     packed = pack_bases(np.array([0 if w else code[c] for c, w in zip(ins, weak, strict=True)]))
                     lowq = sum(1 << j for j, w in enumerate(weak) if w)
-                    events.append((rpos - 1, -ln, packed, lowq, s, r.reference_start, r.reference_end))
+                    events.append((anchor, -ln, packed, lowq, s, a, b))
                 rpos += ln if op in (0, 2, 3, 7, 8) else 0
                 qpos += ln if op in (0, 1, 4, 7, 8) else 0
     return counts, errors, starts, ends, sorted(events)
 
 
-@pytest.mark.parametrize("chrom, lo, hi, end_skip", [("chr2", 20_000, 31_000, 0), ("chr3", 0, 62_000, 5)])
-def test_vectorised_pileup_equals_a_per_read_loop(chrom: str, lo: int, hi: int, end_skip: int) -> None:
-    p = LowfreqParams(min_mapq=1, min_baseq=20)
+def _scheme(chrom: str, lo: int, hi: int, step: int = 300, width: int = 24) -> PrimerScheme:
+    """Primers every ``step`` bp (LEFT, then RIGHT of the previous amplicon): a dense
+    scheme, so that many of the bundled BAM's reads start inside one."""
+    rows = []
+    for i, start in enumerate(range(lo, hi - 2 * step, step)):
+        rows.append([chrom, start, start + width, f"s_{i}_LEFT", "1"])
+        rows.append([chrom, start + 2 * step - width, start + 2 * step, f"s_{i}_RIGHT", "1"])
+    return PrimerScheme.from_rows(rows)
+
+
+@pytest.mark.parametrize("chrom, lo, hi, end_skip, mates_once, primers", [
+    ("chr2", 20_000, 31_000, 0, False, False),
+    ("chr3", 0, 62_000, 5, False, False),
+    ("chr2", 20_000, 31_000, 5, True, False),
+    ("chr2", 20_000, 31_000, 5, True, True),
+    ("chr1", 40_000, 52_000, 0, False, True),
+])
+def test_vectorised_pileup_equals_a_per_read_loop(chrom: str, lo: int, hi: int, end_skip: int, mates_once: bool,
+                                                  primers: bool) -> None:
+    p = LowfreqParams(min_mapq=1, min_baseq=20, mates_once=mates_once)
     bam = str(DATA / "sampleA.bam")
-    ev = collect_evidence(bam, chrom, lo, hi, p.min_mapq, p.min_baseq, p.min_aligned, end_skip, batch_reads=97)
-    counts, errors, starts, ends, events = oracle(bam, chrom, lo, hi, p, end_skip)
+    scheme = _scheme(chrom, lo - 1000, hi + 1000) if primers else None
+    ev = collect_evidence(bam, chrom, lo, hi, p.min_mapq, p.min_baseq, p.min_aligned, end_skip, batch_reads=97,
+                          mates_once=mates_once, primers=scheme)
+    spans = [(pr.start, pr.end) for pr in scheme.primers] if scheme else []
+    counts, errors, starts, ends, events = oracle(bam, chrom, lo, hi, p, end_skip, spans)
     assert counts.sum() > 100_000
     np.testing.assert_array_equal(ev.counts, counts)
     np.testing.assert_allclose(ev.errors, errors, rtol=1e-12)
@@ -77,6 +114,8 @@ def test_vectorised_pileup_equals_a_per_read_loop(chrom: str, lo: int, hi: int, 
     got = sorted(zip(*(a.tolist() for a in (e.anchor, e.length, e.inserted, e.lowq, e.strand, e.read_start,
                                             e.read_end)), strict=True))
     assert len(events) >= 10 and got == events
+    if primers:
+        assert ev.primer_trimmed.sum() > 100  # the scheme trims many reads: the test exercises it
 
 
 def test_bases_decode_like_htslib() -> None:

@@ -48,7 +48,7 @@ def test_each_step_gets_only_its_sections(monkeypatch: pytest.MonkeyPatch) -> No
         assert set(st.sections) == STEP_SECTIONS[step], step
     assert [s for s, st in steps.items() if st.sections.get("faults")] == ["align", "call"]
     # The calls get their engine's parameters only; the report its prices and the four names it prints.
-    assert set(steps["call"].calling) == {"engine", "bcftools", "cohort"} and steps["call"].cohort is None
+    assert set(steps["call"].calling) == {"engine", "bcftools", "cohort", "primers"} and steps["call"].cohort is None
     assert steps["report"].sections == {
         "report": {"cost": CONFIG["report"]["cost"]},
         "summary": {"calling": {"engine": "bcftools", "mode": "per_sample"}, "executor": {"runner": "lithops"},

@@ -102,6 +102,8 @@ class RegionTask:
     key: str
     out_key: str
     faults: dict[str, Any] | None = field(default=None, compare=False)
+    # The primer scheme's primers on the region's contig (rows of PrimerScheme.to_rows), if any.
+    primers: tuple[tuple[Any, ...], ...] | None = None
 
     @property
     def label(self) -> str:
@@ -121,6 +123,8 @@ class RegionTask:
         }
         if self.faults:
             d["faults"] = self.faults
+        if self.primers is not None:
+            d["primers"] = [list(p) for p in self.primers]
         return d
 
     @classmethod
@@ -132,6 +136,7 @@ class RegionTask:
             region=Span(r["chrom"], r["start"], r["end"]),
             context=Span(r["chrom"], r["context_start"], r["context_end"]), est_bytes=r["est_bytes"],
             engine=d["engine"], params=d["params"], key=d["key"], out_key=d["out_key"], faults=d.get("faults"),
+            primers=tuple(tuple(p) for p in d["primers"]) if d.get("primers") is not None else None,
         )
 
 
