@@ -47,6 +47,15 @@ def joint_capable(engine: str) -> bool:
     return bool(getattr(cls, "JOINT", False))
 
 
+def context_padding(engine: str, values: dict[str, Any]) -> int:
+    """The bases of context a region needs on each side for the engine's calls in it to
+    equal a whole-genome run's (``plan.padding: null``): the engine parameters'
+    ``context_padding()``, else 1000 (bcftools: BAQ and indel realignment)."""
+    params = make_params(engine, values)
+    own = getattr(params, "context_padding", None)
+    return int(own()) if own is not None else 1000
+
+
 def keeps_depth(engine: str) -> bool:
     """Does the engine keep each region's depth track in its stats (for consensus genomes)?"""
     cls, _ = ENGINES[engine]

@@ -80,6 +80,12 @@ class LowfreqParams:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def context_padding(self) -> int:
+        """Context a region needs on each side: an indel's window (its repeat context
+        and ``indel_flank`` on each side) is shorter than ``min_aligned`` and is
+        normalised inside it; every other count is per read or per position."""
+        return 2 * (self.min_aligned + self.indel_flank)
+
     def describe(self) -> str:
         return "lowfreq " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.as_dict().items())
 

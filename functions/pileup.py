@@ -152,12 +152,15 @@ def _raw_chunks(path: str, chunks: list[tuple[int, int]], block_bytes: int):  # 
         for beg, end in chunks:
             pos, skip = coffset(beg), uoffset(beg)
             end_c, end_u = coffset(end), uoffset(end)
-            while pos <= end_c:
+            # The last block to open: the block at the chunk's end holds part of it only
+            # from a non-zero offset on.
+            last_block = end_c if end_u > 0 else end_c - 1
+            while pos <= last_block:
                 fh.seek(pos)
                 raw = fh.read(block_bytes + (1 << 16))
                 out = []
                 at = 0
-                while at + BGZF_HEADER <= len(raw) and pos + at <= end_c:
+                while at + BGZF_HEADER <= len(raw) and pos + at <= last_block:
                     size = block_at(raw, at)
                     if size is None:
                         if at == 0:

@@ -6,7 +6,10 @@ Contract:
   (both from the plan, both bounded) and writes them at their true offsets into a
   sparse local file of the BAM's size, ended by the BGZF EOF block, beside a pruned
   index (:func:`functions.core.bai.write_bai`) that lists only the region's chunks.
-  htslib reads that file like the real BAM for any query inside the region.
+  htslib reads that file like the real BAM for any query inside the region. The
+  chunks are virtual offsets of the BAM whichever index the plan was cut from (its
+  BAI, or the finer CSI staging builds for deep BAMs): the local index is always a
+  BAI.
 * :func:`fetch_reference_window` fetches the bases [start, end) of one contig
   through its ``.fai`` entry in one ranged GET and writes a local FASTA in which
   the contig keeps its name and coordinates: positions before ``start`` are ``N``

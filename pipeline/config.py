@@ -406,6 +406,11 @@ def step_settings(settings: Settings, step: str, sample: str | None = None) -> S
         out["reference"] = settings.reference
     if "plan" in wanted:
         out["plan"] = settings.plan
+        if out["plan"].get("padding") is None:  # the engine's own (resolved here: a step gets a number)
+            from functions.engines import context_padding
+
+            engine = settings.calling["engine"]
+            out["plan"]["padding"] = context_padding(engine, settings.calling[engine])
     calling = settings.calling
     if "calling" in wanted:
         engine = calling["engine"]

@@ -171,7 +171,9 @@ class Staged(Manifest):
 
 @dataclass(frozen=True)
 class StagedSample(Staged):
-    """A sample's BAM and its index in the store."""
+    """A sample's BAM and its index in the store; ``csi``: the finer CSI staging built
+    for a deep BAM (see :func:`pipeline.stage.fine_index`), which planning then reads
+    instead of the BAI (None: none; a manifest without the key has none)."""
 
     KIND: ClassVar[str] = "staged-sample manifest"
     RULE: ClassVar[str] = "stage_sample"
@@ -179,16 +181,22 @@ class StagedSample(Staged):
     sample: str
     bam: StoredFile
     bai: StoredFile
+    csi: StoredFile | None = None
 
     def stored_files(self) -> Iterator[StoredFile]:
         yield from (self.bam, self.bai)
+        if self.csi is not None:
+            yield self.csi
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sample": self.sample, "bam": self.bam.to_dict(), "bai": self.bai.to_dict()}
+        return {"sample": self.sample, "bam": self.bam.to_dict(), "bai": self.bai.to_dict(),
+                **({"csi": self.csi.to_dict()} if self.csi is not None else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StagedSample:
-        return cls(str(d["sample"]), StoredFile.from_dict(d["bam"]), StoredFile.from_dict(d["bai"]))
+        csi = d.get("csi")
+        return cls(str(d["sample"]), StoredFile.from_dict(d["bam"]), StoredFile.from_dict(d["bai"]),
+                   StoredFile.from_dict(csi) if csi is not None else None)
 
 
 @dataclass(frozen=True)

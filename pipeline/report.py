@@ -1111,7 +1111,7 @@ def _bytes_section(run: Run, metrics: list[dict[str, Any]]) -> str:
     if points:
         worst = max(ratios)
         out.append(_figure(svgplot.scatter(points, "Planned and actual BAM bytes per region",
-                                           "planned (MB, from the BAI)", "read by the function (MB)"),
+                                           "planned (MB, from the index)", "read by the function (MB)"),
                            f"One point per region. Planned: the BAM header and the region's byte ranges in the plan; "
                            f"read: the BAM bytes its function fetched (the last block's tail, which the index does "
                            f"not size, comes on top). Actual / planned: median "

@@ -8,6 +8,12 @@ from the store only, through these manifests. A missing FASTA index is built fir
 a missing BAM index is built when the BAM is local and coordinate-sorted (beside the
 BAM, or in the manifest's folder when the BAM's folder is not writable).
 
+A local BAM whose 16 kb BAI windows are heavy (deep data on a short genome: a 30 kb
+virus at 5,000x holds tens of MB per window) also gets a CSI of finer windows
+(:func:`fine_index`, in the manifest's folder, never beside the BAM), staged beside
+the BAM in the store, from which planning cuts regions that fetch little more than
+their own reads. Shallow or large BAMs (a 30x human genome) never get one.
+
 A fingerprint names an input's content in fragment keys. An object's is its ETag; a
 local BAM linked into the local store gets :func:`content_fingerprint` (an MD5 of its
 size, first and last 64 KiB and whole index) instead of the store's size and mtime,
@@ -26,14 +32,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pysam
 
 from functions.capture import stderr_into
+from functions.core.bai import BamIndex, IndexFormatError, parse_bai
 from functions.core.bamheader import BamHeader, BamHeaderError, parse_header
 from functions.core.bgzf import EOF_BLOCK, inflate
 from functions.core.errors import SvcError
@@ -61,6 +70,21 @@ FINGERPRINT_EDGE = 64 << 10
 # Bytes of the reference read to tell a plain FASTA from a gzip or BGZF file (whose
 # header, extra field included, fits in this).
 REFERENCE_HEAD = 1024
+# The fine index (see fine_index): a BAM gets one when at least HEAVY_SHARE of its
+# bytes lie in 16 kb windows of HEAVY_WINDOW_BYTES or more: several hundred x (the
+# 5,000x viral mixture of test_data/viral.py has 25 MB per window; a 30x human genome
+# about 0.5 MB).
+HEAVY_WINDOW_BYTES = 4 << 20
+HEAVY_SHARE = 0.5
+# Its windows: 2**FINE_MIN_SHIFT bp at the finest; none when they would be coarser
+# than 2**FINE_MAX_SHIFT (a quarter of a BAI's window).
+FINE_MIN_SHIFT = 8
+FINE_MAX_SHIFT = 12
+# Reads whose reference spans decide how wide its smallest bins must be.
+SPAN_SAMPLE = 2000
+# htslib folds a bin whose reads take less than 64 KiB (compressed) into its parent;
+# the smallest bins are made wide enough to hold twice that of the reads wholly inside them.
+MIN_LEAF_BYTES = 128 << 10
 
 
 class StageError(SvcError, RuntimeError):
@@ -228,11 +252,104 @@ def local_index(sample: str, bam: str, bai: str, index_dir: str | Path) -> str:
     return target
 
 
+def fine_min_shift(index: BamIndex, lengths: list[int], spans: list[int]) -> int | None:
+    """The ``min_shift`` of the fine index a BAM should get, or None for none.
+
+    ``index``: its BAI; ``lengths``: its contigs' lengths; ``spans``: reference spans of
+    some of its reads. None unless at least :data:`HEAVY_SHARE` of the BAM's bytes lie in
+    windows of :data:`HEAVY_WINDOW_BYTES` or more. A smallest bin holds the reads that
+    start in it and end in it: it is made wide enough (``2**min_shift`` bp, at least
+    ``2**FINE_MIN_SHIFT``) that the reads of the 90th-percentile span starting in its
+    first ``window - span`` bases take :data:`MIN_LEAF_BYTES` at the heavy windows'
+    median density, so that htslib keeps it (and with it the offset of its window);
+    None when that is coarser than ``2**FINE_MAX_SHIFT`` bp (long reads, or windows
+    only just heavy).
+    """
+    weights = [index.window_bytes(tid, n) for tid, n in enumerate(lengths) if index.refs[tid].has_reads]
+    if not weights or not spans:
+        return None
+    w = np.concatenate(weights)
+    heavy = w[w >= HEAVY_WINDOW_BYTES]
+    if not len(heavy) or heavy.sum() < HEAVY_SHARE * w.sum():
+        return None
+    per_bp = float(np.median(heavy)) / index.window
+    span = float(np.percentile(spans, 90))
+    shift = max(FINE_MIN_SHIFT, math.ceil(math.log2(span + MIN_LEAF_BYTES / per_bp)))
+    return shift if shift <= FINE_MAX_SHIFT else None
+
+
+def _read_spans(bam: str, n: int = SPAN_SAMPLE) -> list[int]:
+    """Reference spans of the first ``n`` mapped primary reads of a local BAM."""
+    spans: list[int] = []
+    with pysam.AlignmentFile(bam, "rb", check_sq=False) as fh:
+        for read in fh.fetch(until_eof=True):
+            if read.is_unmapped or read.is_secondary or read.is_supplementary:
+                continue
+            spans.append(read.reference_length or 1)
+            if len(spans) >= n:
+                break
+    return spans
+
+
+def _file_md5(path: str) -> str:
+    """``md5:`` and the MD5 of a (small) file's whole content."""
+    return "md5:" + hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def fine_index(sample: str, bam: str, bai: str, index_dir: str | Path, fingerprint: str) -> str | None:
+    """A CSI of a deep local BAM, finer than its BAI, for planning; None when the BAM
+    does not need one (see :func:`fine_min_shift`) or it cannot be built.
+
+    Built with ``samtools index -c -m <min_shift>`` into ``index_dir`` as
+    ``<sample>.bam.csi`` (never beside the BAM, where htslib would prefer it to the
+    BAI in every other tool), with ``<sample>.bam.csi.source`` naming the BAM's
+    ``fingerprint`` and the ``min_shift``: reused while both hold, rebuilt otherwise.
+    A BAM smaller than one heavy window is judged without reading its index.
+    """
+    if os.path.getsize(bam) < HEAVY_WINDOW_BYTES:
+        return None
+    try:
+        index = parse_bai(Path(bai).read_bytes())
+    except IndexFormatError as exc:
+        logger.warning("warning: index %s of BAM %s cannot be read (%s): no fine index", bai, bam, exc)
+        return None
+    lengths = [n for _, n in _local_header(sample, bam).contigs]
+    if len(lengths) != len(index.refs):
+        return None  # the index is not this BAM's: planning says so
+    shift = fine_min_shift(index, lengths, _read_spans(bam))
+    if shift is None:
+        return None
+    target = os.path.join(index_dir, f"{sample}.bam.csi")
+    stamp, source = target + ".source", f"{fingerprint} min_shift={shift}\n"
+    if os.path.exists(target) and os.path.exists(stamp) and Path(stamp).read_text() == source:
+        logger.info("BAM %s: using its fine index %s (%d bp windows)", bam, target, 1 << shift)
+        return target
+    os.makedirs(index_dir, exist_ok=True)
+    tmp = f"{target}.tmp{os.getpid()}"
+    t0 = time.monotonic()
+    try:
+        failed = run_samtools("index", "-c", "-m", str(shift), "-o", tmp, bam)
+        if failed is None:
+            os.replace(tmp, target)
+            Path(f"{stamp}.tmp{os.getpid()}").write_text(source)
+            os.replace(f"{stamp}.tmp{os.getpid()}", stamp)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    if failed is not None:
+        logger.warning("warning: BAM %s: building its fine index failed (%s); planning uses its BAI", bam, failed)
+        return None
+    logger.info("BAM %s has heavy 16 kb index windows: built the fine index %s (%d bp windows) in %.1f s",
+                bam, target, 1 << shift, time.monotonic() - t0)
+    return target
+
+
 def stage_sample(
     store: ObjectStore, sample: str, bam: str, bai: str, out: str | Path, index_dir: str | Path | None = None
 ) -> StagedSample:
     """Check and stage one sample's BAM and index; a missing index of a local BAM is built
-    (in ``index_dir``, by default the manifest's folder, when the BAM's folder is not writable)."""
+    (in ``index_dir``, by default the manifest's folder, when the BAM's folder is not writable),
+    and a deep local BAM's fine index (:func:`fine_index`, in ``index_dir``) is staged too."""
     if split_url(bam):
         fix_bai = f"index it with `samtools index` and upload the .bai beside {bam}"
         bam_obj = _in_place(store, bam, "BAM", "fix the path in the sample sheet")
@@ -242,14 +359,17 @@ def stage_sample(
         if not os.path.exists(bam):
             raise StageError(f"BAM {bam} of sample {sample} not found; fix the path in the sample sheet")
         check_local_bam(sample, bam)
-        bai = local_index(sample, bam, bai, Path(out).parent if index_dir is None else index_dir)
+        folder = Path(out).parent if index_dir is None else Path(index_dir)
+        bai = local_index(sample, bam, bai, folder)
         bam_key = store.key("inputs", sample, os.path.basename(bam))
         # The local store links the file itself: its content is the file's, whose size
         # and mtime do not tell it from another BAM. An uploaded object keeps its ETag,
         # and is uploaded again when the content changed (even at the same size).
         fingerprint = content_fingerprint(bam, bai)
+        csi = fine_index(sample, bam, bai, folder, fingerprint)
         manifest = StagedSample(sample, stage_file(store, bam, bam_key, fingerprint),
-                                stage_file(store, bai, bam_key + ".bai"))
+                                stage_file(store, bai, bam_key + ".bai"),
+                                None if csi is None else stage_file(store, csi, bam_key + ".csi", _file_md5(csi)))
     manifest.write(out, indent=2)
     return manifest
 

@@ -11,7 +11,7 @@ from types import ModuleType
 from bench.evaluation.vcfcompare import vcf_body
 from functions.bcftools_engine import BcftoolsParams
 from functions.core.storage import ObjectStore
-from functions.engines import EngineParams, run_engine
+from functions.engines import EngineParams, context_padding, run_engine
 from pipeline.call import CallInputs, CallSummary, call_samples
 from pipeline.executor import SerialRunner
 from pipeline.merge import merge_sample
@@ -52,7 +52,8 @@ def run_core(
     workdir.mkdir(parents=True, exist_ok=True)
     ref = stage_reference(store, str(reference), workdir / "ref.json")
     man = stage_sample(store, sample, str(bam), f"{bam}.bai", workdir / f"{sample}.json")
-    settings = PlanSettings(n_regions=n_regions or 1)
+    # The padding a workflow run gives the engine (plan.padding: null).
+    settings = PlanSettings(n_regions=n_regions or 1, padding=context_padding(params.ENGINE, params.as_dict()))
     plan = plan_from_store(store, sample, man, settings, cuts)
     write_plan(plan, workdir / f"{sample}.plan.tsv")
     calls = workdir / f"{sample}.calls.json"

@@ -4,8 +4,6 @@ inside an insertion — through the serial runner and through Lithops."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from conftest import LITHOPS_LOCAL, SAMPLES
 from helpers import DATA, assert_same, run_core, serial, tricky_cuts, whole_genome
@@ -15,6 +13,7 @@ from functions.core.fai import parse_fai
 from pipeline.call import CallError, CallInputs, call_samples, make_tasks
 from pipeline.executor import LithopsRunner
 from pipeline.fanout import StagedInputError
+from pipeline.manifests import StagedReference, StagedSample
 from pipeline.merge import MergeError, merge_sample
 from pipeline.plan import read_plan
 
@@ -76,8 +75,8 @@ def test_inputs_lost_from_the_store_stop_the_run_before_any_function(store, tmp_
     runner = serial(store)
     run_core(store, "sampleA", tmp_path, runner, 3)
     store.delete(store.key("inputs", "sampleA", "sampleA.bam"))
-    man = json.loads((tmp_path / "sampleA.json").read_text())
-    ref = json.loads((tmp_path / "ref.json").read_text())
+    man = StagedSample.read(tmp_path / "sampleA.json")
+    ref = StagedReference.read(tmp_path / "ref.json")
     plan = read_plan(tmp_path / "sampleA.plan.tsv")
     with pytest.raises(StagedInputError, match=r"staged input .*sampleA.bam .* is missing from the object store"):
         call_samples(CallInputs(store, [plan], {"sampleA": man}, ref, BcftoolsParams()), runner,
@@ -87,8 +86,8 @@ def test_inputs_lost_from_the_store_stop_the_run_before_any_function(store, tmp_
 def test_reference_of_another_length_is_refused(store, tmp_path) -> None:
     run_core(store, "sampleB", tmp_path, serial(store), 3)
     fai = parse_fai((DATA / "ref.fa.fai").read_text().replace("\t97000\t", "\t96000\t"))
-    man = json.loads((tmp_path / "sampleB.json").read_text())
-    ref = json.loads((tmp_path / "ref.json").read_text())
+    man = StagedSample.read(tmp_path / "sampleB.json")
+    ref = StagedReference.read(tmp_path / "ref.json")
     with pytest.raises(CallError, match=r"contig 'chr2' \(97000 bp in sample sampleB's BAM\) has length 96000"):
         make_tasks(store, read_plan(tmp_path / "sampleB.plan.tsv"), man, ref, fai, BcftoolsParams())
 
