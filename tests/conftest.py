@@ -42,6 +42,22 @@ def htslib_verbosity():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def viral_mixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """test_data/viral.py's default mixture (30 kb, 5000x), made once per session
+    (about 40 s); SVC_TEST_MIXTURE names a folder holding one to reuse it."""
+    import os
+
+    from helpers import load_viral
+
+    given = os.environ.get("SVC_TEST_MIXTURE")
+    if given and (Path(given) / "truth.vcf.gz").exists():
+        return Path(given)
+    out = tmp_path_factory.mktemp("mixture")
+    load_viral().generate_mixture(out, threads=2, log=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
 

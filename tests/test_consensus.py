@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 import pytest
-from helpers import load_viral, run_core, serial
+from helpers import run_core, serial
 
 from functions.lowfreq import LowfreqParams, run_lowfreq
 from functions.pileup import Evidence
@@ -52,15 +52,8 @@ def test_majority_iupac_n_and_indels() -> None:
 
 
 @pytest.fixture(scope="module")
-def mixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import os
-
-    given = os.environ.get("SVC_TEST_MIXTURE")
-    if given and (Path(given) / "truth.vcf.gz").exists():
-        return Path(given)
-    out = tmp_path_factory.mktemp("mixture")
-    load_viral().generate_mixture(out, threads=2, log=False)
-    return out
+def mixture(viral_mixture: Path) -> Path:
+    return viral_mixture
 
 
 def _plan_consensus(store, mixture: Path, work: Path, n: int) -> str:  # type: ignore[no-untyped-def]

@@ -22,12 +22,11 @@ DIR) to reuse it while developing.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
-from helpers import assert_same, load_viral, run_core, serial, whole_genome
+from helpers import assert_same, run_core, serial, whole_genome
 from test_e2e import make_workdir, snakemake
 
 from bench.evaluation import afeval
@@ -38,13 +37,8 @@ SAMPLE = "mixture"
 
 
 @pytest.fixture(scope="module")
-def mixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    given = os.environ.get("SVC_TEST_MIXTURE")
-    if given and (Path(given) / "truth.vcf.gz").exists():
-        return Path(given)
-    out = tmp_path_factory.mktemp("mixture")
-    load_viral().generate_mixture(out, threads=2, log=False)
-    return out
+def mixture(viral_mixture: Path) -> Path:
+    return viral_mixture
 
 
 @pytest.fixture(scope="module")
