@@ -62,6 +62,13 @@ def test_cli_run_equals_whole_genome_run(cli_run: Path, whole: str) -> None:
     calls = json.loads((cli_run / "work" / "calls" / f"{SAMPLE}.json").read_text())
     assert calls["engine"] == "lowfreq" and len(calls["fragments"]) == 6
     assert_same(str(vcf), whole)
+    # 5000x on 30 kb: planned from the fine CSI staging builds, at lowfreq's padding.
+    plan = (cli_run / "work" / "plans" / f"{SAMPLE}.tsv").read_text()
+    assert "#index=CSI" in plan
+    bam = (cli_run / "work" / "staged" / f"{SAMPLE}.json")
+    assert json.loads(bam.read_text())["csi"] is not None
+    read = sum(f["bam_get_bytes"] for f in calls["fragments"])
+    assert read <= 1.10 * Path(json.loads(bam.read_text())["bam"]["path"]).stat().st_size, read
     # The run report counts every allele of this VCF without genotypes, and its PASS sites.
     records = vcf_body(str(vcf))
     passed = sum(r.split("\t")[6] == "PASS" for r in records)
