@@ -341,15 +341,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(exc, SvcError):
             # Not a problem of the input or the setup: a bug. Show it whole.
             logger.exception("failed")
-            print(f"error: {args.step} failed unexpectedly ({type(exc).__name__}: {exc}); this is a bug of the "
-                  f"pipeline: please report it with the traceback above and {args.log or 'the step log'}",
-                  file=sys.stderr)
+            _say(f"error: {args.step} failed unexpectedly ({type(exc).__name__}: {exc}); this is a bug of the "
+                 f"pipeline: please report it with the traceback above and {args.log or 'the step log'}")
             return 2
         if args.debug:
             logger.exception("failed")
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        _say("error: " + " ".join(str(exc).split()))
         logging.getLogger(__name__).debug("failed", exc_info=True)
         return 1
+
+
+def _say(line: str) -> None:
+    """One line to stderr in one write: Snakemake runs steps side by side on one stderr,
+    and a line written in two parts (print writes its end of line apart) can be cut
+    by another step's output."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
     return 0
 
 
