@@ -349,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("error: " + " ".join(str(exc).split()))
         logging.getLogger(__name__).debug("failed", exc_info=True)
         return 1
+    return 0
 
 
 def _say(line: str) -> None:
@@ -357,7 +358,6 @@ def _say(line: str) -> None:
     by another step's output."""
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ tempfile.tempdir = None
 # Removed when the session ends (pytest's own tmp_path folders live in there too).
 atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 
+import pysam  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,16 +30,19 @@ LITHOPS_LOCAL = {
 }
 
 
+# htslib's log level when the session starts (pysam's import sets it).
+_HTSLIB_LEVEL = pysam.get_verbosity()
+
+
 @pytest.fixture(autouse=True)
 def htslib_verbosity():  # type: ignore[no-untyped-def]
-    """Put htslib's log level back after each test: ``pysam.quickcheck`` (used by tests and
-    by test_data's generators) sets it to 0 for the whole process, which would hide the
-    htslib messages later tests expect in error lines."""
-    import pysam
-
-    level = pysam.get_verbosity()
+    """htslib's log level as the session started, before and after each test:
+    ``pysam.quickcheck`` (used by tests and by test_data's generators, also in session
+    fixtures, which are set up before this one) sets it to 0 for the whole process,
+    which would hide the htslib messages later tests expect in error lines."""
+    pysam.set_verbosity(_HTSLIB_LEVEL)  # also after a wider fixture (a generator's quickcheck) ran
     yield
-    pysam.set_verbosity(level)
+    pysam.set_verbosity(_HTSLIB_LEVEL)
 
 
 @pytest.fixture(scope="session")

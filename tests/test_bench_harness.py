@@ -171,7 +171,9 @@ def test_measure_run_reads_manifest_and_plan(tmp_path: Path) -> None:
     (tmp_path / "work" / "calls").mkdir(parents=True)
     (tmp_path / "work" / "plans").mkdir(parents=True)
     frags = [{"seconds": s, "bam_get_bytes": b, "gets": g} for s, b, g in ((1.0, 600, 4), (3.0, 500, 3), (2.0, 100, 4))]
-    (tmp_path / "work" / "calls" / "s.json").write_text(json.dumps({"fragments": frags}))
+    (tmp_path / "work" / "calls" / "s.json").write_text(json.dumps(
+        {"sample": "s", "code": "c", "engine": "bcftools", "params": {}, "command": "x", "retries": 0,
+         "fragments": [{**f, "out_key": f"k{i}"} for i, f in enumerate(frags)]}))
     (tmp_path / "work" / "plans" / "s.tsv").write_text(
         "# comment\n#sample=s\n#bam_size=1000\n#contigs=c1:300,c2:700\nregion\tchrom\n")
     m = scaling.measure_run(tmp_path, "s", {"before_call": 2.0, "after_call": 1.5, "exit": 0.5}, 42, 1000.0, "cpu")
@@ -188,8 +190,8 @@ def test_calibrate_merge_merges_the_records_it_made(tmp_path: Path) -> None:
                  "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
         fh.write("chr1\t5\t.\tA\tG\t50\t.\t.\n")
     manifest = tmp_path / "calls.json"
-    manifest.write_text(json.dumps({"sample": "t", "code": "c", "engine": "bcftools", "command": "x",
-                                    "fragments": []}))
+    manifest.write_text(json.dumps({"sample": "t", "code": "c", "engine": "bcftools", "params": {}, "command": "x",
+                                    "retries": 0, "fragments": []}))
     rate = scaling.calibrate_merge(vcf, ROOT / "test_data" / "ref.fa", manifest, records=400, fragments=4)
     assert rate > 0
 
