@@ -9,13 +9,9 @@
    amplicon, minor haplotypes at 5 / 2 / 1 / 0.5 / 0.2 % (20 alleles each) and PCR /
    sequencing artefacts that are not variants. Sample ``i`` (``S001`` ..) has seed
    ``--seed + i``: its own minor variants, frequencies, reads and artefacts. Every sample
-   shares ONE reference and primer scheme (``--reference-seed``): the generator draws
-   those from its ``seed`` too and has no parameter to fix them, so the generation here
-   swaps in, for the two calls that draw them (``generate._random_contig`` and
-   ``design_scheme``), the random streams of ``--reference-seed`` (see
-   :func:`shared_reference`; a generator that takes ``reference_seed`` itself is passed
-   it instead), and checks that every sample's ``virus.fa`` and ``scheme.primer.bed`` are
-   byte for byte the shared ones. About 20 s per sample on 2 cores (96: ~30 min).
+   shares ONE reference and primer scheme (the generator's ``reference_seed``:
+   ``--reference-seed``); the benchmark checks that every sample's ``virus.fa`` and
+   ``scheme.primer.bed`` are byte for byte the shared ones. About 20 s per sample on 2 cores (96: ~30 min).
 2. Runs and times, each in its own process tree (wall seconds; CPU seconds = user + system
    of the tree as far as it waits for its children, ``wait4``; peak RSS of its largest
    process), ``--repeats`` times, alternating:
@@ -55,10 +51,8 @@ Prints figures; asserts nothing. Exit status 0 when both ran, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import hashlib
-import inspect
 import json
 import os
 import shlex
@@ -68,13 +62,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import numpy as np
 import pysam
 import yaml
 
@@ -117,40 +108,12 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-@contextlib.contextmanager
-def shared_reference(amp: ModuleType, reference_seed: int) -> Iterator[None]:
-    """Within the block, :func:`generate_amplicon_mixture` draws the reference and the
-    primer scheme from ``reference_seed`` whatever its ``seed``: the two calls that draw
-    them get the random streams the generator would give them for ``seed =
-    reference_seed`` (``[seed, 1]`` for the contig, ``[seed, 5]`` for the scheme). All
-    else (alleles, amplification, reads, artefacts) still comes from ``seed``."""
-    gen = amp.gen
-    contig, scheme = gen._random_contig, amp.design_scheme
-
-    def fixed_contig(rng: np.random.Generator, length: int) -> Any:
-        return contig(np.random.default_rng([reference_seed, 1]), length)
-
-    def fixed_scheme(rng: np.random.Generator, *args: Any, **kwargs: Any) -> Any:
-        return scheme(np.random.default_rng([reference_seed, 5]), *args, **kwargs)
-
-    gen._random_contig, amp.design_scheme = fixed_contig, fixed_scheme
-    try:
-        yield
-    finally:
-        gen._random_contig, amp.design_scheme = contig, scheme
-
-
 def generate_sample(out: Path, seed: int, reference_seed: int, length: int, depth: float,
                     alleles_per_fraction: int, log: bool = False) -> Any:
     """One sample of the cohort (its own seed, the cohort's reference and scheme)."""
-    amp = _amplicon()
-    fn = amp.generate_amplicon_mixture
-    kwargs = {"seed": seed, "length": length, "depth": depth, "alleles_per_fraction": alleles_per_fraction,
-              "threads": 2, "log": log}
-    if "reference_seed" in inspect.signature(fn).parameters:  # the generator can do it itself
-        return fn(out, reference_seed=reference_seed, **kwargs)
-    with shared_reference(amp, reference_seed):
-        return fn(out, **kwargs)
+    return _amplicon().generate_amplicon_mixture(
+        out, seed=seed, reference_seed=reference_seed, length=length, depth=depth,
+        alleles_per_fraction=alleles_per_fraction, threads=2, log=log)
 
 
 def ensure_data(workdir: Path, n: int, seed: int, reference_seed: int, length: int, depth: float,

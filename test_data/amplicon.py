@@ -949,12 +949,15 @@ def generate_amplicon_mixture(
     threads: int = 2,
     verify: bool = True,
     log: bool = True,
+    reference_seed: int | None = None,
 ) -> AmpliconSummary:
     """Write reference, primer scheme, amplicon-library BAM, truth and artefact list into
     ``outdir`` (see the module's contract). ``dropouts`` None: one per 60 amplicons.
     ``pcr_jitter`` 0 and ``primer_mismatch`` False give every amplicon its haplotypes'
     designed fractions (AF then differs from HF by sampling only). ``threads`` changes
-    only the speed, never the output."""
+    only the speed, never the output. ``reference_seed``: draw the reference and the
+    primer scheme from it instead of ``seed`` (samples of one run: one reference and
+    scheme, each its own mixture)."""
     import mappy
 
     t0 = time.perf_counter()
@@ -970,18 +973,20 @@ def generate_amplicon_mixture(
         f" --amplicon-length {amplicon_length[0]},{amplicon_length[1]} --read1-left-share {read1_left_share:g}"
         f" --dropouts {'auto' if dropouts is None else dropouts} --pcr-jitter {pcr_jitter:g}"
         + ("" if primer_mismatch else " --no-primer-mismatch")
+        + ("" if reference_seed is None else f" --reference-seed {reference_seed}")
     )
+    ref_seed = seed if reference_seed is None else reference_seed
 
     def say(msg: str) -> None:
         if log:
             print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    codes, repeats = gen._random_contig(np.random.default_rng([seed, 1]), length)
+    codes, repeats = gen._random_contig(np.random.default_rng([ref_seed, 1]), length)
     ref = gen._BASE_LUT[codes].tobytes().decode()
     ref_path = out / "virus.fa"
     gen.write_fasta(ref_path, {CONTIG: ref})
 
-    amplicons = design_scheme(np.random.default_rng([seed, 5]), ref, repeats, amplicon_length)
+    amplicons = design_scheme(np.random.default_rng([ref_seed, 5]), ref, repeats, amplicon_length)
     bed = out / "scheme.primer.bed"
     write_primer_bed(bed, amplicons)
     parts = counted_intervals(amplicons)
@@ -1107,6 +1112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-primer-mismatch", action="store_true", help="primer mismatches do not lower efficiency")
     ap.add_argument("--threads", type=int, default=2, help="worker processes (does not change the output)")
     ap.add_argument("--no-verify", action="store_true", help="skip the post-generation checks")
+    ap.add_argument("--reference-seed", type=int, default=None,
+                    help="draw the reference and primer scheme from this seed (default: --seed)")
     args = ap.parse_args(argv)
     lo, hi = (int(x) for x in args.amplicon_length.split(","))
     s = generate_amplicon_mixture(
@@ -1116,6 +1123,7 @@ def main(argv: list[str] | None = None) -> int:
         under_primer=args.under_primer, amplicon_length=(lo, hi), read1_left_share=args.read1_left_share,
         dropouts=None if args.dropouts == "auto" else int(args.dropouts), pcr_jitter=args.pcr_jitter,
         primer_mismatch=not args.no_primer_mismatch, threads=args.threads, verify=not args.no_verify,
+        reference_seed=args.reference_seed,
     )
     print(f"{s.n_amplicons} amplicons, {s.read_pairs} pairs, alleles {s.variant_counts} ({s.under_primer} under "
           f"primers), artefacts {s.artefact_counts}, {s.unread_fraction:.1%} unread; done in {s.seconds:.1f} s")
