@@ -24,7 +24,6 @@ Three parts, each printed as it finishes; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import struct
 import sys
@@ -39,6 +38,7 @@ import pysam
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_lowfreq import _viral  # noqa: E402
 from functions.core.bai import META_BIN, BamIndex, parse_bai  # noqa: E402
 from functions.core.csi import parse_csi  # noqa: E402
 from functions.engines import context_padding  # noqa: E402
@@ -151,23 +151,12 @@ class Reads:
         return total
 
 
-def load_viral() -> object:
-    """``test_data/viral.py``, registered as ``viral`` (its workers unpickle tasks by module name)."""
-    if "viral" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("viral", ROOT / "test_data" / "viral.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["viral"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["viral"]
-
-
 def viral(data: Path, depth: int, work: Path, repeats: int) -> None:
     folder = data / f"plan-viral-{depth}x"
     bam = str(folder / "mixture.bam")
     if not (folder / "mixture.bam.bai").exists():
         t0 = time.perf_counter()
-        load_viral().generate_mixture(folder, depth=float(depth), threads=2, log=False)  # type: ignore[attr-defined]
+        _viral().generate_mixture(folder, depth=float(depth), threads=2, log=False)
         print(f"  (generated {folder} in {time.perf_counter() - t0:.0f} s)")
     size = os.path.getsize(bam)
     t0 = time.perf_counter()
