@@ -100,10 +100,8 @@ class Row:
 # Data
 # --------------------------------------------------------------------------- #
 AMPLICON_VARIANTS: list[dict[str, Any]] = [
-    {"end_skip": 0},
-    {"end_skip": 0, "baseline_error": 0.001},
-    {"end_skip": 0, "baseline_error": 0.0005},
-    {"end_skip": 0, "baseline_error": 0.0002},
+    {"end_skip": 0},  # config/amplicon.yaml
+    {"end_skip": 0, "baseline_error": 0.0001},  # the floor for a library with rare PCR errors
 ]
 
 
@@ -126,12 +124,14 @@ def _generator_digest() -> str:
 
 
 def ensure_data(workdir: Path, length: int, depth: float, seed: int,
-                alleles_per_fraction: int = 20) -> tuple[Path, dict[str, Any]]:
+                alleles_per_fraction: int = 20, artefacts: bool = True) -> tuple[Path, dict[str, Any]]:
     """The dataset folder for these parameters, generated unless a complete one made by the
-    same generator source is there. Returns it and what was done (``generated``, seconds)."""
-    data = workdir / f"amplicon-{length}-{depth:g}x-s{seed}-a{alleles_per_fraction}"
+    same generator source is there. Returns it and what was done (``generated``, seconds).
+    ``artefacts`` False: sequencer errors only (no hotspots, PCR error sites, slippage)."""
+    data = workdir / (f"amplicon-{length}-{depth:g}x-s{seed}-a{alleles_per_fraction}"
+                      + ("" if artefacts else "-seqerr"))
     params = {"length": length, "depth": depth, "seed": seed, "alleles_per_fraction": alleles_per_fraction,
-              "generator": _generator_digest()}
+              "generator": _generator_digest(), **({} if artefacts else {"artefacts": False})}
     stamp = data / "params.json"
     if all((data / n).exists() for n in DATA_FILES) and stamp.exists() and json.loads(stamp.read_text()) == params:
         print(f"data: reusing {data}")
@@ -139,7 +139,7 @@ def ensure_data(workdir: Path, length: int, depth: float, seed: int,
     if data.exists():
         shutil.rmtree(data)
     s = _amplicon().generate_amplicon_mixture(data, seed=seed, length=length, depth=depth, threads=2,
-                                              alleles_per_fraction=alleles_per_fraction)
+                                              alleles_per_fraction=alleles_per_fraction, artefacts=artefacts)
     stamp.write_text(json.dumps(params) + "\n")
     bam_mb = s.bam.stat().st_size / 1e6
     print(f"data: generated {length / 1000:g} kb, {s.n_amplicons} amplicons, {s.read_pairs} pairs "
@@ -376,13 +376,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "svc-bench-amplicon",
                     help="datasets (reused when made with the same parameters) and the tools' outputs")
     ap.add_argument("--json", type=Path, default=None, help="results (default: <workdir>/bench_amplicon.json)")
+    ap.add_argument("--no-artefacts", action="store_true",
+                    help="data with sequencer errors only: no strand hotspots, PCR error sites or slippage")
     ap.add_argument("--skip-workflow", action="store_true", help="skip (d), the snakemake run")
     ap.add_argument("--regions", type=int, default=4, help="plan.n_regions of the workflow run")
     ap.add_argument("--tools", default="ivar,bcftools,lowfreq,workflow", help="comma-separated subset to run")
     args = ap.parse_args(argv)
     tools = set(args.tools.split(","))
     args.workdir.mkdir(parents=True, exist_ok=True)
-    data, made = ensure_data(args.workdir, args.length, args.depth, args.seed, args.alleles_per_fraction)
+    data, made = ensure_data(args.workdir, args.length, args.depth, args.seed, args.alleles_per_fraction,
+                             artefacts=not args.no_artefacts)
     score = Scorer(data, args.length)
     work = args.workdir / "runs"
     shutil.rmtree(work, ignore_errors=True)

@@ -43,7 +43,7 @@ from functions.core.errors import SvcError
 from functions.core.primers import PrimerScheme
 from functions.core.storage import ObjectStore
 from functions.core.tasks import RegionTask, Span
-from functions.engines import keeps_depth, make_params, run_engine
+from functions.engines import keeps_depth, make_params, run_engine, scores_at_merge
 from functions.pileup import Evidence
 from functions.slice import fetch_bam_slice, fetch_reference_window
 from functions.worker import run_task
@@ -85,6 +85,9 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
     extra: dict[str, Any] = {}
     if keeps_depth(t.engine):
         extra["on_evidence"] = lambda ev: own.update(evidence_stats(ev, region))
+    if scores_at_merge(t.engine):
+        extra["owned"] = region
+        extra["on_noise"] = lambda table: own.update(noise=table)
     if t.primers is not None:
             extra["primers"] = PrimerScheme.from_rows([list(p) for p in t.primers], "the task's primers")
     raw_vcf = run_engine(params, slices, ref_path, os.path.join(tmp, "raw.vcf"), region=context, workdir=tmp,

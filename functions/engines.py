@@ -62,6 +62,13 @@ def keeps_depth(engine: str) -> bool:
     return bool(getattr(cls, "DEPTH", False))
 
 
+def scores_at_merge(engine: str) -> bool:
+    """Does the engine score its records at the merge, from every region's noise table
+    (its fragments hold candidates; lowfreq's SNVs under the sample's error spectrum)?"""
+    cls, _ = ENGINES[engine]
+    return bool(getattr(cls, "SPECTRUM", False))
+
+
 def trims_primers(engine: str) -> bool:
     """Does the engine take a primer scheme (and leave primer bases out of its evidence)?"""
     cls, _ = ENGINES[engine]

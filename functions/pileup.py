@@ -76,7 +76,7 @@ class IndelEvents:
     inserted: np.ndarray  # packed inserted bases (insertions), 0 for deletions
     lowq: np.ndarray  # bit i set: inserted base i has quality < min_baseq (its identity is in doubt)
     strand: np.ndarray
-    read_start: np.ndarray  # aligned span of the read showing it, [start, end)
+    read_start: np.ndarray  # span of the read showing it, [start, end), as ``Evidence.starts`` counts it
     read_end: np.ndarray
 
 
@@ -254,7 +254,7 @@ def counted_span(pos: np.ndarray, end: np.ndarray, flag: np.ndarray, mate_tid: n
 
 def _add_batch(acc: _Accumulator, buf: np.ndarray, rec: np.ndarray, tid: int,
                min_mapq: int, min_baseq: int, min_aligned: int, end_skip: int,
-               mates_once: bool = False, primers: PrimerScheme | None = None) -> None:
+               mates_once: bool = False, primers: PrimerScheme | None = None, anchor_bases: int = 0) -> None:
     """Count one batch of records (offsets ``rec`` into ``buf``) into ``acc``."""
     lo, hi = acc.lo, acc.hi
     ref_id = _i32(buf, rec + 4)
@@ -299,9 +299,15 @@ def _add_batch(acc: _Accumulator, buf: np.ndarray, rec: np.ndarray, tid: int,
     acc.reads += int(good.sum())
     strand = (flag >> 4) & 1
 
-    # Counted spans, clamped to the window, for the spanning counts.
-    s_pos = np.clip(c_lo[good], lo, hi) - lo
-    e_pos = np.clip(c_hi[good], lo, hi) - lo
+    # Spans for the indel counts, clamped to the window: the counted span, widened by up
+    # to ``anchor_bases`` of the primer bases trimmed off it. Those bases are the primer's,
+    # not the sample's, but they anchor the alignment as well as any: an indel just past
+    # a primer is placed by the aligner from them (the mates' overlap is not added back:
+    # its bases are counted in the other mate).
+    x_lo = np.where(c_lo == t_lo, c_lo - np.minimum(anchor_bases, t_lo - pos), c_lo)
+    x_hi = np.where(c_hi == t_hi, c_hi + np.minimum(anchor_bases, end - t_hi), c_hi)
+    s_pos = np.clip(x_lo[good], lo, hi) - lo
+    e_pos = np.clip(x_hi[good], lo, hi) - lo
     np.add.at(acc.starts, (s_pos, strand[good]), 1)
     np.add.at(acc.ends, (e_pos, strand[good]), 1)
 
@@ -364,7 +370,7 @@ def _add_batch(acc: _Accumulator, buf: np.ndarray, rec: np.ndarray, tid: int,
         valid &= (anchor >= c_lo[r]) & (anchor + np.maximum(ev_len, 0) + 1 < c_hi[r])
         if valid.any():
             acc.indel_parts.append((anchor[valid], ev_len[valid], inserted[valid], lowq[valid], strand[r][valid],
-                                    c_lo[r][valid], c_hi[r][valid]))
+                                    x_lo[r][valid], x_hi[r][valid]))
 
 
 def collect_evidence(
@@ -379,9 +385,11 @@ def collect_evidence(
     batch_reads: int = 8192,
     mates_once: bool = False,
     primers: PrimerScheme | None = None,
+    anchor_bases: int = 0,
 ) -> Evidence:
     """Evidence for positions [lo, hi) of ``chrom`` from every read overlapping them
-    (``mates_once``, ``primers``: see :func:`counted_span`)."""
+    (``mates_once``, ``primers``: see :func:`counted_span`; ``anchor_bases``: how many
+    trimmed primer bases still anchor an indel, see the indel spans in :func:`_add_batch`)."""
     import pysam
 
     with pysam.AlignmentFile(bam_path, "rb") as bam:
@@ -394,5 +402,5 @@ def collect_evidence(
     chunks = [(c.beg, c.end) for c in index.query(tid, lo, hi)]
     acc = _Accumulator(chrom, lo, hi)
     for buf, rec in _record_batches(bam_path, chunks, batch_reads):
-        _add_batch(acc, buf, rec, tid, min_mapq, min_baseq, min_aligned, end_skip, mates_once, primers)
+        _add_batch(acc, buf, rec, tid, min_mapq, min_baseq, min_aligned, end_skip, mates_once, primers, anchor_bases)
     return acc.evidence()

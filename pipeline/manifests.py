@@ -72,6 +72,7 @@ class FunctionStats(TypedDict, total=False):
     usable_reads: list[int]
     bam_gets: int
     bam_get_bytes: int
+    noise: dict[str, Any]  # lowfreq's: the region's noise table (functions.lowfreq.noise_table)
     # an alignment part's (see functions.align)
     chunk: int
     pairs: int

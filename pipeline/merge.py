@@ -31,6 +31,8 @@ from functions.core.atomic import atomic_outputs
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore
 from functions.core.tasks import Span
+from functions.engines import make_params, scores_at_merge
+from functions.lowfreq import add_noise_tables, finalize
 from pipeline.manifests import CallResults
 from pipeline.report import stats_text
 
@@ -94,6 +96,17 @@ def unusable_reads(manifest: CallResults) -> list[str]:
     return warnings
 
 
+def score_candidates(body: list[str], frags: list[dict[str, Any]], manifest: CallResults, sample: str,
+                     rerun: str) -> list[str]:
+    """The engine's reported records from its fragments' candidates, scored under what
+    every region's noise table says of the whole sample (lowfreq: its error spectrum)."""
+    if any("noise" not in f for f in frags):
+        raise FragmentError(f"sample {sample}: fragments written before the {manifest.engine} engine kept a noise "
+                            f"table cannot be scored; `snakemake --cores 2 --forcerun {rerun}` calls them again")
+    params = make_params(manifest.engine, manifest.params)
+    return finalize(body, add_noise_tables([f["noise"] for f in frags]), params)  # type: ignore[arg-type]
+
+
 def merged_header(first_header: list[str], manifest: CallResults, reference: str) -> list[str]:
     """The fragment header with bcftools' per-run command lines replaced by ours."""
     keep = [
@@ -139,6 +152,8 @@ def merge_sample(
         body.extend(fb)
     if header is None:
         raise MergeError(f"sample {sample}: no fragments to merge; the plan has no regions")
+    if scores_at_merge(manifest.engine):
+        body = score_candidates(body, frags, manifest, sample, rerun)
     # The VCF takes about the fragments' compressed bytes; its index and stats a little more.
     needed = sum(int(f.get("size", 0)) for f in frags) + (256 << 10)
     with atomic_outputs(out_stats, out_vcf + ".tbi", out_vcf, needed=needed) as (tmp_stats, tmp_tbi, tmp_vcf):

@@ -950,6 +950,7 @@ def generate_amplicon_mixture(
     verify: bool = True,
     log: bool = True,
     reference_seed: int | None = None,
+    artefacts: bool = True,
 ) -> AmpliconSummary:
     """Write reference, primer scheme, amplicon-library BAM, truth and artefact list into
     ``outdir`` (see the module's contract). ``dropouts`` None: one per 60 amplicons.
@@ -957,7 +958,9 @@ def generate_amplicon_mixture(
     designed fractions (AF then differs from HF by sampling only). ``threads`` changes
     only the speed, never the output. ``reference_seed``: draw the reference and the
     primer scheme from it instead of ``seed`` (samples of one run: one reference and
-    scheme, each its own mixture)."""
+    scheme, each its own mixture). ``artefacts`` False: the library carries no error
+    sites (no strand hotspots, PCR error sites or polymerase slippage; ``artefacts.tsv``
+    is empty): only the sequencer's errors remain, as ART simulates them."""
     import mappy
 
     t0 = time.perf_counter()
@@ -974,6 +977,7 @@ def generate_amplicon_mixture(
         f" --dropouts {'auto' if dropouts is None else dropouts} --pcr-jitter {pcr_jitter:g}"
         + ("" if primer_mismatch else " --no-primer-mismatch")
         + ("" if reference_seed is None else f" --reference-seed {reference_seed}")
+        + ("" if artefacts else " --no-artefacts")
     )
     ref_seed = seed if reference_seed is None else reference_seed
 
@@ -999,12 +1003,16 @@ def generate_amplicon_mixture(
     occ = gen._Occupancy(MIN_GAP)
     variants = design_alleles(rng, lay, repeats, tuple(fractions), alleles_per_fraction, indel_share,
                               under_primer, occ)
-    artefacts, pcr = design_artefacts(rng, lay, variants, occ, READ_LENGTH)
+    artefact_list, pcr = design_artefacts(rng, lay, variants, occ, READ_LENGTH)
+    if not artefacts:  # designed all the same, so that every other draw stays as it was
+        artefact_list, pcr = [], []
     n_haps = len(pop_fractions)
     haps = viral.haplotype_sequences(ref, variants, n_haps)
     mols = build_molecules(ref, haps, variants, amplicons)
+    if not artefacts:
+        mols.slip_total[:] = 0.0
     say(f"design: {len(amplicons)} amplicons, {len(variants)} alleles on {n_haps - 1} minor haplotypes "
-        f"({sum(lay.under_primer(v.window) for v in variants)} under primers), {len(artefacts)} artefact sites; "
+        f"({sum(lay.under_primer(v.window) for v in variants)} under primers), {len(artefact_list)} artefact sites; "
         f"{1 - counted[END_MARGIN:-END_MARGIN].mean():.1%} of the genome unread")
 
     n_drop = round(len(amplicons) / 60) if dropouts is None else dropouts
@@ -1026,7 +1034,7 @@ def generate_amplicon_mixture(
         return j
 
     hotspots = []
-    for art in artefacts:
+    for art in artefact_list:
         if art.kind == HOTSPOT:
             near = [i for i, a in enumerate(amplicons) if a.start <= art.pos - 1 < a.start + READ_LENGTH]
             hotspots.append((site_offsets(art.pos - 1, near), "ACGT".index(art.alt), art.rate))
@@ -1072,7 +1080,7 @@ def generate_amplicon_mixture(
     truth = out / "truth.vcf.gz"
     write_truth_vcf(truth, ref, variants, amplicons, realised, pop_fractions, params)
     arte = out / "artefacts.tsv"
-    viral.write_artefacts(arte, artefacts)
+    viral.write_artefacts(arte, artefact_list)
     say("truth and artefacts written")
 
     flagstat = ""
@@ -1087,7 +1095,7 @@ def generate_amplicon_mixture(
         read_pairs=n_pairs, fractions={f"h{i}": f for i, f in enumerate(pop_fractions)},
         variant_counts={k: kinds.count(k) for k in ("SNV", "INS", "DEL")} | {"total": len(kinds)},
         under_primer=sum(lay.under_primer(v.window) for v in variants),
-        artefact_counts={k: sum(a.kind == k for a in artefacts) for k in (HOTSPOT, PCR, SLIPPAGE)},
+        artefact_counts={k: sum(a.kind == k for a in artefact_list) for k in (HOTSPOT, PCR, SLIPPAGE)},
         unread_fraction=float(1 - counted[END_MARGIN:-END_MARGIN].mean()),
         flagstat=flagstat, seconds=time.perf_counter() - t0,
     )
@@ -1114,6 +1122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-verify", action="store_true", help="skip the post-generation checks")
     ap.add_argument("--reference-seed", type=int, default=None,
                     help="draw the reference and primer scheme from this seed (default: --seed)")
+    ap.add_argument("--no-artefacts", action="store_true",
+                    help="no library error sites (strand hotspots, PCR errors, slippage): sequencer errors only")
     args = ap.parse_args(argv)
     lo, hi = (int(x) for x in args.amplicon_length.split(","))
     s = generate_amplicon_mixture(
@@ -1123,7 +1133,7 @@ def main(argv: list[str] | None = None) -> int:
         under_primer=args.under_primer, amplicon_length=(lo, hi), read1_left_share=args.read1_left_share,
         dropouts=None if args.dropouts == "auto" else int(args.dropouts), pcr_jitter=args.pcr_jitter,
         primer_mismatch=not args.no_primer_mismatch, threads=args.threads, verify=not args.no_verify,
-        reference_seed=args.reference_seed,
+        reference_seed=args.reference_seed, artefacts=not args.no_artefacts,
     )
     print(f"{s.n_amplicons} amplicons, {s.read_pairs} pairs, alleles {s.variant_counts} ({s.under_primer} under "
           f"primers), artefacts {s.artefact_counts}, {s.unread_fraction:.1%} unread; done in {s.seconds:.1f} s")

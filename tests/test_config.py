@@ -26,7 +26,7 @@ def test_default_config_is_valid() -> None:
     s = load_settings(default_config())
     assert [x.name for x in s.samples] == ["sampleA", "sampleB"]
     assert s.lithops["lithops"]["backend"] == "localhost"
-    assert s.calling["bcftools"]["min_baseq"] == 13 and s.calling["lowfreq"]["min_baseq"] == 20
+    assert s.calling["bcftools"]["min_baseq"] == 13 and s.calling["lowfreq"]["min_baseq"] == 30
 
 
 def test_defaults_are_filled_in() -> None:
@@ -44,7 +44,7 @@ def test_defaults_are_filled_in() -> None:
         (lambda c: c["calling"]["bcftools"].update(min_baseq="high"),
          "calling.bcftools.min_baseq: 'high' is not of type 'integer'"),
         (lambda c: c["calling"].update(min_baseq=20), "unknown key 'min_baseq' in calling"),
-        (lambda c: c["calling"]["lowfreq"].update(baseline_error=0), "calling.lowfreq.baseline_error"),
+        (lambda c: c["calling"]["lowfreq"].update(baseline_error=-0.1), "calling.lowfreq.baseline_error"),
         (lambda c: c["calling"].update(engine="gatk"), "calling.engine"),
         (lambda c: c.pop("reference"), "'reference' is not set"),
     ],

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pysam
@@ -17,17 +18,28 @@ import pytest
 from helpers import DATA, assert_same, run_core, serial, tricky_cuts, whole_genome
 
 from functions.core.primers import PrimerScheme
-from functions.lowfreq import LowfreqParams, poisson_sf_log10, strand_bias_phred
+from functions.lowfreq import (
+    LowfreqParams,
+    add_noise_tables,
+    finalize,
+    negbin_sf_log10,
+    null_tail_log10,
+    poisson_sf_log10,
+    site_noise_cv,
+    spectrum,
+    strand_bias_phred,
+)
 from functions.pileup import _BASE, collect_evidence, pack_bases
 
 SKIP = 0x4 | 0x100 | 0x200 | 0x400
 
 
 def oracle(bam_path: str, chrom: str, lo: int, hi: int, p: LowfreqParams, end_skip: int,  # type: ignore[no-untyped-def]
-           primers: list[tuple[int, int]] = ()):
+           primers: list[tuple[int, int]] = (), anchor_bases: int = 0):
     """Per read, with pysam: the part of the read that counts (primer bases of the primer
     its 5' end lies in left out; with mates_once, the left mate stopped at its mate's
-    start + end_skip), then its bases, span and indel events."""
+    start + end_skip), then its bases, span and indel events; the span for indels
+    widened by up to ``anchor_bases`` of the trimmed primer bases."""
     n = hi - lo
     counts = np.zeros((n, 2, 4), dtype=np.int64)
     errors = np.zeros((n, 2))
@@ -45,6 +57,7 @@ def oracle(bam_path: str, chrom: str, lo: int, hi: int, p: LowfreqParams, end_sk
                     a = max(a, pe)
                 if r.is_reverse and ps <= r.reference_end - 1 < pe:
                     b = min(b, ps)
+            ta, tb = a, b
             if (p.mates_once and r.is_paired and r.is_proper_pair and not r.mate_is_unmapped
                     and r.next_reference_id == r.reference_id
                     and (r.next_reference_start > r.reference_start
@@ -53,8 +66,10 @@ def oracle(bam_path: str, chrom: str, lo: int, hi: int, p: LowfreqParams, end_sk
             if b - a < p.min_aligned or b <= lo or a >= hi:
                 continue
             s = int(r.is_reverse)
-            starts[min(max(a, lo), hi) - lo, s] += 1
-            ends[min(max(b, lo), hi) - lo, s] += 1
+            xa = a - min(anchor_bases, ta - r.reference_start) if a == ta else a
+            xb = b + min(anchor_bases, r.reference_end - tb) if b == tb else b
+            starts[min(max(xa, lo), hi) - lo, s] += 1
+            ends[min(max(xb, lo), hi) - lo, s] += 1
             seq, qual = r.query_sequence, r.query_qualities
             for qi, ri in r.get_aligned_pairs(matches_only=True):
                 if ri - r.reference_start < end_skip or r.reference_end - 1 - ri < end_skip or not a <= ri < b:
@@ -67,13 +82,13 @@ def oracle(bam_path: str, chrom: str, lo: int, hi: int, p: LowfreqParams, end_sk
                 anchor = rpos - 1
                 inside = anchor >= a and anchor + (ln if op == 2 else 0) + 1 < b
                 if op == 2 and rpos > r.reference_start and inside:
-                    events.append((anchor, ln, 0, 0, s, a, b))
+                    events.append((anchor, ln, 0, 0, s, xa, xb))
                 if op == 1 and rpos > r.reference_start and ln <= 30 and inside:
                     ins, q = seq[qpos:qpos + ln], qual[qpos:qpos + ln]
                     weak = [c not in code or qq < p.min_baseq for c, qq in zip(ins, q, strict=True)]
                     packed = pack_bases(np.array([0 if w else code[c] for c, w in zip(ins, weak, strict=True)]))
                     lowq = sum(1 << j for j, w in enumerate(weak) if w)
-                    events.append((anchor, -ln, packed, lowq, s, a, b))
+                    events.append((anchor, -ln, packed, lowq, s, xa, xb))
                 rpos += ln if op in (0, 2, 3, 7, 8) else 0
                 qpos += ln if op in (0, 1, 4, 7, 8) else 0
     return counts, errors, starts, ends, sorted(events)
@@ -89,22 +104,23 @@ def _scheme(chrom: str, lo: int, hi: int, step: int = 300, width: int = 24) -> P
     return PrimerScheme.from_rows(rows)
 
 
-@pytest.mark.parametrize("chrom, lo, hi, end_skip, mates_once, primers", [
-    ("chr2", 20_000, 31_000, 0, False, False),
-    ("chr3", 0, 62_000, 5, False, False),
-    ("chr2", 20_000, 31_000, 5, True, False),
-    ("chr2", 20_000, 31_000, 5, True, True),
-    ("chr1", 40_000, 52_000, 0, False, True),
+@pytest.mark.parametrize("chrom, lo, hi, end_skip, mates_once, primers, anchor", [
+    ("chr2", 20_000, 31_000, 0, False, False, 5),
+    ("chr3", 0, 62_000, 5, False, False, 0),
+    ("chr2", 20_000, 31_000, 5, True, False, 0),
+    ("chr2", 20_000, 31_000, 5, True, True, 5),
+    ("chr1", 40_000, 52_000, 0, False, True, 10),
+    ("chr1", 40_000, 52_000, 0, False, True, 0),
 ])
 def test_vectorised_pileup_equals_a_per_read_loop(chrom: str, lo: int, hi: int, end_skip: int, mates_once: bool,
-                                                  primers: bool) -> None:
+                                                  primers: bool, anchor: int) -> None:
     p = LowfreqParams(min_mapq=1, min_baseq=20, mates_once=mates_once)
     bam = str(DATA / "sampleA.bam")
     scheme = _scheme(chrom, lo - 1000, hi + 1000) if primers else None
     ev = collect_evidence(bam, chrom, lo, hi, p.min_mapq, p.min_baseq, p.min_aligned, end_skip, batch_reads=97,
-                          mates_once=mates_once, primers=scheme)
+                          mates_once=mates_once, primers=scheme, anchor_bases=anchor)
     spans = [(pr.start, pr.end) for pr in scheme.primers] if scheme else []
-    counts, errors, starts, ends, events = oracle(bam, chrom, lo, hi, p, end_skip, spans)
+    counts, errors, starts, ends, events = oracle(bam, chrom, lo, hi, p, end_skip, spans, anchor)
     assert counts.sum() > 100_000
     np.testing.assert_array_equal(ev.counts, counts)
     np.testing.assert_allclose(ev.errors, errors, rtol=1e-12)
@@ -137,6 +153,58 @@ def test_poisson_tail_equals_direct_summation(k: int, lam: float) -> None:
     else:
         assert got == pytest.approx(want, abs=1e-9)
     assert poisson_sf_log10(np.array([3]), np.array([5.0]))[0] == 0.0  # k <= lam: no evidence
+
+
+def _direct_sum_tail(k: int, shape: float, lam: float, floor: float) -> float:
+    """P(X + Y >= k), X negative binomial (shape, mean lam), Y Poisson(floor), by plain summation."""
+    q = lam / (shape + lam)
+    px = [math.exp(math.lgamma(j + shape) - math.lgamma(shape) - math.lgamma(j + 1) + shape * math.log1p(-q)
+                   + j * math.log(q)) for j in range(k + 4000)]
+    py = [math.exp(-floor + j * math.log(floor) - math.lgamma(j + 1)) if floor > 0 else float(j == 0)
+          for j in range(k + 4000)]
+    below = sum(py[y] * sum(px[: k - y]) for y in range(k))  # P(X + Y < k)
+    return math.log10(max(1.0 - below, 1e-300)) if below < 1 - 1e-9 else math.log10(
+        sum(py[y] * sum(px[k - y :]) for y in range(k)) + sum(py[k:]))
+
+
+@pytest.mark.parametrize("k, shape, lam, floor", [
+    (20, 3.0, 2.0, 1.0), (18, 3.0, 1.6, 9.3), (50, 2.0, 3.0, 9.0), (9, 1.0, 0.2, 0.3), (30, 11.0, 8.0, 0.0),
+    (12, 1.0, 0.5, 0.0), (400, 5.0, 30.0, 20.0),
+])
+def test_noise_model_tail_equals_direct_summation(k: int, shape: float, lam: float, floor: float) -> None:
+    want = _direct_sum_tail(k, shape, lam, floor)
+    got = null_tail_log10(np.array([k]), np.array([shape]), np.array([lam]), np.array([floor]))[0]
+    assert got == pytest.approx(want, abs=1e-6 * max(1.0, abs(want)))
+    if floor == 0:
+        assert negbin_sf_log10(np.array([k]), np.array([shape]), np.array([lam]))[0] == pytest.approx(want, abs=1e-6)
+
+
+def test_noisy_sites_are_learnt_from_the_other_wrong_bases() -> None:
+    """Error-only data where each site's error rate is several times the qualities' on
+    some sites (lognormal, CV ~1): the Poisson of the qualities calls the noisy sites,
+    the site-noise model does not; and a 0.3 % allele at 10,000x is still found."""
+    rng = np.random.default_rng(11)
+    sites, depth = 20_000, 10_000
+    eps = 2e-4  # Q37
+    factor = np.exp(rng.normal(0.0, 0.8, sites))
+    factor /= factor.mean()
+    p_err = eps * factor  # per base; the wrong base is one of three, ALT takes half
+    n_wrong = rng.binomial(depth, p_err)
+    alt = rng.binomial(n_wrong, 0.5)
+    other = n_wrong - alt
+    errors = np.full(sites, depth * eps)
+    mu_a = mu_o = errors / 2
+    alpha = 1.0
+    shape = alpha + other
+    lam = mu_a * shape / (alpha + mu_o)
+    zero = np.zeros(sites)
+    logp = null_tail_log10(alt, shape, lam, zero)
+    naive = poisson_sf_log10(alt, mu_a)
+    for level in (1e-2, 1e-3, 1e-4):
+        assert (logp <= math.log10(level)).mean() <= level, level
+    assert (naive <= -4).mean() > 10 * 1e-4  # without the site's noise, noisy sites look like alleles
+    k_true = alt + rng.binomial(depth, 0.003, size=sites)
+    assert (null_tail_log10(k_true, shape, lam, zero) <= -6).mean() > 0.9
 
 
 def test_error_model_is_calibrated_on_error_only_data() -> None:
@@ -176,3 +244,68 @@ def test_distributed_equals_whole_genome_with_cuts_inside_indels(store, tmp_path
     assert_same(vcf, whole)
     vcf, _, _ = run_core(store, "sampleA", tmp_path / "n17", serial(store), 17, params=GERMLINE)
     assert_same(vcf, whole)
+
+
+def _table(rate: float, err: float = 1e6, a_to_g: float | None = None) -> dict[str, Any]:
+    """A noise table in which every wrong base shows ``rate`` reads per unit of expected
+    error (A>G ``a_to_g`` if given)."""
+    wrong = np.full((2, 4, 4), round(rate * err), dtype=np.int64)
+    if a_to_g is not None:
+        wrong[:, 0, 2] = round(a_to_g * err)
+    wrong[:, np.arange(4), np.arange(4)] = 0
+    return {"wrong": wrong.tolist(), "error_micro": np.full((2, 4), round(err * 1e6), dtype=np.int64).tolist(),
+            "dispersion": np.zeros((3, 2, 4), dtype=np.int64).tolist()}
+
+
+def test_spectrum_is_learnt_from_the_table_and_pulled_towards_the_conservative_share() -> None:
+    rho = spectrum(_table(0.2))
+    assert rho[0, 0, 1] == pytest.approx(0.2, rel=1e-4) and rho[1, 2, 0] == pytest.approx(0.2, rel=1e-4)
+    assert (rho[:, np.arange(4), np.arange(4)] == 0).all()
+    # a class seen little stays near the conservative share
+    assert spectrum(_table(0.4, err=5.0))[0, 0, 1] == pytest.approx((2 + 10) / 25, rel=1e-6)
+    summed = add_noise_tables([_table(0.1), _table(0.3)])
+    assert spectrum(summed)[0, 3, 2] == pytest.approx(0.2, rel=1e-4)
+
+
+def test_merge_scores_candidates_under_the_samples_spectrum() -> None:
+    """The same candidate A>G: reported where the sample's A>G errors are few, not where
+    they are many (the other wrong bases alike); indels pass as they are; the order is kept."""
+    p = LowfreqParams(baseline_error=0.0001)
+    snv = ("virus\t100\t.\tA\tG\t30.0\tPASS\tDP=10000;AF=0.002000;ADF=4990,10;ADR=4990,10;SBP=0;QF=20;QR=20;"
+           "SE=1.0,1.0;SM=1,1\n")
+    indel = "virus\t90\t.\tAT\tA\t300.0\tPASS\tDP=10000;AF=0.010000;ADF=4950,50;ADR=4950,50;SBP=0;QF=150;QR=150;INDEL\n"
+    low = finalize([indel, snv], _table(0.3, a_to_g=0.05), p)
+    high = finalize([indel, snv], _table(0.3, a_to_g=3.0), p)
+    assert low[0] == indel and len(low) == 2 and "SE=" not in low[1] and float(low[1].split("\t")[5]) >= 60
+    assert high == [indel]
+
+
+def test_merge_refuses_fragments_without_a_noise_table() -> None:
+    from pipeline.manifests import CallResults
+    from pipeline.merge import FragmentError, score_candidates
+
+    manifest = CallResults("s1", "code", "lowfreq", LowfreqParams().as_dict(), "lowfreq", 0, ())
+    with pytest.raises(FragmentError, match="forcerun call"):
+        score_candidates([], [{"region": 0}], manifest, "s1", "call")
+
+
+@pytest.mark.parametrize("cv", [0.0, 0.5, 1.0])
+def test_the_sites_spread_is_learnt_by_moments(cv: float) -> None:
+    """Sites whose noise factor has CV ``cv``: the estimate from the table's sums recovers it."""
+    rng = np.random.default_rng(3)
+    sites = 40_000
+    e = rng.uniform(1.0, 4.0, (sites, 2))  # quality-expected errors per site and strand
+    f = rng.gamma(1 / cv**2, cv**2, (sites, 2)) if cv > 0 else np.ones((sites, 2))
+    rate = 0.6  # the spectrum's errors per unit of expected error, all wrong bases
+    w = rng.poisson(f * rate * e)
+    milli = np.rint(e * 1e3).astype(np.int64)
+    disp = np.zeros((3, 2, 4), dtype=np.int64)
+    disp[:, :, 0] = [(w * w).sum(axis=0), (w * milli).sum(axis=0), (milli * milli).sum(axis=0)]
+    wrong = np.zeros((2, 4, 4), dtype=np.int64)
+    wrong[:, 0, 1] = w.sum(axis=0)
+    table = {"wrong": wrong.tolist(), "error_micro": np.zeros((2, 4), dtype=np.int64).tolist(),
+             "dispersion": disp.tolist()}
+    rho = np.zeros((2, 4, 4))
+    rho[:, 0, 1] = rate
+    got = site_noise_cv(table, rho)
+    assert got is not None and got == pytest.approx(cv, abs=0.05)
