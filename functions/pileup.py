@@ -51,6 +51,10 @@ from functions.core.primers import PrimerScheme
 _BASE = np.full(16, 4, dtype=np.int64)
 _BASE[[1, 2, 4, 8]] = [0, 1, 2, 3]
 _BASE8 = _BASE.astype(np.uint8)
+# (packed byte << 1 | which nibble) -> base code: the high nibble is the first base of a byte.
+_NIB_BASE = np.empty(512, dtype=np.uint8)
+_NIB_BASE[0::2] = _BASE8[np.arange(256) >> 4]
+_NIB_BASE[1::2] = _BASE8[np.arange(256) & 0xF]
 _ERR = 10.0 ** (-np.arange(256, dtype=np.float64) / 10.0)
 _SKIP_FLAGS = 0x4 | 0x100 | 0x200 | 0x400  # unmapped, secondary, QC fail, duplicate
 _REF_OPS = np.zeros(16, dtype=np.int64)
@@ -323,20 +327,22 @@ def _add_batch(acc: _Accumulator, buf: np.ndarray, rec: np.ndarray, tid: int,
     q0 = op_q[al] + (lo_cut - ref0)
     k = _segment_arange(n_al).astype(np.int32)
     x = np.repeat((lo_cut - lo).astype(np.int32), n_al) + k
-    qual = buf[np.repeat(qual_off[r_al] + q0, n_al) + k]
-    nib = np.repeat(2 * seq_off[r_al] + q0, n_al) + k
-    packed = buf[nib >> 1]
-    base = _BASE8[np.where(nib & 1, packed & 0xF, packed >> 4)]
+    # int32 offsets (a batch's buffer is a few MB): half the traffic of int64
+    qual = buf[np.repeat((qual_off[r_al] + q0).astype(np.int32), n_al) + k]
+    nib = np.repeat((2 * seq_off[r_al] + q0).astype(np.int32), n_al) + k
+    base = _NIB_BASE[(buf[nib >> 1].astype(np.int32) << 1) | (nib & 1)]
     s = np.repeat(strand[r_al].astype(np.int32), n_al)
     use = (qual >= min_baseq) & (base < 4) & (qual != 0xFF)
-    x, s, b, q = x[use], s[use], base[use], qual[use]
     if len(x):
+        # Bases not used go to one extra cell past the window's (dropped), which is
+        # cheaper than taking the used ones out of four arrays.
         first = int(x.min())
         width = int(x.max()) - first + 1
         pair = (x - first) * 2 + s
-        cell = pair * 4 + b
-        acc.counts[first : first + width] += np.bincount(cell, minlength=width * 8).reshape(width, 2, 4)
-        acc.errors[first : first + width] += np.bincount(pair, weights=_ERR[q], minlength=width * 2).reshape(width, 2)
+        cell = np.where(use, pair * 4 + base, width * 8)
+        acc.counts[first : first + width] += np.bincount(cell, minlength=width * 8 + 1)[:-1].reshape(width, 2, 4)
+        acc.errors[first : first + width] += np.bincount(pair, weights=np.where(use, _ERR[qual], 0.0),
+                                                         minlength=width * 2).reshape(width, 2)
 
     # Insertions and deletions with an aligned base before them.
     ev = np.flatnonzero(((op == 1) | (op == 2)) & op_ok & (op_ref > 0))

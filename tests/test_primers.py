@@ -108,3 +108,30 @@ def test_bad_scheme_stops_the_run_in_one_line(case: str, tmp_path: Path) -> None
     assert len(lines) == 1 and lines[0].startswith(expected), res.stderr[-3000:]
     assert not list(wd.glob("results/*.vcf.gz")) and not list(wd.glob("work/calls/*.json"))
     assert not list(wd.glob("tmp/**/fragments/**/*.vcf.gz")), "no function may run"
+
+
+def test_trim_bounds_equal_a_loop_over_primers_with_overlaps() -> None:
+    """The step-function lookup gives what testing every primer gives, overlapping
+    primers (alt primers, neighbouring amplicons) and reads outside any primer included."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for i in range(300):
+        start = int(rng.integers(0, 20_000))
+        side = "LEFT" if i % 2 == 0 else "RIGHT"
+        rows.append(["virus", start, start + int(rng.integers(18, 30)), f"s_{i // 2}_{side}", "1"])
+    scheme = PrimerScheme.from_rows(rows)
+    start = rng.integers(0, 20_100, 50_000)
+    end = start + rng.integers(50, 300, start.size)
+    reverse = rng.random(start.size) < 0.5
+    lo, hi = scheme.trim_bounds("virus", start, end, reverse)
+    want_lo, want_hi = start.copy(), end.copy()
+    for _, ps, pe, *_ in rows:
+        fwd = ~reverse & (start >= ps) & (start < pe)
+        want_lo = np.where(fwd, np.maximum(want_lo, pe), want_lo)
+        rev = reverse & (end - 1 >= ps) & (end - 1 < pe)
+        want_hi = np.where(rev, np.minimum(want_hi, ps), want_hi)
+    np.testing.assert_array_equal(lo, want_lo)
+    np.testing.assert_array_equal(hi, want_hi)
+    assert (lo != start).sum() > 100 and (hi != end).sum() > 100
+    same_lo, same_hi = scheme.trim_bounds("other", start, end, reverse)
+    assert (same_lo == start).all() and (same_hi == end).all()

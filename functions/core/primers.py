@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -89,16 +90,42 @@ class PrimerScheme:
 
     def trim_bounds(self, chrom: str, start: np.ndarray, end: np.ndarray,
                     reverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The counted part [lo, hi) of reads aligned over [start, end) of ``chrom``."""
-        lo, hi = start.copy(), end.copy()
-        for p in self.primers:
-            if p.chrom != chrom:
-                continue
-            fwd_in = ~reverse & (start >= p.start) & (start < p.end)
-            lo = np.where(fwd_in, np.maximum(lo, p.end), lo)
-            rev_in = reverse & (end - 1 >= p.start) & (end - 1 < p.end)
-            hi = np.where(rev_in, np.minimum(hi, p.start), hi)
+        """The counted part [lo, hi) of reads aligned over [start, end) of ``chrom``: a
+        forward read starting inside primers from the furthest of their ends, a reverse
+        read ending inside primers up to the nearest of their starts."""
+        steps = self._steps.get(chrom)
+        if steps is None:
+            return start.copy(), end.copy()
+        breaks, furthest_end, nearest_start = steps
+        i = np.searchsorted(breaks, start, side="right") - 1
+        f_end = np.where(i >= 0, furthest_end[np.maximum(i, 0)], -1)
+        lo = np.where(~reverse & (f_end >= 0), np.maximum(start, f_end), start)
+        j = np.searchsorted(breaks, end - 1, side="right") - 1
+        n_start = np.where(j >= 0, nearest_start[np.maximum(j, 0)], -1)
+        hi = np.where(reverse & (n_start >= 0), np.minimum(end, n_start), end)
         return lo, hi
+
+    @cached_property
+    def _steps(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per contig, the primers as step functions: between consecutive primer edges
+        ``breaks``, the furthest end and the nearest start of the primers covering that
+        stretch (-1 where none does)."""
+        out = {}
+        for chrom in self.contigs():
+            starts = np.array([p.start for p in self.primers if p.chrom == chrom], dtype=np.int64)
+            ends = np.array([p.end for p in self.primers if p.chrom == chrom], dtype=np.int64)
+            breaks = np.unique(np.concatenate([starts, ends]))
+            furthest = np.full(len(breaks), -1, dtype=np.int64)
+            nearest = np.full(len(breaks), -1, dtype=np.int64)
+            for a in range(0, len(breaks), 1024):  # bounded memory: 1024 stretches at a time
+                b = breaks[a : a + 1024, None]
+                cover = (starts[None, :] <= b) & (ends[None, :] > b)
+                any_ = cover.any(axis=1)
+                furthest[a : a + 1024] = np.where(any_, np.where(cover, ends[None, :], -1).max(axis=1), -1)
+                nearest[a : a + 1024] = np.where(any_, np.where(cover, starts[None, :], np.iinfo(np.int64).max)
+                                                 .min(axis=1), -1)
+            out[chrom] = (breaks, furthest, nearest)
+        return out
 
     def to_rows(self) -> list[list[object]]:
         """The scheme as it travels in a task: one row per primer."""
