@@ -453,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference-seed", type=int, default=7, help="seed of the shared reference and scheme")
     ap.add_argument("--alleles-per-fraction", type=int, default=20,
                     help="true alleles per band (lower it for genomes under ~15 kb)")
-    ap.add_argument("--regions", type=int, default=2, help="plan.n_regions (per sample) of the workflow run")
+    ap.add_argument("--regions", type=int, default=1,
+                    help="plan.n_regions (per sample) of the workflow run; 1: each sample one function, the run's "
+                         "parallelism comes from its samples")
     ap.add_argument("--jobs", type=int, default=2, help="parallel -j for iVar")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each, alternating; medians are reported")
     ap.add_argument("--tools", default="workflow,ivar", help="comma-separated subset of workflow,ivar")
