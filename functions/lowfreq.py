@@ -46,7 +46,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pysam
@@ -304,23 +304,29 @@ def _alpha(site_noise: float | None) -> float:
     return 1.0 / cv**2 if cv > 0 else np.inf
 
 
-def _site_terms(ev: Evidence, codes: np.ndarray, params: LowfreqParams,
-                spectrum: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """Per position, strand and base: whether the base is an ALT, its expected errors
-    ``mu_a`` and the two other wrong bases' ``mu_o`` at an average site, the floor, the
-    ALTs significant under the prior (``real``) and the other wrong bases' count."""
+class SiteTerms(NamedTuple):
+    """A window's per-site terms under the conservative spectrum (every ALT half of a
+    base's errors), per position, strand and base where shaped (L, 2, 4)."""
+
+    codes: np.ndarray  # (L,): reference base codes, 4 for anything but A, C, G, T
+    is_alt: np.ndarray  # (L, 4)
+    mu_a: np.ndarray  # the ALT's expected errors at an average site
+    mu_o: np.ndarray  # the two other wrong bases'
+    floor: np.ndarray  # (L, 2): errors the other bases do not show (early PCR errors)
+    m_other: np.ndarray  # the other wrong bases that are noise, for each ALT
+    noise: np.ndarray  # the wrong bases that are noise
+
+
+def site_terms(ev: Evidence, ref: str, params: LowfreqParams) -> SiteTerms:
+    """The terms :func:`_snv_alleles` and :func:`noise_table` both need, computed once
+    per window; ``ref`` holds the window's bases from ``ev.lo`` on."""
+    codes = _CODE[np.frombuffer(ref[: ev.hi - ev.lo].encode(), dtype=np.uint8)]
     k = ev.counts.sum(axis=1)  # (L, 4)
     depth = ev.counts.sum(axis=2)  # (L, 2)
     is_alt = (codes[:, None] < 4) & (np.arange(4)[None, :] != codes[:, None])  # (L, 4)
-    if spectrum is None:
-        share = np.where(is_alt, _ALT_SHARE, 0.0)[:, None, :] * np.ones((1, 2, 1))  # (L, 2, 4)
-        other = np.where(is_alt, 1 - _ALT_SHARE, 0.0)[:, None, :] * np.ones((1, 2, 1))
-    else:
-        share = np.transpose(spectrum[:, np.minimum(codes, 3), :], (1, 0, 2)) * is_alt[:, None, :]
-        other = share.sum(axis=2, keepdims=True) - share
-    mu_a = share * ev.errors[:, :, None]  # (L, 2, 4)
-    mu_o = other * ev.errors[:, :, None]
-    floor = params.baseline_error * depth  # (L, 2): errors the other bases do not show (early PCR errors)
+    mu_a = np.where(is_alt, _ALT_SHARE, 0.0)[:, None, :] * ev.errors[:, :, None]  # (L, 2, 4)
+    mu_o = np.where(is_alt, 1 - _ALT_SHARE, 0.0)[:, None, :] * ev.errors[:, :, None]
+    floor = params.baseline_error * depth
     alpha = _alpha(params.site_noise)
     # The site's noise is learnt from its wrong bases that noise can explain: a base
     # significant on its own under the conservative prior (another allele of a
@@ -333,7 +339,7 @@ def _site_terms(ev: Evidence, codes: np.ndarray, params: LowfreqParams,
     real = is_alt & (k >= 2) & (bound / _LN10 <= -params.min_qual / 10.0)
     noise = np.where((is_alt & ~real)[:, None, :], ev.counts, 0)  # (L, 2, 4)
     m_other = noise.sum(axis=2)[:, :, None] - noise  # (L, 2, 4): the other wrong bases, for each ALT
-    return is_alt, mu_a, mu_o, floor, real, m_other, noise
+    return SiteTerms(codes, is_alt, mu_a, mu_o, floor, m_other, noise)
 
 
 def _posterior(mu_a: np.ndarray, mu_o: np.ndarray, m_other: np.ndarray,
@@ -348,15 +354,14 @@ def _posterior(mu_a: np.ndarray, mu_o: np.ndarray, m_other: np.ndarray,
             mu_a.sum(axis=1) * shape_all / (alpha + mu_o.sum(axis=1)))
 
 
-def noise_table(ev: Evidence, ref: str, params: LowfreqParams, lo: int, hi: int) -> dict[str, Any]:
+def noise_table(ev: Evidence, terms: SiteTerms, lo: int, hi: int) -> dict[str, Any]:
     """The sufficient statistics of the sample's error spectrum over positions [lo, hi)
     of the window: per strand, reference base and wrong base, the reads showing it
     where it is noise (``wrong``), and per strand and reference base the bases'
     quality-expected errors (``error_micro``, integer millionths). Integers: summed
     over regions in any order they give the whole genome's figures exactly."""
     a, b = max(lo, ev.lo) - ev.lo, min(hi, ev.hi) - ev.lo
-    codes = _CODE[np.frombuffer(ref[: ev.hi - ev.lo].encode(), dtype=np.uint8)]
-    *_, noise = _site_terms(ev, codes, params, None)
+    codes, noise = terms.codes, terms.noise
     wrong = np.zeros((2, 4, 4), dtype=np.int64)
     err = np.zeros((2, 4), dtype=np.int64)
     disp = np.zeros((3, 2, 4), dtype=object)  # Σ w², Σ w·E_milli, Σ E_milli² per strand and reference base
@@ -417,20 +422,20 @@ def spectrum(table: dict[str, Any]) -> np.ndarray:
     return rho
 
 
-def _snv_alleles(ev: Evidence, ref: str, params: LowfreqParams, spectrum: np.ndarray | None = None) -> Alleles:
-    """SNV candidates and their null. Expected errors of an ALT on a strand: its share of
-    the bases' error probabilities times the site's own noise factor ``f`` (some sites
-    are several times noisier than others, from their sequence context), plus the
-    floor, ``baseline_error`` per read. ``f`` is gamma-distributed a priori (mean 1,
-    shape ``1/site_noise**2``, conservatively 1 while the sample's spread is not known)
-    and learnt at the site from the two other wrong bases on the same strand, which the
-    same noise makes; that term is then negative binomial. ``spectrum`` None: every ALT
-    half of the errors (the conservative spectrum, for candidates). Nothing but the
-    site's own reads and the spectrum enters, so any window gives the same answer."""
-    codes = _CODE[np.frombuffer(ref[: ev.hi - ev.lo].encode(), dtype=np.uint8)]
+def _snv_alleles(ev: Evidence, ref: str, params: LowfreqParams, terms: SiteTerms) -> Alleles:
+    """SNV candidates and their null under the conservative spectrum (every ALT half of
+    the errors). Expected errors of an ALT on a strand: its share of the bases' error
+    probabilities times the site's own noise factor ``f`` (some sites are several times
+    noisier than others, from their sequence context), plus the floor,
+    ``baseline_error`` per read. ``f`` is gamma-distributed a priori (mean 1, shape
+    ``1/site_noise**2``, conservatively 1 while the sample's spread is not known) and
+    learnt at the site from the two other wrong bases on the same strand, which the same
+    noise makes; that term is then negative binomial. Nothing but the site's own reads
+    enters, so any window gives the same answer (:func:`finalize` scores them again
+    under the sample's spectrum)."""
     depth = ev.counts.sum(axis=2)  # (L, 2)
     k = ev.counts.sum(axis=1)  # (L, 4)
-    is_alt, mu_a, mu_o, floor, _, m_other, _ = _site_terms(ev, codes, params, spectrum)
+    _, is_alt, mu_a, mu_o, floor, m_other, _ = terms
     shape, lam, shape_all, lam_all = _posterior(mu_a, mu_o, m_other, _alpha(params.site_noise))
     # The exact test only where the ALT could pass: at least two reads, more than expected.
     x, b = np.nonzero(is_alt & (k >= 2) & (k > lam_all + floor.sum(axis=1)[:, None]))
@@ -660,11 +665,14 @@ def _records(alleles: Alleles, chrom: str, params: LowfreqParams,
     return out
 
 
-def call_evidence(ev: Evidence, ref: str, params: LowfreqParams, candidates: bool = False) -> list[str]:
+def call_evidence(ev: Evidence, ref: str, params: LowfreqParams, candidates: bool = False,
+                  terms: SiteTerms | None = None) -> list[str]:
     """VCF data lines for the window of ``ev``; ``ref`` holds its bases from ``ev.lo`` on.
     ``candidates``: SNVs as candidates for :func:`finalize` (scored under the
-    conservative spectrum, kept from ``CANDIDATE_QUAL``, with their site terms)."""
-    recs = _records(_snv_alleles(ev, ref, params), ev.chrom, params, CANDIDATE_QUAL if candidates else None)
+    conservative spectrum, kept from ``CANDIDATE_QUAL``, with their site terms).
+    ``terms``: the window's :func:`site_terms`, if already computed."""
+    terms = site_terms(ev, ref, params) if terms is None else terms
+    recs = _records(_snv_alleles(ev, ref, params, terms), ev.chrom, params, CANDIDATE_QUAL if candidates else None)
     recs += _records(_indel_alleles(ev, ref, params), ev.chrom, params)
     return [r[-1] for r in sorted(recs)]
 
@@ -783,11 +791,12 @@ def run_lowfreq(
                                   params.end_skip, mates_once=params.mates_once, primers=primers,
                                   anchor_bases=params.indel_flank)
             ref = fasta.fetch(chrom, lo, hi).upper()
-            lines += call_evidence(ev, ref, params, candidates=True)
+            terms = site_terms(ev, ref, params)
+            lines += call_evidence(ev, ref, params, candidates=True, terms=terms)
             if owned is None:
-                tables.append(noise_table(ev, ref, params, lo, hi))
+                tables.append(noise_table(ev, terms, lo, hi))
             elif owned.chrom == chrom:
-                tables.append(noise_table(ev, ref, params, owned.start, owned.end))
+                tables.append(noise_table(ev, terms, owned.start, owned.end))
             if on_evidence is not None:
                 on_evidence(ev)
     table = add_noise_tables(tables)
