@@ -105,23 +105,43 @@ def background_cores(seconds: float = 3.0) -> float | None:
     return None if a is None or b is None else (b[0] - a[0]) / seconds
 
 
-def run_pipeline(data: Path, run_dir: Path, samples: list[str]) -> dict[str, Any]:
-    """One ``snakemake`` run over ``samples`` in a fresh ``run_dir``; its times and phases."""
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top, dictionaries merged key by key (neither is changed)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def workflow_dir(run_dir: Path, samples: dict[str, Path], reference: Path, overrides: dict[str, Any],
+                 overlays: tuple[Path, ...] = ()) -> tuple[list[str], dict[str, str]]:
+    """A fresh ``run_dir`` laid out as tests/test_e2e.py's ``make_workdir`` lays one out:
+    the project's config with ``overlays`` (config files) and ``overrides`` laid on top,
+    the ``reference`` and a sheet of ``samples`` (name: BAM), no progress bar. Returns the
+    ``snakemake`` command line and its environment (``TMPDIR``, so Lithops' local store
+    and job files, inside ``run_dir``)."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
     shutil.copytree(ROOT / "config", run_dir / "config")
     (run_dir / "config" / "samples.tsv").write_text(
-        "sample\tbam\n" + "".join(f"{s}\t{data / f'{s}.bam'}\n" for s in samples)
-    )
+        "sample\tbam\n" + "".join(f"{name}\t{bam}\n" for name, bam in samples.items()))
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    cfg = {**cfg, "reference": str(data / "ref.fa"), "samples": "config/samples.tsv",
-           "executor": {**cfg["executor"], "progress": False}}
+    for overlay in overlays:
+        cfg = deep_merge(cfg, yaml.safe_load(overlay.read_text()))
+    cfg = deep_merge(cfg, {"reference": str(reference), "samples": "config/samples.tsv",
+                           "executor": {"progress": False}, **overrides})
     cfg_path = run_dir / "config" / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    (run_dir / "tmp").mkdir()  # Lithops' local object store and job files: $TMPDIR/lithops-$USER
+    (run_dir / "tmp").mkdir()
     env = dict(os.environ, TMPDIR=str(run_dir / "tmp"))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(run_dir),
            "--cores", "2", "--configfile", str(cfg_path), "--quiet", "all"]
+    return cmd, env
+
+
+def run_pipeline(data: Path, run_dir: Path, samples: list[str]) -> dict[str, Any]:
+    """One ``snakemake`` run over ``samples`` in a fresh ``run_dir``; its times and phases."""
+    cmd, env = workflow_dir(run_dir, {s: data / f"{s}.bam" for s in samples}, data / "ref.fa", {})
     start, before = time.time(), machine_cpu()
     wall, cpu, rss = timed(cmd, env=env)
     after = machine_cpu()

@@ -73,7 +73,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_amplicon import _amplicon, _first_error_line, _generator_digest  # noqa: E402
-from bench.bench_cohort import background_cores, machine_cpu, phases  # noqa: E402
+from bench.bench_cohort import background_cores, machine_cpu, phases, workflow_dir  # noqa: E402
 from bench.bench_lowfreq import ToolError  # noqa: E402
 from bench.evaluation.afeval import (  # noqa: E402
     Evaluation,
@@ -195,24 +195,12 @@ AMPLICON = yaml.safe_load((ROOT / "config" / "amplicon.yaml").read_text())
 def run_workflow(data: Path, samples: list[str], run_dir: Path, regions: int) -> dict[str, Any]:
     """One ``snakemake`` run over every sample in a fresh ``run_dir`` (layout as
     tests/test_e2e.py's ``make_workdir``); times, phases."""
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    shutil.copytree(ROOT / "config", run_dir / "config")
-    (run_dir / "config" / "samples.tsv").write_text(
-        "sample\tbam\n" + "".join(f"{s}\t{data / s / 'mixture.bam'}\n" for s in samples))
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    cfg = {**cfg, "reference": str(data / "virus.fa"), "samples": "config/samples.tsv",
-           "plan": {**cfg["plan"], "n_regions": regions},
-           "calling": {**cfg["calling"], "engine": "lowfreq", "primers": str(data / "scheme.primer.bed"),
-                       # config/amplicon.yaml's engine settings, as README "Viral amplicon runs" runs it
-                       "lowfreq": {**cfg["calling"]["lowfreq"], **AMPLICON["calling"]["lowfreq"]}},
-           "executor": {**cfg["executor"], "progress": False}}
-    cfg_path = run_dir / "config" / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    (run_dir / "tmp").mkdir()  # Lithops' local object store and job files: $TMPDIR/lithops-$USER
-    env = dict(os.environ, TMPDIR=str(run_dir / "tmp"))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(run_dir),
-           "--cores", "2", "--configfile", str(cfg_path), "--quiet", "all"]
+    cmd, env = workflow_dir(
+        run_dir, {s: data / s / "mixture.bam" for s in samples}, data / "virus.fa",
+        {"plan": {"n_regions": regions},
+         # config/amplicon.yaml's engine settings, as README "Viral amplicon runs" runs it
+         "calling": {"engine": "lowfreq", "primers": str(data / "scheme.primer.bed"),
+                     "lowfreq": AMPLICON["calling"]["lowfreq"]}})
     (run_dir / "command.txt").write_text(shlex.join(cmd) + "\n")
     res = _timed_run(cmd, env=env)
     res.update(workflow_phases(run_dir, samples, res["start"], res["wall"]))

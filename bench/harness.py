@@ -87,7 +87,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # ceph_gateway: the tests' Ceph gateway
 
 import scaling  # noqa: E402
 from bench_align import ToolError, timed  # noqa: E402
-from bench_cohort import background_cores, machine_cpu, phases  # noqa: E402
+from bench_cohort import background_cores, machine_cpu, phases, workflow_dir  # noqa: E402
 from bench_cohort import ensure_data as ensure_germline  # noqa: E402
 from bench_lowfreq import ensure_data as ensure_viral  # noqa: E402
 
@@ -119,14 +119,6 @@ COLUMNS = {
 
 
 # -- small pure helpers (unit-tested) ---------------------------------------------------
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``over`` laid on top, dictionaries merged key by key (neither is changed)."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def split_regions(contigs: list[tuple[str, int]], n: int) -> list[tuple[str, int, int]]:
     """Regions covering every contig, in order, as 0-based half-open ``(chrom, start,
     end)``: each contig gets pieces in proportion to its length (largest remainders
@@ -372,22 +364,7 @@ def run_workflow(run_dir: Path, samples: dict[str, Path], reference: Path, overr
     reference and a sheet of ``samples``; ``TMPDIR`` (so Lithops' local store) inside
     ``run_dir``. Returns its timing, its phases (:func:`bench_cohort.phases`) and the
     command line (with the config changes as a comment)."""
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    shutil.copytree(ROOT / "config", run_dir / "config")
-    (run_dir / "config" / "samples.tsv").write_text(
-        "sample\tbam\n" + "".join(f"{name}\t{bam}\n" for name, bam in samples.items()))
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    for overlay in overlays:
-        cfg = deep_merge(cfg, yaml.safe_load(overlay.read_text()))
-    cfg = deep_merge(cfg, {"reference": str(reference), "samples": "config/samples.tsv",
-                           "executor": {"progress": False}, **overrides})
-    cfg_path = run_dir / "config" / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    (run_dir / "tmp").mkdir()
-    env = dict(os.environ, TMPDIR=str(run_dir / "tmp"))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(run_dir),
-           "--cores", "2", "--configfile", str(cfg_path), "--quiet", "all"]
+    cmd, env = workflow_dir(run_dir, samples, reference, overrides, overlays)
     start = time.time()
     t = measure(cmd, env=env)
     changes = ", ".join(f"{k}={v}" for k, v in flatten(overrides).items())

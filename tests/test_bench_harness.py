@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import bench_cohort  # noqa: E402
 import harness  # noqa: E402
 import scaling  # noqa: E402
 
@@ -28,7 +29,7 @@ PRICES = {**scaling.DEFAULT_PRICES, "function_memory_mb": 1024, "per_gb_second":
 def test_deep_merge_merges_nested_dicts_and_leaves_inputs_alone() -> None:
     base = {"plan": {"n_regions": 8, "padding": 1000}, "calling": {"engine": "bcftools"}, "x": 1}
     over = {"plan": {"n_regions": 4}, "calling": "replaced", "y": 2}
-    out = harness.deep_merge(base, over)
+    out = bench_cohort.deep_merge(base, over)
     assert out == {"plan": {"n_regions": 4, "padding": 1000}, "calling": "replaced", "x": 1, "y": 2}
     assert base["plan"]["n_regions"] == 8
 
