@@ -105,7 +105,12 @@ def run_bcftools(
         mp = ["--fasta-ref", reference, *params.mpileup_args(), "-Ou", "-o", bcf]
         where = region.name if region else ""
         if region:
-            mp += ["--regions", region.htslib()]
+            # A regions file, not a string: bcftools splits ``--regions`` strings at
+            # every ':', so names SAM allows (``HLA-A*01:01:01:01``) would not parse.
+            regions = os.path.join(tmp, "regions.tsv")
+            with open(regions, "w") as fh:
+                fh.write(f"{region.chrom}\t{region.start + 1}\t{region.end}\n")
+            mp += ["--regions-file", regions]
         _bcftools(pysam.bcftools.mpileup, [*mp, *bams], tmp, f"mpileup {where}")
         _bcftools(pysam.bcftools.call, [*params.call_args(tmp), "-Ov", "-o", out_vcf, bcf], tmp, f"call {where}")
     return out_vcf

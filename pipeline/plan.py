@@ -39,6 +39,7 @@ import numpy as np
 
 from functions.core.bai import MAX_BGZF_BLOCK, BamIndex, Chunk, coffset, uoffset
 from functions.core.errors import SvcError
+from functions.core.tasks import region_name
 from pipeline.validate import bam_name
 
 if TYPE_CHECKING:
@@ -98,8 +99,8 @@ class Region:
 
     @property
     def name(self) -> str:
-        """samtools-style 1-based inclusive region string."""
-        return f"{self.chrom}:{self.start + 1}-{self.end}"
+        """samtools-style 1-based inclusive region string (:func:`region_name`)."""
+        return region_name(self.chrom, self.start, self.end)
 
     @property
     def fetch_bytes(self) -> int:

@@ -24,6 +24,12 @@ from typing import Any
 from functions.core.fai import FaiEntry
 
 
+def region_name(chrom: str, start: int, end: int) -> str:
+    """A region as people and htslib write it, 1-based and closed: ``chrom:start-end``,
+    or ``{chrom}:start-end`` when the name itself holds a ``:`` (``HLA-A*01:01:01:01``)."""
+    return f"{{{chrom}}}:{start + 1}-{end}" if ":" in chrom else f"{chrom}:{start + 1}-{end}"
+
+
 @dataclass(frozen=True)
 class Span:
     """Positions [start, end) of ``chrom``, 0-based and half-open."""
@@ -34,12 +40,8 @@ class Span:
 
     @property
     def name(self) -> str:
-        """How logs, plans and errors show the span: 1-based and closed, ``chrom:start-end``."""
-        return f"{self.chrom}:{self.start + 1}-{self.end}"
-
-    def htslib(self) -> str:
-        """The region string for htslib-based tools (bcftools ``--regions``)."""
-        return f"{self.chrom}:{self.start + 1}-{self.end}"
+        """How logs, plans and errors show the span (:func:`region_name`)."""
+        return region_name(self.chrom, self.start, self.end)
 
     def owns(self, chrom: str, pos: int) -> bool:
         """Does a VCF record at 1-based ``pos`` of ``chrom`` belong to this span?"""
