@@ -4,7 +4,9 @@ index parser agrees with htslib."""
 from __future__ import annotations
 
 import os
+import subprocess
 
+import numpy as np
 import pysam
 from conftest import SAMPLES
 from helpers import DATA
@@ -13,7 +15,8 @@ from hypothesis import strategies as st
 
 from functions.core.bai import MAX_BGZF_BLOCK, coffset, parse_bai, reg2bins
 from functions.core.tasks import BamSlice, ObjectRef
-from functions.slice import fetch_bam_slice
+from functions.core.fai import parse_fai
+from functions.slice import fetch_bam_slice, fetch_reference_window
 from pipeline.plan import PlanSettings, plan_sample
 from pipeline.stage import stage_sample
 
@@ -82,3 +85,35 @@ def test_slice_holds_every_read_and_no_more_bytes_than_bound(store, tmp_path, re
     assert os.stat(path).st_blocks * 512 <= fetched + 28 + 8192 * (2 + len(region.ranges))
     # Every range starts on a block the index knows.
     assert all(coffset(c.beg) >= plan.header.end for c in region.chunks)
+
+
+def test_reference_window_costs_its_window_not_its_position(store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A window far along a contig is written in bytes of the window (the ``N`` before it
+    are shared compressed blocks), and htslib reads every base of it, and the ``N`` before
+    it, at the true coordinates; also a fetch of the whole contig, as bcftools makes."""
+    rng = np.random.default_rng(3)
+    length = 3_000_000
+    seq = "".join(np.array(list("ACGT"))[rng.integers(0, 4, length)])
+    fasta = tmp_path / "big.fa"
+    fasta.write_text(">HLA-A*01:01:01:01\n" + "".join(seq[i : i + 70] + "\n" for i in range(0, length, 70)))
+    pysam.faidx(str(fasta))
+    store.put_file("ref/big.fa", str(fasta))
+    entry = parse_fai((tmp_path / "big.fa.fai").read_text())["HLA-A*01:01:01:01"]
+    sizes = []
+    for start, end in [(0, 20_000), (1_234_567, 1_254_567), (length - 20_000, length), (65_280 * 20, 65_280 * 21)]:
+        local = str(tmp_path / f"w{start}.fa")
+        fetch_reference_window(store, "ref/big.fa", entry, start, end, local)
+        sizes.append(os.path.getsize(local) if end - start == 20_000 else 0)
+        with pysam.FastaFile(local) as fa:
+            assert fa.get_reference_length(entry.name) == end
+            assert fa.fetch(entry.name, start, end) == seq[start:end]
+            assert fa.fetch(entry.name, start + 777, start + 900) == seq[start + 777 : start + 900]
+            if start:
+                assert fa.fetch(entry.name, start - 70_000, start + 5) == "N" * 70_000 + seq[start : start + 5]
+            assert fa.fetch(entry.name) == "N" * start + seq[start:end]  # bcftools mpileup reads the contig whole
+        out = subprocess.run(["samtools", "faidx", local, f"{{{entry.name}}}:{end - 9}-{end}"],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+        assert out[1] == seq[end - 10 : end]
+    # Bytes follow the window (~6 kB of compressed random bases per 20 kb window), not
+    # the position: the window ending at 3 Mb (45 shared blocks of N) adds 5 kB.
+    assert sizes[0] < 7_000 and sizes[2] - sizes[0] < 106 * (length // 65_280) + 200

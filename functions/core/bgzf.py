@@ -1,6 +1,6 @@
 """BGZF (blocked gzip) facts and the few operations on raw blocks we need.
 
-Contract: :func:`inflate` decompresses a byte string made of whole BGZF blocks
+Contract: :func:`deflate_block` writes one block; :func:`inflate` decompresses a byte string made of whole BGZF blocks
 (:func:`block_at` and :func:`inflate_block` walk them one by one, for readers that
 stop at an index's virtual offsets);
 :data:`EOF_BLOCK` is the 28-byte empty block that ends every BGZF file (SAM
@@ -23,6 +23,20 @@ BGZF_HEADER = 18  # gzip header with the BC extra field, which holds the block s
 
 class BgzfError(SvcError, ValueError):
     """Bytes that should be BGZF blocks are not."""
+
+
+MAX_BLOCK_DATA = 0xFF00  # bytes of data per block, as htslib writes them
+
+
+def deflate_block(data: bytes, level: int = 6) -> bytes:
+    """One BGZF block holding ``data`` (at most :data:`MAX_BLOCK_DATA` bytes)."""
+    if len(data) > MAX_BLOCK_DATA:
+        raise ValueError(f"a BGZF block holds at most {MAX_BLOCK_DATA} bytes, not {len(data)}")
+    c = zlib.compressobj(level, zlib.DEFLATED, -15)
+    body = c.compress(data) + c.flush()
+    size = BGZF_HEADER + len(body) + 8
+    return (b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00" + (size - 1).to_bytes(2, "little")
+            + body + zlib.crc32(data).to_bytes(4, "little") + len(data).to_bytes(4, "little"))
 
 
 def block_size(header: bytes) -> int:
