@@ -54,8 +54,6 @@ from functions.core.storage import ObjectStore
 from functions.core.tasks import ChunkTask, IndexRef
 from functions.worker import run_task
 
-# Bytes per ranged GET when copying the index to local disk: bounds the memory used.
-INDEX_PART_BYTES = 64 << 20
 # samtools sort memory per part before it spills to temporary files.
 SORT_MEMORY = "512M"
 # Parts are read once, by the merge: fast compression is enough.
@@ -140,9 +138,7 @@ def load_aligner(store: ObjectStore, index: IndexRef, preset: str) -> Any:
     if not os.path.exists(path) or os.path.getsize(path) != size:
         part = f"{path}.tmp{os.getpid()}"
         with open(part, "wb") as fh:
-            for start in range(0, size, INDEX_PART_BYTES):
-                end = min(size, start + INDEX_PART_BYTES)
-                fh.write(store.get_range(key, start, end, bucket))
+            store.get_range_into(key, 0, size, fh, bucket)  # streamed, in parts of 64 MB
         os.replace(part, path)
     aligner = mappy.Aligner(path, preset=preset)
     if not aligner or not aligner.seq_names:  # an empty or damaged file loads as an index of nothing

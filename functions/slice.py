@@ -37,20 +37,23 @@ def fetch_bam_slice(store: ObjectStore, bam: BamSlice, path: str) -> str:
 
     A range ``(start, end, tail)`` is fetched as bytes [start, end) and, with
     ``tail``, the BGZF block at ``end``: the first GET reaches 18 bytes into that
-    block (its header, which holds its size) and a second GET fetches the rest.
+    block (its header, which holds its size) and a second GET fetches the rest. The
+    bytes go to disk as they arrive, in GETs of at most 64 MB
+    (:meth:`~functions.core.storage.ObjectStore.get_range_into`): a function's memory
+    does not grow with its slice.
     """
     bam_key, bucket, bam_size = bam.obj.key, bam.obj.bucket, bam.size
-    with open(path, "wb") as out:
+    with open(path, "w+b") as out:
         out.truncate(bam_size)
         for start, end, tail in [(*bam.header, False), *bam.ranges]:
             out.seek(start)
             if not tail:
-                out.write(store.get_range(bam_key, start, end, bucket))
+                store.get_range_into(bam_key, start, end, out, bucket)
                 continue
-            first = store.get_range(bam_key, start, end + BGZF_HEADER, bucket)
-            out.write(first)
-            block_end = end + block_size(first[end - start :])
-            out.write(store.get_range(bam_key, start + len(first), block_end, bucket))
+            store.get_range_into(bam_key, start, end + BGZF_HEADER, out, bucket)
+            out.seek(end)
+            block_end = end + block_size(out.read(BGZF_HEADER))
+            store.get_range_into(bam_key, end + BGZF_HEADER, block_end, out, bucket)
         if bam_size >= len(EOF_BLOCK):
             out.seek(bam_size - len(EOF_BLOCK))
             out.write(EOF_BLOCK)

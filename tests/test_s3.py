@@ -4,10 +4,12 @@ must write the same VCFs as with the local store and as one whole-genome run."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,6 +18,7 @@ from helpers import DATA, whole_genome
 from test_e2e import make_workdir, snakemake
 
 from bench.evaluation.vcfcompare import vcf_body
+from functions.core import storage
 from functions.core.bai import MAX_BGZF_BLOCK
 from functions.core.storage import SHORT_READ_TRIES, ObjectMissingError, ObjectStore, StorageError
 from pipeline.manifests import StagedSample
@@ -36,6 +39,22 @@ def test_facade_ranged_reads_and_counts(ceph_s3: dict) -> None:
     assert store.list(store.key("")) == [key]
     with pytest.raises(ObjectMissingError):
         store.head(store.key("nope"))
+
+
+def test_a_range_streams_from_the_gateway_in_parts(ceph_s3: dict, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``get_range_into`` reads the gateway's bodies as streams, in GETs of PART_BYTES."""
+    monkeypatch.setattr(storage, "PART_BYTES", 1000)
+    monkeypatch.setattr(storage, "STREAM_PIECE", 300)
+    store = ObjectStore(ceph_lithops_config(ceph_s3), ceph_s3["bucket"], prefix="streamed")
+    key = store.key("ref.fa")
+    store.put_file(key, str(DATA / "ref.fa"))
+    raw = (DATA / "ref.fa").read_bytes()
+    with open(tmp_path / "part", "w+b") as out:
+        store.get_range_into(key, 1234, 5678, out)
+        out.seek(0)
+        assert out.read() == raw[1234:5678]
+    assert (store.counts.gets, store.counts.get_bytes) == (5, 5678 - 1234)
 
 
 def test_a_file_replaced_by_another_of_the_same_size_is_uploaded_again(ceph_s3: dict, tmp_path: Path) -> None:
@@ -76,6 +95,17 @@ def test_a_short_ranged_read_is_an_error_never_data() -> None:
             return self.answers.pop(0)
 
     assert ObjectStore(None, "bkt", "p", storage=OnceShort()).get_range("p/x", 5, 15) == b"0123456789"
+
+    class StreamedOnceShort(ShortStorage):
+        answers = [b"01234", b"0123456789"]
+
+        def get_object(self, bucket: str, key: str, extra_get_args: dict, stream: bool = False) -> Any:
+            return io.BytesIO(self.answers.pop(0))
+
+    out = io.BytesIO(b"ab")
+    out.seek(2)
+    ObjectStore(None, "bkt", "p", storage=StreamedOnceShort()).get_range_into("p/x", 5, 15, out)
+    assert out.getvalue() == b"ab0123456789"  # the short answer rewritten, never kept
 
 
 def test_function_gets_the_store_without_credentials(ceph_s3: dict, store: ObjectStore) -> None:

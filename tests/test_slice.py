@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tracemalloc
 
 import numpy as np
 import pysam
@@ -14,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from functions.core.bai import MAX_BGZF_BLOCK, coffset, parse_bai, reg2bins
-from functions.core.tasks import BamSlice, ObjectRef
 from functions.core.fai import parse_fai
+from functions.core.tasks import BamSlice, ObjectRef
 from functions.slice import fetch_bam_slice, fetch_reference_window
 from pipeline.plan import PlanSettings, plan_sample
 from pipeline.stage import stage_sample
@@ -117,3 +118,33 @@ def test_reference_window_costs_its_window_not_its_position(store, tmp_path) -> 
     # Bytes follow the window (~6 kB of compressed random bases per 20 kb window), not
     # the position: the window ending at 3 Mb (45 shared blocks of N) adds 5 kB.
     assert sizes[0] < 7_000 and sizes[2] - sizes[0] < 106 * (length // 65_280) + 200
+
+
+def test_a_large_range_streams_to_disk_in_bounded_parts(store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A 150 MB range (a deep region's slice) is written as it arrives, in GETs of at most
+    64 MB: the memory it takes does not grow with the range (``get_range`` holds it all)."""
+    size = 150 << 20
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as fh:
+        fh.truncate(size)
+        for at in range(0, size, 7 << 20):  # marks along the file, so a misplaced part shows
+            fh.seek(at)
+            fh.write(at.to_bytes(8, "little"))
+    store.put_file("big.bin", str(src))
+    gets = store.counts.gets
+    tracemalloc.start()
+    try:
+        with open(tmp_path / "copy.bin", "wb") as out:
+            out.write(b"x" * 100)
+            store.get_range_into("big.bin", 5, size, out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert store.counts.gets - gets == 3  # 64 + 64 + 22 MB
+    assert peak < 70 << 20, f"{peak / 2**20:.0f} MB held at once"
+    with open(src, "rb") as a, open(tmp_path / "copy.bin", "rb") as b:
+        assert b.read(100) == b"x" * 100
+        a.seek(5)
+        while chunk := a.read(8 << 20):
+            assert b.read(len(chunk)) == chunk
+        assert b.read() == b""

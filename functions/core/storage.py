@@ -54,6 +54,11 @@ class ObjectMissingError(StorageError):
 # them add up to 0.7 s).
 SHORT_READ_TRIES = 4
 
+# A ranged read into a file is made of GETs of at most PART_BYTES, each body read in
+# pieces of STREAM_PIECE: what a function holds in memory does not grow with its slice.
+PART_BYTES = 64 << 20
+STREAM_PIECE = 1 << 20
+
 # What a bucket and a key prefix may be: names, never paths that climb or start at the root.
 BUCKET_RULE = ("use 3-63 letters, digits, '.', '_' and '-', starting and ending with a letter or digit, "
                "with no '..' (a bucket name, not a path)")
@@ -222,6 +227,47 @@ class ObjectStore:
             f"{self.backend} storage at {self.endpoint} returned {len(data)} of the {end - start} bytes "
             f"asked for of {key!r} (bytes {start}-{end - 1}): a short read, {SHORT_READ_TRIES} times"
         )
+
+    def get_range_into(self, key: str, start: int, end: int, out: Any, bucket: str | None = None) -> None:
+        """Write bytes [start, end) of an object at ``out``'s position (a binary file), in
+        GETs of at most :data:`PART_BYTES` whose bodies are streamed in pieces; a short
+        answer is asked again as in :meth:`get_range`."""
+        for a in range(start, end, PART_BYTES):
+            b = min(end, a + PART_BYTES)
+            at = out.tell()
+            for attempt in range(SHORT_READ_TRIES):
+                out.seek(at)
+                got = self._get_into(key, a, b, out, bucket)
+                if got == b - a:
+                    break
+                logger.debug("short read of %s bytes %d-%d (%d bytes), GET %d of %d", key, a, b - 1, got,
+                             attempt + 1, SHORT_READ_TRIES)
+                if attempt + 1 < SHORT_READ_TRIES:
+                    time.sleep(0.1 * 2**attempt)
+            else:
+                raise StorageError(
+                    f"{self.backend} storage at {self.endpoint} returned {got} of the {b - a} bytes "
+                    f"asked for of {key!r} (bytes {a}-{b - 1}): a short read, {SHORT_READ_TRIES} times"
+                )
+
+    def _get_into(self, key: str, start: int, end: int, out: Any, bucket: str | None) -> int:
+        """One streamed ranged GET into ``out``; the number of bytes written."""
+        self._guard(key, bucket)
+        got = 0
+        try:
+            body = self._storage.get_object(bucket or self.bucket, key, stream=True,
+                                            extra_get_args={"Range": f"bytes={start}-{end - 1}"})
+            try:
+                while got <= end - start and (piece := body.read(STREAM_PIECE)):
+                    out.write(piece)
+                    got += len(piece)
+            finally:
+                body.close()
+        except Exception as exc:
+            raise self._translate(exc, key, bucket=bucket) from exc
+        self.counts.gets += 1
+        self.counts.get_bytes += got
+        return got
 
     def _get(self, key: str, extra: dict[str, str], bucket: str | None) -> bytes:
         self._guard(key, bucket)
