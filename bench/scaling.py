@@ -282,9 +282,6 @@ def model(m: Measured, a: Assumptions, prices: dict[str, Any], functions: int) -
     limits = []
     if slowest > a.max_duration_s:
         limits.append(f"slowest function {slowest:,.0f} s > Lambda's {a.max_duration_s:.0f} s")
-    if per_fn > prices["function_memory_mb"] * 1e6 * 0.75:
-        limits.append(f"a region's {per_fn / 1e9:.1f} GB come in one GET held in memory: > "
-                      f"{prices['function_memory_mb']} MB memory")
     if per_fn > a.max_ephemeral_mb * 1e6:
         limits.append(f"slice {per_fn / 1e9:.1f} GB > Lambda's largest /tmp")
     return Scenario(
@@ -328,8 +325,8 @@ def assumption_lines(m: Measured, a: Assumptions, prices: dict[str, Any], prices
         f"  requests per function     {round(m.gets_per_function)} GETs measured + {a.lithops_gets} GETs and "
         f"{a.lithops_puts} PUTs for Lithops + {a.function_puts} PUTs ({src['function_puts']}); the merge 1 GET "
         "per fragment, planning 2 GETs",
-        f"  Lambda limits             {a.max_duration_s:g} s per function, {a.max_ephemeral_mb:g} MB of /tmp; a "
-        f"function holds a region's bytes in memory (one ranged GET), flagged above 75 % of its memory",
+        f"  Lambda limits             {a.max_duration_s:g} s per function, {a.max_ephemeral_mb:g} MB of /tmp (a "
+        f"function streams its slice to /tmp in GETs of at most 64 MB: its memory does not follow the slice)",
         f"prices ({prices_from}): {prices['source']}; {prices['function_memory_mb']} MB per function; "
         f"{prices['per_gb_second']:g} {prices['currency']}/GB-s, {prices['per_million_invocations']:g} per million "
         f"invocations, {prices['per_thousand_gets']:g} per 1000 GETs, {prices['per_thousand_puts']:g} per 1000 PUTs",

@@ -159,17 +159,19 @@ def stable_header_line(line: str, volatile: tuple[str, ...]) -> bool:
 
 def keep_owned(vcf_path: str, region: Span, out_path: str, volatile: tuple[str, ...] = ()) -> int:
     """Bgzip ``vcf_path`` to ``out_path`` keeping the stable header lines (see
-    :func:`stable_header_line`) and the records ``region`` owns (:meth:`Span.owns`)."""
+    :func:`stable_header_line`) and the records ``region`` owns (:meth:`Span.owns`),
+    the records in BGZF blocks of their own (the header's blocks end at ``#CHROM``)."""
     kept = 0
     with open(vcf_path) as src, pysam.BGZFile(out_path, "wb") as out:  # type: ignore[call-arg]
         for line in src:
             if line.startswith("#"):
-                if not stable_header_line(line, volatile):
-                    continue
-            else:
-                f = line.split("\t", 2)
-                if not region.owns(f[0], int(f[1])):
-                    continue
+                if stable_header_line(line, volatile):
+                    out.write(line.encode())
+                if line.startswith("#CHROM"):
+                    out.flush()  # the records start a BGZF block: the merge copies their blocks as they are
+                continue
+            f = line.split("\t", 2)
+            if region.owns(f[0], int(f[1])):
                 kept += 1
-            out.write(line.encode())
+                out.write(line.encode())
     return kept

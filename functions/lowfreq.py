@@ -684,17 +684,29 @@ def _info(field: str, key: str) -> str:
     raise ValueError(f"no INFO/{key} in {field!r}")
 
 
-def finalize(lines: list[str], table: dict[str, Any], params: LowfreqParams) -> list[str]:
-    """The reported records from candidate lines (:func:`call_evidence` with
-    ``candidates``, in VCF order): each SNV scored again with the sample's error
-    spectrum (:func:`spectrum` of the whole sample's ``table``) and kept if it reaches
-    ``min_qual``; indels as they are. The order is kept."""
+class SampleModel(NamedTuple):
+    """The sample's error model, made once from the whole sample's noise table."""
+
+    rho: np.ndarray  # error spectrum (:func:`spectrum`)
+    alpha: float  # shape of the sites' noise factors
+
+
+def sample_model(table: dict[str, Any], params: LowfreqParams) -> SampleModel:
+    """The error spectrum and site-noise shape of a sample, from its whole noise table."""
     rho = spectrum(table)
     if params.site_noise is not None:
-        alpha = _alpha(params.site_noise)
-    else:
-        cv = site_noise_cv(table, rho)
-        alpha = _alpha(None) if cv is None else float(np.clip(1.0 / max(cv, 1e-6) ** 2, *_ALPHA_RANGE))
+        return SampleModel(rho, _alpha(params.site_noise))
+    cv = site_noise_cv(table, rho)
+    return SampleModel(rho, _alpha(None) if cv is None else float(np.clip(1.0 / max(cv, 1e-6) ** 2, *_ALPHA_RANGE)))
+
+
+def finalize(lines: list[str], model: SampleModel, params: LowfreqParams) -> list[str]:
+    """The reported records from candidate lines (:func:`call_evidence` with
+    ``candidates``, in VCF order): each SNV scored again with the sample's error model
+    (:func:`sample_model` of the whole sample's noise table) and kept if it reaches
+    ``min_qual``; indels as they are. The order is kept, and each line is scored on its
+    own, so any split of the lines (one fragment at a time) gives the same records."""
+    rho, alpha = model
     snv = [i for i, ln in enumerate(lines) if ";SE=" in ln]
     if not snv:
         return lines
@@ -803,7 +815,7 @@ def run_lowfreq(
     if on_noise is not None:
         on_noise(table)
     else:
-        lines = finalize(lines, table, params)
+        lines = finalize(lines, sample_model(table, params), params)
     tmp = out_vcf + ".part"
     with open(tmp, "w") as out:
         out.write(header)

@@ -109,8 +109,8 @@ def fetch_reference_window(
     with open(path + ".gzi", "wb") as out:  # htslib's BGZF index: every block but the first
         out.write(struct.pack("<Q", len(starts) - 1))
         out.write(b"".join(struct.pack("<QQ", co, uo) for co, uo in starts[1:]))
-    with open(path + ".fai", "w") as out:
-        out.write(f"{entry.name}\t{end}\t{len(head)}\t{end}\t{end + 1}\n")
+    with open(path + ".fai", "w") as fai:
+        fai.write(f"{entry.name}\t{end}\t{len(head)}\t{end}\t{end + 1}\n")
     return path
 
 

@@ -3,11 +3,12 @@
 Contract: :func:`merge_sample` reads the call manifest, fetches every fragment from
 the store and checks it is present and intact (the md5 recorded by the function
 that wrote it), that its records lie inside its region and that regions follow each
-other without overlap. Only then does it write ``<out>`` (bgzipped VCF with one
-header: contigs, source, engine and parameters), its ``.tbi`` and a
-``bcftools stats`` report. Outputs are written under hidden temporary names and
-renamed at the end (:mod:`functions.core.atomic`), so a failure, a full disk or a kill
-leaves no file that looks like a VCF; the space the VCF needs is checked first.
+other without overlap, as it writes ``<out>`` (bgzipped VCF with one header:
+contigs, source, engine and parameters) one fragment at a time, so its memory does
+not grow with the record count; then its ``.tbi`` and a ``bcftools stats`` report.
+Outputs are written under hidden temporary names and renamed only when every fragment
+passed (:mod:`functions.core.atomic`), so a bad fragment, a failure, a full disk or a
+kill leaves no file that looks like a VCF; the space the VCF needs is checked first.
 
 A missing or damaged fragment raises :class:`FragmentError`: the call manifest no
 longer describes what is in the store, and the step that catches it removes that
@@ -20,19 +21,21 @@ import gzip
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pysam
 import pysam.bcftools
-from Bio.bgzf import BgzfWriter
 
 from functions.core.atomic import atomic_outputs
+from functions.core.bgzf import EOF_BLOCK, MAX_BLOCK_DATA, BgzfError, block_at, deflate_block, inflate, inflate_block
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore
 from functions.core.tasks import Span
 from functions.engines import make_params, scores_at_merge
-from functions.lowfreq import add_noise_tables, finalize
+from functions.lowfreq import add_noise_tables, finalize, sample_model
+from pipeline.forked import forked
 from pipeline.manifests import CallResults
 from pipeline.report import stats_text
 
@@ -55,8 +58,22 @@ def rerun_fix(rerun: str) -> str:
     return f"`snakemake --cores 2 --forcerun {rerun}` recomputes it (and reuses the intact fragments)"
 
 
-def _fragment_body(store: ObjectStore, frag: dict[str, Any], sample: str,
-                   rerun: str) -> tuple[list[str], list[str]]:
+@dataclass
+class Fragment:
+    """A fragment as the merge uses it: its header lines, and its records either as the
+    function's own BGZF blocks (``blocks``, when its records start a block: copied as
+    they are, never decompressed whole) or as text (``body``)."""
+
+    header: list[str]
+    blocks: bytes | None = None
+    first: str = ""  # with blocks: the first and last record lines
+    last: str = ""
+    body: str = ""
+
+
+def _fragment(store: ObjectStore, frag: dict[str, Any], sample: str, rerun: str, text: bool) -> Fragment:
+    """Fetch a fragment and check its md5 is the one its function recorded; its records
+    as text when ``text`` (or when they do not start a BGZF block)."""
     key = frag["out_key"] + ".vcf.gz"
     fix = rerun_fix(rerun)
     try:
@@ -68,12 +85,85 @@ def _fragment_body(store: ObjectStore, frag: dict[str, Any], sample: str,
             f"sample {sample} region {frag['name']}: fragment {key} is damaged (md5 mismatch); "
             f"it changed in the store after it was written: {fix}"
         )
-    text = gzip.decompress(data).decode()
-    header: list[str] = []
-    body: list[str] = []
-    for line in text.splitlines(keepends=True):
-        (header if line.startswith("#") else body).append(line)
-    return header, body
+    try:
+        starts = _block_starts(data)
+    except BgzfError:  # plain gzip (not written by a function): read as text
+        return _split_header(gzip.decompress(data), sample, frag, key, fix)
+    head, cut, i = b"", 0, 0
+    for i, at in enumerate(starts[:-1]):
+        head += inflate_block(data, at, starts[i + 1] - at)
+        chrom = head.find(b"\n#CHROM\t")
+        cut = head.find(b"\n", chrom + 1) + 1 if chrom >= 0 else 0
+        if cut:
+            break
+    if text or not cut or cut < len(head):
+        return _split_header(head + inflate(data[starts[i + 1] :]), sample, frag, key, fix)
+    header = head[:cut].decode().splitlines(keepends=True)
+    body = starts[i + 1 :]  # block starts of the records, and the end of the data
+    blocks = data[body[0] : body[-1]]
+    if not blocks:
+        return Fragment(header, blocks=b"")
+    # The first and last records, from the blocks at each end (a line may span two).
+    lead = inflate(data[body[0] : body[min(2, len(body) - 1)]]).decode()
+    tail = inflate(data[body[max(0, len(body) - 3)] : body[-1]]).decode()
+    return Fragment(header, blocks=blocks, first=lead.split("\n", 1)[0] + "\n",
+                    last=tail.rstrip("\n").rsplit("\n", 1)[-1] + "\n")
+
+
+def _split_header(data: bytes, sample: str, frag: dict[str, Any], key: str, fix: str) -> Fragment:
+    text = data.decode()
+    at = text.find("\n#CHROM\t")
+    if at < 0:
+        raise FragmentError(f"sample {sample} region {frag['name']}: fragment {key} has no #CHROM line: it is not "
+                            f"a VCF the pipeline wrote; {fix}")
+    cut = text.find("\n", at + 1) + 1 or len(text)
+    return Fragment(text[:cut].splitlines(keepends=True), body=text[cut:])
+
+
+def _block_starts(data: bytes) -> list[int]:
+    """Where each BGZF block of ``data`` starts, empty (EOF) blocks excluded, then the end
+    of the last block that is not empty."""
+    starts, at, end = [], 0, 0
+    while at < len(data):
+        size = block_at(data, at)
+        if size is None:
+            raise BgzfError(f"BGZF block at byte {at} runs past the end of the data")
+        if data[at : at + size] != EOF_BLOCK:
+            starts.append(at)
+            end = at + size
+        at += size
+    return [*starts, end]
+
+
+def _write_bgzf(out: Any, data: bytes) -> None:
+    """``data`` as whole BGZF blocks (so that other blocks may follow them as they are)."""
+    for at in range(0, len(data), MAX_BLOCK_DATA):
+        out.write(deflate_block(data[at : at + MAX_BLOCK_DATA]))
+
+
+def check_owned(body: str, span: Span, sample: str, rerun: str) -> int:
+    """The number of records of a fragment's ``body`` (VCF lines, sorted, as the engines
+    write them), once every one is seen to lie in ``span``: all on its contig, the first
+    and last inside it (whole strings searched, not a loop over lines)."""
+    if not body:
+        return 0
+    n = body.count("\n") + (not body.endswith("\n"))
+    prefix = span.chrom + "\t"
+    on_contig = body.startswith(prefix) + body.count("\n" + prefix, 0, len(body) - 1)
+    last = body.rfind("\n", 0, len(body) - 1) + 1
+    first_pos = body[len(prefix) : body.find("\t", len(prefix))]
+    last_pos = body[last + len(prefix) : body.find("\t", last + len(prefix))]
+    if (on_contig == n and first_pos.isdigit() and last_pos.isdigit()
+            and span.owns(span.chrom, int(first_pos)) and span.owns(span.chrom, int(last_pos))):
+        return n
+    for line in body.splitlines():
+        c, p = line.split("\t", 2)[:2]
+        if not (p.isdigit() and span.owns(c, int(p))):
+            break
+    raise MergeError(
+        f"sample {sample}: fragment of {span.name} holds a record at {c}:{p} "
+        f"outside its region; rerun with `snakemake --forcerun {rerun}`"
+    )
 
 
 def unusable_reads(manifest: CallResults) -> list[str]:
@@ -96,15 +186,14 @@ def unusable_reads(manifest: CallResults) -> list[str]:
     return warnings
 
 
-def score_candidates(body: list[str], frags: list[dict[str, Any]], manifest: CallResults, sample: str,
-                     rerun: str) -> list[str]:
-    """The engine's reported records from its fragments' candidates, scored under what
-    every region's noise table says of the whole sample (lowfreq: its error spectrum)."""
+def noise_model(frags: list[dict[str, Any]], manifest: CallResults, sample: str, rerun: str) -> Any:
+    """What the engine scores candidates with: every region's noise table added up, and
+    the sample's error model made from it (lowfreq: its error spectrum)."""
     if any("noise" not in f for f in frags):
         raise FragmentError(f"sample {sample}: fragments written before the {manifest.engine} engine kept a noise "
                             f"table cannot be scored; `snakemake --cores 2 --forcerun {rerun}` calls them again")
     params = make_params(manifest.engine, manifest.params)
-    return finalize(body, add_noise_tables([f["noise"] for f in frags]), params)  # type: ignore[arg-type]
+    return sample_model(add_noise_tables([f["noise"] for f in frags]), params)  # type: ignore[arg-type]
 
 
 def merged_header(first_header: list[str], manifest: CallResults, reference: str) -> list[str]:
@@ -132,45 +221,52 @@ def merge_sample(
     manifest = CallResults.read(call_manifest)
     sample = manifest.sample
     frags: list[dict[str, Any]] = sorted((dict(f) for f in manifest.fragments), key=lambda f: f["region"])
-    header: list[str] | None = None
-    body: list[str] = []
-    last: Span | None = None
-    for frag in frags:
-        fh, fb = _fragment_body(store, frag, sample, rerun)
-        header = header or fh
-        span = Span(frag["chrom"], frag["start"], frag["end"])
-        if last and last.chrom == span.chrom and last.end > span.start:
-            raise MergeError(f"sample {sample}: region {span.name} overlaps the previous region; re-plan")
-        last = span
-        for line in fb:
-            c, p = line.split("\t", 2)[:2]
-            if not span.owns(c, int(p)):
-                raise MergeError(
-                    f"sample {sample}: fragment of {span.name} holds a record at {c}:{p} "
-                    f"outside its region; rerun with `snakemake --forcerun {rerun}`"
-                )
-        body.extend(fb)
-    if header is None:
+    if not frags:
         raise MergeError(f"sample {sample}: no fragments to merge; the plan has no regions")
-    if scores_at_merge(manifest.engine):
-        body = score_candidates(body, frags, manifest, sample, rerun)
+    params = make_params(manifest.engine, manifest.params)
+    model = noise_model(frags, manifest, sample, rerun) if scores_at_merge(manifest.engine) else None
     # The VCF takes about the fragments' compressed bytes; its index and stats a little more.
     needed = sum(int(f.get("size", 0)) for f in frags) + (256 << 10)
+    records = 0
     with atomic_outputs(out_stats, out_vcf + ".tbi", out_vcf, needed=needed) as (tmp_stats, tmp_tbi, tmp_vcf):
-        # The file is opened here, by Python, so that an unwritable folder is an OSError
-        # (pysam.BGZFile opening a path it cannot write crashes the process).
-        with open(tmp_vcf, "wb") as raw, BgzfWriter(fileobj=raw) as out:
-            out.write("".join(merged_header(header, manifest, reference)).encode())
-            for line in body:
-                out.write(line.encode())
-        pysam.tabix_index(tmp_vcf, preset="vcf", force=True, index=tmp_tbi)
+        # One fragment in memory at a time: the merge's memory does not grow with the
+        # record count. A bad fragment further on raises, and atomic_outputs removes what
+        # was written. The file is opened here, by Python, so that an unwritable folder is
+        # an OSError (pysam.BGZFile opening a path it cannot write crashes the process).
+        with open(tmp_vcf, "wb") as out:
+            last: Span | None = None
+            for frag in frags:
+                f = _fragment(store, frag, sample, rerun, text=model is not None)
+                if last is None:
+                    _write_bgzf(out, "".join(merged_header(f.header, manifest, reference)).encode())
+                span = Span(frag["chrom"], frag["start"], frag["end"])
+                if last and last.chrom == span.chrom and last.end > span.start:
+                    raise MergeError(f"sample {sample}: region {span.name} overlaps the previous region; re-plan")
+                last = span
+                if f.blocks is not None:
+                    # The function's own blocks, copied: its first and last records are
+                    # checked, and it wrote only records its region owns.
+                    check_owned(f.first + f.last if f.blocks else "", span, sample, rerun)
+                    out.write(f.blocks)
+                    records += int(frag["records"])
+                    continue
+                n = check_owned(f.body, span, sample, rerun)
+                body = f.body
+                if model is not None and n:
+                    lines = finalize(body.splitlines(keepends=True), model, params)  # type: ignore[arg-type]
+                    body, n = "".join(lines), len(lines)
+                _write_bgzf(out, body.encode())
+                records += n
+            out.write(EOF_BLOCK)
+        indexed = forked(pysam.tabix_index, tmp_vcf, preset="vcf", force=True, index=tmp_tbi)  # beside the stats
         io = f"# svc merge: {len(frags)} fragments read from object storage in {store.counts.line()}\n"
         # bcftools names the file it read: the VCF's own name, not its temporary one (MultiQC
         # takes the sample's name from it). Per-sample and PASS-only counts for the report.
         stats = stats_text(tmp_vcf, out_vcf)
+        indexed()
         Path(tmp_stats).write_text(io + stats)
     for warning in unusable_reads(manifest):
         logger.warning("warning: %s", warning)
     logger.info("merged %d fragments of %s: %d records -> %s; read %s",
-                len(frags), sample, len(body), out_vcf, store.counts.line())
-    return len(body)
+                len(frags), sample, records, out_vcf, store.counts.line())
+    return records

@@ -25,6 +25,7 @@ from functions.lowfreq import (
     negbin_sf_log10,
     null_tail_log10,
     poisson_sf_log10,
+    sample_model,
     site_noise_cv,
     spectrum,
     strand_bias_phred,
@@ -274,19 +275,19 @@ def test_merge_scores_candidates_under_the_samples_spectrum() -> None:
     snv = ("virus\t100\t.\tA\tG\t30.0\tPASS\tDP=10000;AF=0.002000;ADF=4990,10;ADR=4990,10;SBP=0;QF=20;QR=20;"
            "SE=1.0,1.0;SM=1,1\n")
     indel = "virus\t90\t.\tAT\tA\t300.0\tPASS\tDP=10000;AF=0.010000;ADF=4950,50;ADR=4950,50;SBP=0;QF=150;QR=150;INDEL\n"
-    low = finalize([indel, snv], _table(0.3, a_to_g=0.05), p)
-    high = finalize([indel, snv], _table(0.3, a_to_g=3.0), p)
+    low = finalize([indel, snv], sample_model(_table(0.3, a_to_g=0.05), p), p)
+    high = finalize([indel, snv], sample_model(_table(0.3, a_to_g=3.0), p), p)
     assert low[0] == indel and len(low) == 2 and "SE=" not in low[1] and float(low[1].split("\t")[5]) >= 60
     assert high == [indel]
 
 
 def test_merge_refuses_fragments_without_a_noise_table() -> None:
     from pipeline.manifests import CallResults
-    from pipeline.merge import FragmentError, score_candidates
+    from pipeline.merge import FragmentError, noise_model
 
     manifest = CallResults("s1", "code", "lowfreq", LowfreqParams().as_dict(), "lowfreq", 0, ())
     with pytest.raises(FragmentError, match="forcerun call"):
-        score_candidates([], [{"region": 0}], manifest, "s1", "call")
+        noise_model([{"region": 0}], manifest, "s1", "call")
 
 
 @pytest.mark.parametrize("cv", [0.0, 0.5, 1.0])
