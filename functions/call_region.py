@@ -59,7 +59,11 @@ class RegionError(SvcError, RuntimeError):
 
 def call_region(task: dict[str, Any], storage: Any = None) -> dict[str, Any]:
     """Call one region (a :class:`~functions.core.tasks.RegionTask` as a dict); ``storage``
-    is the worker's ``lithops.Storage`` (Lithops passes it)."""
+    is the worker's ``lithops.Storage`` (Lithops passes it). A pack of light regions
+    (``{"tasks": [...], "key": ...}``, see :func:`pipeline.call.pack_tasks`) is called one
+    region after another, each with its own fragment: ``{"key", "results": [stats...]}``."""
+    if "tasks" in task:
+        return {"key": task["key"], "results": [call_region(t, storage) for t in task["tasks"]]}
     t = RegionTask.from_dict(task)
     return run_task(f"sample {t.sample} region {t.region.name}", t.store, storage, t.sample, t.key, t.out_key,
                     ".vcf.gz", lambda store, tmp: _call(t, store, tmp), RegionError, prefix="svc-region-")

@@ -69,13 +69,16 @@ class CallSummary:
     seconds: float
     retries: int = 0
     retried_regions: int = 0
+    functions: int | None = None  # the functions run, when light regions were packed (else one per region)
 
     def line(self) -> str:
         ratio = self.get_bytes / self.bam_bytes if self.bam_bytes else 0.0
         retried = f"{self.retries} retries ({self.retried_regions} regions); " if self.retries else ""
+        ran = (f"{self.computed} functions run" if self.functions in (None, self.computed)
+               else f"{self.computed} regions called in {self.functions} functions")
         return (
             f"called {self.samples} sample(s) in {self.regions} regions: "
-            f"{self.computed} functions run, {self.reused} fragments reused; {retried}"
+            f"{ran}, {self.reused} fragments reused; {retried}"
             f"read {self.get_bytes / 1e6:.2f} MB in {self.gets} GETs "
             f"({ratio:.2f} x BAM size) in {self.seconds:.1f} s"
         )
@@ -218,8 +221,17 @@ class CallInputs:
                                 self.primers)
         return tasks
 
-    def summary(self, stats: Any, regions: int, t0: float) -> CallSummary:
-        """The summary of ``regions`` regions whose fragments' stats are ``stats``, begun at ``t0``."""
+    @property
+    def functions(self) -> int:
+        """The functions the plans were asked for (0: not known): each sample's, or, for a
+        joint call, the one set of regions'."""
+        if any(not p.functions for p in self.plans):
+            return 0
+        return self.plans[0].functions if self.cohort is not None else sum(p.functions for p in self.plans)
+
+    def summary(self, stats: Any, regions: int, t0: float, functions: int | None = None) -> CallSummary:
+        """The summary of ``regions`` regions whose fragments' stats are ``stats``, begun at
+        ``t0``, run in ``functions`` functions (None: one per region computed)."""
         stats = list(stats)
         computed = [s for s in stats if not s["reused"]]
         return CallSummary(
@@ -230,6 +242,7 @@ class CallInputs:
             seconds=time.monotonic() - t0,
             retries=sum(s["attempts"] - 1 for s in computed),
             retried_regions=sum(s["attempts"] > 1 for s in computed),
+            functions=functions,
         )
 
 
@@ -251,6 +264,78 @@ def share(tasks: list[dict[str, Any]], job: int, jobs: int) -> list[dict[str, An
         if j == job:
             mine.append(t)
     return mine
+
+
+# What a region costs a function beside its bytes (engine start, reference window, a
+# few GETs), as BAM bytes: about 0.1 s at the 0.42 s per MB measured (README "Benchmarks").
+PACK_OVERHEAD_BYTES = 256 << 10
+
+
+def pack_tasks(todo: list[dict[str, Any]], tasks: list[dict[str, Any]], functions: int) -> list[dict[str, Any]]:
+    """The functions to run for ``todo`` (of the run's ``tasks``): each region alone, except
+    that light regions (a genome's small contigs: one region each at least) share a
+    function, one after another, up to a weight (bytes plus :data:`PACK_OVERHEAD_BYTES`
+    per region) of the run's heaviest region or of the run's weight / ``functions``
+    (what the plan was asked for; 0: not known), whichever is more: the number of
+    functions follows ``plan.n_regions`` however many contigs carry reads. A pack is
+    ``{"tasks": [...], "key", "out_key", "label", "sample", "region"}`` (see
+    :func:`functions.call_region.call_region`); tasks with injected faults (tests) are
+    never packed."""
+    if len(todo) < 2 or any("faults" in t for t in todo):
+        return todo
+
+    def weight(t: dict[str, Any]) -> int:
+        return int(t["region"]["est_bytes"]) + PACK_OVERHEAD_BYTES
+
+    cap = max(max(weight(t) for t in tasks), sum(weight(t) for t in tasks) // functions if functions else 0)
+    alone = [t for t in todo if 2 * weight(t) > cap]
+    bins: list[list[dict[str, Any]]] = []
+    load = cap + 1
+    for t in todo:  # next fit, in the order given (the call step's: heaviest first)
+        if 2 * weight(t) > cap:
+            continue
+        if load + weight(t) > cap:
+            bins.append([])
+            load = 0
+        bins[-1].append(t)
+        load += weight(t)
+    packs = [b[0] if len(b) == 1 else _pack(b) for b in bins]
+    return alone + packs
+
+
+def _pack(tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    first, last = tasks[0], tasks[-1]
+    key = hashlib.sha256("".join(t["key"] for t in tasks).encode()).hexdigest()[:20]
+    samples = dict.fromkeys(t["sample"] for t in tasks)
+    return {
+        "tasks": tasks, "key": key, "out_key": f"pack-{key}", "sample": first["sample"],
+        "label": f"{', '.join(samples)} {len(tasks)} regions packed ({task_label(first)} ... "
+                 f"{last['region']['name']})",
+        "region": {"est_bytes": sum(int(t["region"]["est_bytes"]) for t in tasks), "name": "packed"},
+    }
+
+
+def run_calls(runner: SerialRunner | LithopsRunner, todo: list[dict[str, Any]],
+              tasks: list[dict[str, Any]], functions: int) -> tuple[dict[str, dict[str, Any]], int]:
+    """Call ``todo`` (of ``tasks``, packed by :func:`pack_tasks` into about ``functions``
+    for all ``tasks``) in one map; each region's stats by its ``out_key`` (a packed
+    region's with its function's attempts), and the number of functions run."""
+    items = pack_tasks(todo, tasks, functions)
+    if len(items) < len(todo):
+        logger.info("%d regions in %d functions: %d light regions packed together", len(todo), len(items),
+                    sum(len(i.get("tasks", ())) for i in items))
+    done = run_todo(runner, call_region, items, tasks, "calling regions", "region", CallError)
+    for item in items:
+        if "tasks" not in item:
+            continue
+        pack = done.pop(item["out_key"])
+        results = pack.pop("results")
+        if [r.get("key") for r in results] != [t["key"] for t in item["tasks"]]:
+            raise CallError(f"the results for {item['label']} are not its regions': run the step again")
+        for t, r in zip(item["tasks"], results, strict=True):
+            done[t["out_key"]] = {**r, **{k: pack[k] for k in ("reused", "attempts", "submitted",
+                                                                "failed_attempts") if k in pack}}
+    return done, len(items)
 
 
 def call_samples(
@@ -276,6 +361,7 @@ def call_samples(
         len(plans), f" called jointly as {cohort}" if cohort else "", len(tasks), fetch / 1e6, len(done),
         len(todo), runner if scattered is None else "the scatter jobs",
     )
+    functions: int | None = None
     if scattered is not None:
         if todo:
             raise CallError(
@@ -291,7 +377,8 @@ def call_samples(
         # Heaviest regions first: the last functions to finish are then the light ones.
         todo.sort(key=lambda t: -t["region"]["est_bytes"])
         assert runner is not None
-        done.update(run_todo(runner, call_region, todo, tasks, "calling regions", "region", CallError))
+        ran, functions = run_calls(runner, todo, tasks, inputs.functions)
+        done.update(ran)
     for name, out in out_manifests.items():
         frags = tuple(FunctionStats(**done[t["out_key"]], out_key=t["out_key"])  # type: ignore[typeddict-item]
                       for t in tasks if t["sample"] == name)
@@ -300,7 +387,7 @@ def call_samples(
             command=params.describe(), samples=tuple(p.sample for p in plans) if cohort else None,
             retries=sum(f.get("attempts", 1) - 1 for f in frags if not f["reused"]), fragments=frags,
         ).write(out)
-    return inputs.summary(done.values(), len(tasks), t0)
+    return inputs.summary(done.values(), len(tasks), t0, functions)
 
 
 def call_share(
@@ -320,8 +407,9 @@ def call_share(
     host, slurm_job = socket.gethostname(), os.environ.get("SLURM_JOB_ID")
     logger.info("scatter job %d of %d on %s%s: %d of %d regions, %d already done", job + 1, jobs, host,
                 f" (SLURM job {slurm_job})" if slurm_job else "", len(mine), len(tasks), len(done))
-    done.update(run_todo(runner, call_region, todo, mine, "calling regions", "region", CallError))
+    ran, functions = run_calls(runner, todo, mine, round(inputs.functions * len(mine) / max(1, len(tasks))))
+    done.update(ran)
     ScatterShare(job, jobs, host, slurm_job, round(time.monotonic() - t0, 3),
                  done).write(out)  # type: ignore[arg-type]
-    return inputs.summary(done.values(), len(mine), t0)
+    return inputs.summary(done.values(), len(mine), t0, functions)
 

@@ -149,6 +149,10 @@ class SamplePlan:
     header: ByteRange
     regions: list[Region] = field(default_factory=list)
     index: str = ""
+    # The functions the settings ask for (plan.n_regions, or the bytes / plan.target_bytes;
+    # 0: not known). More regions than that (a region per contig with reads, at least)
+    # are packed into about that many functions (pipeline.call.pack_tasks).
+    functions: int = 0
 
     @property
     def n_ref(self) -> int:
@@ -172,8 +176,9 @@ def plan_sample(
     _check_index(index, contigs)
     weights = _weights(index, contigs)
     shift = index.min_shift
+    asked = 0
     if cuts is None:
-        bounds = _bounds(weights, contigs, settings, f"sample {sample}'s BAM", shift)
+        bounds, asked = _bounds(weights, contigs, settings, f"sample {sample}'s BAM", shift)
     else:
         bounds = {}
         for tid in weights:
@@ -181,6 +186,7 @@ def plan_sample(
             inner = sorted({c for c in cuts.get(name, []) if 0 < c < length})
             bounds[tid] = [0, *inner, length]
     plan = _empty_plan(sample, index, contigs, bam_key, bam_size)
+    plan.functions = asked
     for tid in sorted(bounds):
         cum = _cumulative(weights[tid], contigs[tid][1], shift)
         for start, end in _limit(bounds[tid], settings.max_region_length):
@@ -229,16 +235,17 @@ def plan_joint(inputs: list[PlanInput], settings: PlanSettings) -> list[SamplePl
     ]
     tids = sorted({tid for w in per_sample for tid in w})
     summed = {tid: sum(w.get(tid, 0.0) for w in per_sample) for tid in tids}
+    cut, asked = _bounds(summed, contigs, settings, f"the {len(inputs)} samples' BAMs", shift)  # type: ignore[arg-type]
     spans = [
         (tid, start, end)
-        for tid, bounds in sorted(_bounds(summed, contigs, settings,  # type: ignore[arg-type]
-                                          f"the {len(inputs)} samples' BAMs", shift).items())
+        for tid, bounds in sorted(cut.items())
         for start, end in _limit(bounds, settings.max_region_length)
         if any(p.index.query(tid, start, end) for p in inputs)
     ]
     plans = []
     for p, weights in zip(inputs, per_sample, strict=True):
         plan = _empty_plan(p.sample, p.index, contigs, p.bam_key, p.bam_size)
+        plan.functions = asked
         cums = {tid: _cumulative(weights.get(tid, np.zeros_like(summed[tid])), contigs[tid][1], shift)
                 for tid in tids}
         for i, (tid, start, end) in enumerate(spans):
@@ -278,9 +285,10 @@ def _refine(weights: np.ndarray, shift: int, to_shift: int, length: int) -> np.n
 
 
 def _bounds(weights: dict[int, np.ndarray], contigs: tuple[tuple[str, int], ...],
-            settings: PlanSettings, what: str, shift: int) -> dict[int, list[int]]:
+            settings: PlanSettings, what: str, shift: int) -> tuple[dict[int, list[int]], int]:
     """Cut positions per contig: regions of about equal bytes, snapped to windows of
-    ``2**shift`` bp (the index's, whose bytes ``weights`` holds per window).
+    ``2**shift`` bp (the index's, whose bytes ``weights`` holds per window); and the
+    number of regions the settings ask for.
 
     ``what`` names the data in the one warning logged when the data bounds the number
     of regions (e.g. "sample sampleA's BAM").
@@ -297,7 +305,7 @@ def _bounds(weights: dict[int, np.ndarray], contigs: tuple[tuple[str, int], ...]
             key, total / 1e6, what, f"{used:,}", f"{settings.min_region_bytes:,}",
         )
     return {tid: _snap(_cut(weights[tid], contigs[tid][1], n, shift), settings.padding, 1 << shift)
-            for tid, n in counts.items()}
+            for tid, n in counts.items()}, asked
 
 
 def _empty_plan(sample: str, index: BamIndex, contigs: tuple[tuple[str, int], ...],
@@ -367,9 +375,11 @@ def _cumulative(weights: np.ndarray, length: int, shift: int) -> tuple[np.ndarra
 
 def _allocate(weights: dict[int, np.ndarray], settings: PlanSettings) -> tuple[dict[int, int], int]:
     """Regions per contig, at least one each, keeping the largest region small; and the
-    number of regions the settings ask for.
+    number of functions the settings ask for (regions of small contigs are packed into
+    functions at the call).
 
-    With a byte target: as many as the target asks. With a number of regions: each
+    With a byte target, or more contigs with reads than regions asked: each contig cut
+    into parts of the bytes a function should take (small contigs: one region each). With a number of regions: each
     next region goes to the contig whose regions are currently the largest, so the
     regions of all contigs come out about equally heavy (what balances the workers).
     Either way a contig of ``t`` bytes gets at most ``t // min_region_bytes`` regions
@@ -378,10 +388,15 @@ def _allocate(weights: dict[int, np.ndarray], settings: PlanSettings) -> tuple[d
     """
     totals = {tid: float(w.sum()) for tid, w in weights.items()}
     caps = {tid: max(1, int(t // settings.min_region_bytes)) for tid, t in totals.items()}
-    if settings.target_bytes is not None:
-        wanted = {tid: max(1, math.ceil(t / settings.target_bytes)) for tid, t in totals.items()}
-        return {tid: min(n, caps[tid]) for tid, n in wanted.items()}, sum(wanted.values())
-    asked = max(settings.n_regions or 1, len(totals))
+    whole = sum(totals.values())
+    if settings.target_bytes is not None or len(totals) > (settings.n_regions or 1):
+        # More contigs than functions asked for (GRCh38's ~3,000 small ones): each contig
+        # is cut at the bytes a function is asked to take, and light regions are packed
+        # into functions at the call (pipeline.call.pack_tasks).
+        target = settings.target_bytes or max(1.0, whole / (settings.n_regions or 1))
+        wanted = {tid: max(1, math.ceil(t / target)) for tid, t in totals.items()}
+        return {tid: min(n, caps[tid]) for tid, n in wanted.items()}, max(1, math.ceil(whole / target))
+    asked = settings.n_regions or 1
     counts = dict.fromkeys(totals, 1)
     heap = [(-t, tid) for tid, t in totals.items() if caps[tid] > 1]
     heapq.heapify(heap)
@@ -458,6 +473,7 @@ def write_plan(plan: SamplePlan, path: str | Path, io: IoCounts | None = None) -
         "#contigs=" + ",".join(f"{name}:{length}" for name, length in plan.contigs),
         f"#header_bytes={plan.header.start}-{plan.header.end}",
         *([f"#index={plan.index}"] if plan.index else []),
+        *([f"#functions={plan.functions}"] if plan.functions else []),
         *([f"#planning_gets={io.gets}", f"#planning_get_bytes={io.get_bytes}"] if io else []),
         "\t".join(COLUMNS),
     ]
@@ -508,6 +524,7 @@ def read_plan(path: str | Path) -> SamplePlan:
             ),
             header=ByteRange(int(hs), int(he)),
             index=meta.get("index", ""),
+            functions=int(meta.get("functions", 0)),
         )
         tids = {name: i for i, (name, _) in enumerate(plan.contigs)}
         for row in rows:

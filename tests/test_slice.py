@@ -122,7 +122,8 @@ def test_reference_window_costs_its_window_not_its_position(store, tmp_path) -> 
 
 def test_a_large_range_streams_to_disk_in_bounded_parts(store, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A 150 MB range (a deep region's slice) is written as it arrives, in GETs of at most
-    64 MB: the memory it takes does not grow with the range (``get_range`` holds it all)."""
+    64 MB read in pieces of 1 MB: the memory it takes does not grow with the range
+    (``get_range`` holds it all). The S3 path: tests/test_s3.py."""
     size = 150 << 20
     src = tmp_path / "big.bin"
     with open(src, "wb") as fh:
@@ -141,7 +142,7 @@ def test_a_large_range_streams_to_disk_in_bounded_parts(store, tmp_path) -> None
     finally:
         tracemalloc.stop()
     assert store.counts.gets - gets == 3  # 64 + 64 + 22 MB
-    assert peak < 70 << 20, f"{peak / 2**20:.0f} MB held at once"
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MB held at once"  # pieces of 1 MB
     with open(src, "rb") as a, open(tmp_path / "copy.bin", "rb") as b:
         assert b.read(100) == b"x" * 100
         a.seek(5)
