@@ -25,6 +25,7 @@ part of the fragment key, since they never change a result.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -48,7 +49,7 @@ from functions.engines import EngineParams
 from pipeline.executor import LithopsRunner, SerialRunner, task_label
 from pipeline.fanout import check_staged, run_todo, split_done
 from pipeline.manifests import CallResults, FunctionStats, ScatterShare, StagedReference, StagedSample, StoredFile
-from pipeline.plan import Region, SamplePlan
+from pipeline.plan import REGION_OVERHEAD_BYTES, Region, SamplePlan
 
 logger = logging.getLogger(__name__)
 
@@ -266,41 +267,54 @@ def share(tasks: list[dict[str, Any]], job: int, jobs: int) -> list[dict[str, An
     return mine
 
 
-# What a region costs a function beside its bytes (engine start, reference window, a
-# few GETs), as BAM bytes: about 0.1 s at the 0.42 s per MB measured (README "Benchmarks").
-PACK_OVERHEAD_BYTES = 256 << 10
+PACK_OVERHEAD_BYTES = REGION_OVERHEAD_BYTES  # a region's cost beside its bytes (pipeline.plan)
 
 
 def pack_tasks(todo: list[dict[str, Any]], tasks: list[dict[str, Any]], functions: int) -> list[dict[str, Any]]:
-    """The functions to run for ``todo`` (of the run's ``tasks``): each region alone, except
-    that light regions (a genome's small contigs: one region each at least) share a
-    function, one after another, up to a weight (bytes plus :data:`PACK_OVERHEAD_BYTES`
-    per region) of the run's heaviest region or of the run's weight / ``functions``
-    (what the plan was asked for; 0: not known), whichever is more: the number of
-    functions follows ``plan.n_regions`` however many contigs carry reads. A pack is
-    ``{"tasks": [...], "key", "out_key", "label", "sample", "region"}`` (see
+    """The functions to run for ``todo`` (of the run's ``tasks``): regions packed, best fit
+    in decreasing weight (bytes plus :data:`PACK_OVERHEAD_BYTES` per region), into
+    functions of the least weight that fits all ``tasks`` into ``functions`` functions
+    (what the plan was asked for; 0: not known), and never less than the heaviest
+    region's. A region alone in its function runs as itself; light regions (a genome's
+    small contigs, one region each at least) share a function, one after another, so the
+    number of functions follows ``plan.n_regions`` however many contigs carry reads. A
+    pack is ``{"tasks": [...], "key", "out_key", "label", "sample", "region"}`` (see
     :func:`functions.call_region.call_region`); tasks with injected faults (tests) are
     never packed."""
     if len(todo) < 2 or any("faults" in t for t in todo):
         return todo
+    lo = max(_weight(t) for t in tasks)
+    if functions and len(tasks) > functions:
+        hi = sum(_weight(t) for t in tasks)
+        lo = max(lo, hi // functions)
+        while lo < hi:  # the least capacity that packs every task into `functions` functions
+            mid = (lo + hi) // 2
+            if len(_best_fit(tasks, mid)) <= functions:
+                hi = mid
+            else:
+                lo = mid + 1
+    return [b[0] if len(b) == 1 else _pack(b) for b in _best_fit(todo, lo)]
 
-    def weight(t: dict[str, Any]) -> int:
-        return int(t["region"]["est_bytes"]) + PACK_OVERHEAD_BYTES
 
-    cap = max(max(weight(t) for t in tasks), sum(weight(t) for t in tasks) // functions if functions else 0)
-    alone = [t for t in todo if 2 * weight(t) > cap]
+def _weight(t: dict[str, Any]) -> int:
+    return int(t["region"]["est_bytes"]) + PACK_OVERHEAD_BYTES
+
+
+def _best_fit(tasks: list[dict[str, Any]], cap: int) -> list[list[dict[str, Any]]]:
+    """Best-fit decreasing: each task, heaviest first, into the fullest function it fits."""
     bins: list[list[dict[str, Any]]] = []
-    load = cap + 1
-    for t in todo:  # next fit, in the order given (the call step's: heaviest first)
-        if 2 * weight(t) > cap:
+    room: list[tuple[int, int]] = []  # (room left, bin), sorted
+    for t in sorted(tasks, key=_weight, reverse=True):  # stable: equal weights keep their order
+        w = _weight(t)
+        at = bisect.bisect_left(room, (w, -1))
+        if at == len(room):
+            bins.append([t])
+            bisect.insort(room, (cap - w, len(bins) - 1))
             continue
-        if load + weight(t) > cap:
-            bins.append([])
-            load = 0
-        bins[-1].append(t)
-        load += weight(t)
-    packs = [b[0] if len(b) == 1 else _pack(b) for b in bins]
-    return alone + packs
+        left, b = room.pop(at)
+        bins[b].append(t)
+        bisect.insort(room, (left - w, b))
+    return bins
 
 
 def _pack(tasks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# What a region costs a function beside its bytes (engine start, reference window, a
+# few GETs), as BAM bytes: about 0.1 s at the 0.42 s per MB measured (README "Benchmarks").
+REGION_OVERHEAD_BYTES = 256 << 10
+
 
 class PlanError(SvcError, ValueError):
     """A plan cannot be made or read."""
@@ -393,9 +397,10 @@ def _allocate(weights: dict[int, np.ndarray], settings: PlanSettings) -> tuple[d
         # More contigs than functions asked for (GRCh38's ~3,000 small ones): each contig
         # is cut at the bytes a function is asked to take, and light regions are packed
         # into functions at the call (pipeline.call.pack_tasks).
-        target = settings.target_bytes or max(1.0, whole / (settings.n_regions or 1))
+        target = settings.target_bytes or _packed_target(list(totals.values()), settings.n_regions or 1)
         wanted = {tid: max(1, math.ceil(t / target)) for tid, t in totals.items()}
-        return {tid: min(n, caps[tid]) for tid, n in wanted.items()}, max(1, math.ceil(whole / target))
+        asked = settings.n_regions or 1 if settings.target_bytes is None else max(1, math.ceil(whole / target))
+        return {tid: min(n, caps[tid]) for tid, n in wanted.items()}, asked
     asked = settings.n_regions or 1
     counts = dict.fromkeys(totals, 1)
     heap = [(-t, tid) for tid, t in totals.items() if caps[tid] > 1]
@@ -406,6 +411,22 @@ def _allocate(weights: dict[int, np.ndarray], settings: PlanSettings) -> tuple[d
         if counts[tid] < caps[tid]:
             heapq.heappush(heap, (-totals[tid] / counts[tid], tid))
     return counts, asked
+
+
+def _packed_target(totals: list[float], functions: int) -> float:
+    """Bytes per region such that the regions, each weighing its bytes plus
+    :data:`REGION_OVERHEAD_BYTES`, fill ``functions`` functions of one region's weight:
+    contigs lighter than that are one region each (packed together at the call),
+    heavier ones are cut. Solves n(T + o) = B + (B_big / T + N_small) o, reclassifying
+    the contigs a few times."""
+    o, n, whole = REGION_OVERHEAD_BYTES, functions, sum(totals)
+    target = max(1.0, whole / n)
+    for _ in range(4):
+        big = sum(t for t in totals if t > target)
+        small = sum(1 for t in totals if t <= target)
+        b = n * o - whole - small * o
+        target = max(1.0, (-b + math.sqrt(b * b + 4 * n * big * o)) / (2 * n))
+    return target
 
 
 def _cut(weights: np.ndarray, length: int, n: int, shift: int) -> list[int]:
