@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  region seconds: median {statistics.median(secs):.2f}, max {max(secs):.2f}; chr1 first region "
           f"{chr1[0]['seconds']:.2f} s ({chr1[0]['bam_get_bytes'] / 1e6:.2f} MB), last {chr1[-1]['seconds']:.2f} s "
           f"({chr1[-1]['bam_get_bytes'] / 1e6:.2f} MB)")
+    disk = [f.get("disk_bytes", 0) / 1e6 for f in frags]
+    print(f"  local disk per region (MB): median {statistics.median(disk):.2f}, max {max(disk):.2f}; chr1 first "
+          f"{chr1[0].get('disk_bytes', 0) / 1e6:.2f}, last {chr1[-1].get('disk_bytes', 0) / 1e6:.2f}")
     print(f"  BAM bytes read / BAM size {sum(f['bam_get_bytes'] for f in frags) / bam_size:.2f}; "
           f"GETs per region {sum(f['gets'] for f in frags) / len(frags):.1f}")
     print(f"  {summary.split('INFO pipeline: ')[-1]}")

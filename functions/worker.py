@@ -5,7 +5,7 @@ Contract: :func:`run_task` opens the store the task describes over the worker's
 temporary folder, runs the function's ``body`` in it, and then, written once for
 every kind of function: reads the result file the body names, adds the common stats
 (sample, md5 and size of the result, GETs and bytes read, when it started by the
-worker's clock and how long it took, the task's key) to the body's own, PUTs
+worker's clock and how long it took, the local disk its files took, the task's key) to the body's own, PUTs
 ``<out_key><suffix>`` and then ``<out_key>.json`` (each PUT atomic), removes the
 folder and returns the stats. Any failure is re-raised as ``error`` naming the task
 (``label``); an error of that class already is passed on as it is.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -29,6 +30,19 @@ from functions.core.storage import ObjectStore
 Body = Callable[[ObjectStore, str], tuple[str, dict[str, Any]]]
 
 
+def _allocated(folder: str) -> int:
+    """Bytes of disk the files under ``folder`` take (blocks, so a sparse slice counts
+    only what was written)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
 def run_task(label: str, store_description: dict[str, Any], storage: Any, sample: str, key: str, out_key: str,
              suffix: str, body: Body, error: type[SvcError], prefix: str = "svc-task-") -> dict[str, Any]:
     """Run ``body`` as the function of one task (see the module's contract); its stats."""
@@ -38,6 +52,7 @@ def run_task(label: str, store_description: dict[str, Any], storage: Any, sample
         tmp = tempfile.mkdtemp(prefix=prefix)
         try:
             path, own = body(store, tmp)
+            disk = _allocated(tmp)
             with open(path, "rb") as fh:
                 data = fh.read()
             stats = {
@@ -49,6 +64,7 @@ def run_task(label: str, store_description: dict[str, Any], storage: Any, sample
                 "get_bytes": store.counts.get_bytes,
                 "started": round(started, 3),  # epoch seconds, the worker's clock
                 "seconds": round(time.monotonic() - t0, 3),
+                "disk_bytes": disk,  # local disk the body left in use (sparse files: their blocks)
                 "key": key,
             }
             store.put(out_key + suffix, data)

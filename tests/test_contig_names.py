@@ -147,6 +147,7 @@ def test_small_contigs_share_functions_and_the_vcf_is_unchanged(tmp_path: Path) 
     assert any(line.startswith("HLA-B*07:02:") for line in got) and any("|x\t" in line for line in got)
     calls = json.loads((wd / "work" / "calls" / "sampleA.json").read_text())
     assert len(calls["fragments"]) > 150  # a fragment per region, as planned
+    assert all(0 < f["disk_bytes"] < 10 << 20 for f in calls["fragments"])  # each region's own local disk
     log = (wd / "work" / "logs" / "call.log").read_text()
     functions = int(log.split(" regions in ", 1)[1].split(" functions", 1)[0])
     assert functions <= 1.1 * 12, log[-2000:]
