@@ -32,6 +32,7 @@ class EngineError(SvcError, RuntimeError):
 class BcftoolsParams:
     ENGINE: ClassVar[str] = "bcftools"
     JOINT: ClassVar[bool] = True  # mpileup takes several BAMs; call -m genotypes them together
+    WHOLE_CONTIG: ClassVar[bool] = True  # mpileup loads each contig's reference from base 0 to its end
 
     min_mapq: int = 0
     min_baseq: int = 13

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import zlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import pysam
@@ -43,14 +45,26 @@ from functions.core.errors import SvcError
 from functions.core.primers import PrimerScheme
 from functions.core.storage import ObjectStore
 from functions.core.tasks import RegionTask, Span
-from functions.engines import keeps_depth, make_params, run_engine, scores_at_merge
+from functions.engines import keeps_depth, loads_whole_contig, make_params, run_engine, scores_at_merge
 from functions.pileup import Evidence
-from functions.slice import fetch_bam_slice, fetch_reference_window
+from functions.slice import fetch_bam_slice, fetch_reference_window, shift_slice
 from functions.worker import run_task
 
 # Bases of reference kept beyond the outermost read piled up: BAQ and the indel
 # model look a little past the reads; a generous margin costs a few kB.
 REFERENCE_MARGIN = 2000
+
+# A stretch of a region without reads longer than this is left out of its reference
+# (written as N, not fetched): one more GET costs less than reading a megabyte.
+REFERENCE_GAP = 1_000_000
+
+# When to move a region's reads to the start of their contig for an engine that loads
+# the contig from base 0 (:func:`functions.slice.shift_slice`): bcftools takes about
+# 2.8 ns per base before the region (0.7 s at 250 Mb, and the memory) and moving a
+# read takes about 1.7 us, so moving pays when the window starts more than ~600 bases
+# per read along the contig; below 1 Mb it never matters.
+SHIFT_MIN_BASES = 1_000_000
+SHIFT_BASES_PER_READ = 600
 
 
 class RegionError(SvcError, RuntimeError):
@@ -74,17 +88,20 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
     params = make_params(t.engine, t.params)
     region, context = t.region, t.context
     slices: list[str] = []
-    reads: list[tuple[int, int]] = []
-    lo, hi = context.start, context.end + REFERENCE_MARGIN
+    scans: list[ReadScan] = []
     for i, bam in enumerate(t.bams):
-        path = fetch_bam_slice(store, bam, os.path.join(tmp, f"slice{i}.bam"))
-        slices.append(path)
-        reads.append(count_reads(path, region))
-        s_lo, s_hi = read_extent(path, context, REFERENCE_MARGIN)
-        lo, hi = min(lo, s_lo), max(hi, s_hi)
+        slices.append(fetch_bam_slice(store, bam, os.path.join(tmp, f"slice{i}.bam")))
+        scans.append(scan_reads(slices[-1], region, context))
     bam_gets, bam_bytes = store.counts.gets, store.counts.get_bytes
-    ref_path = fetch_reference_window(store, t.reference.key, t.fai, lo - REFERENCE_MARGIN, hi,
-                                      os.path.join(tmp, "ref.fa"), t.reference.bucket)
+    lo, hi, gaps = reference_window(scans, context, tight=loads_whole_contig(t.engine))
+    shift = lo if worth_shifting(t.engine, lo, sum(s.reads for s in scans)) else 0
+    ref_path = fetch_reference_window(store, t.reference.key, t.fai, lo, hi,
+                                      os.path.join(tmp, "ref.fa"), t.reference.bucket, shifted=bool(shift), gaps=gaps)
+    run_on = context
+    if shift:
+        run_on = Span(context.chrom, max(0, context.start - shift), context.end - shift)
+        length = min(hi, t.fai.length) - shift
+        slices = [shift_slice(path, context, shift, length, path[: -len(".bam")] + ".shifted.bam") for path in slices]
     own: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     if keeps_depth(t.engine):
@@ -93,11 +110,11 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
         extra["owned"] = region
         extra["on_noise"] = lambda table: own.update(noise=table)
     if t.primers is not None:
-            extra["primers"] = PrimerScheme.from_rows([list(p) for p in t.primers], "the task's primers")
-    raw_vcf = run_engine(params, slices, ref_path, os.path.join(tmp, "raw.vcf"), region=context, workdir=tmp,
+        extra["primers"] = PrimerScheme.from_rows([list(p) for p in t.primers], "the task's primers")
+    raw_vcf = run_engine(params, slices, ref_path, os.path.join(tmp, "raw.vcf"), region=run_on, workdir=tmp,
                          **extra)
     frag = os.path.join(tmp, "fragment.vcf.gz")
-    records = keep_owned(raw_vcf, region, frag, volatile=(tmp,))
+    records = keep_owned(raw_vcf, region, frag, volatile=(tmp,), shift=shift, contig_length=t.fai.length)
     return frag, {
         **own,
         "region": t.index,
@@ -106,11 +123,19 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
         "start": region.start,
         "end": region.end,
         "records": records,
+        "shift": shift,
+        "reference_gaps": len(gaps),
         "bam_gets": bam_gets,
         "bam_get_bytes": bam_bytes,
-        "reads": [n for n, _ in reads],
-        "usable_reads": [n for _, n in reads],
+        "reads": [s.reads for s in scans],
+        "usable_reads": [s.usable for s in scans],
     }
+
+
+def worth_shifting(engine: str, window_start: int, n_reads: int) -> bool:
+    """Should a region's reads move to the start of their contig (see :data:`SHIFT_MIN_BASES`)?"""
+    return (loads_whole_contig(engine) and window_start >= SHIFT_MIN_BASES
+            and window_start >= SHIFT_BASES_PER_READ * n_reads)
 
 
 def evidence_stats(ev: Evidence, region: Span) -> dict[str, Any]:
@@ -129,30 +154,57 @@ def evidence_stats(ev: Evidence, region: Span) -> dict[str, Any]:
     }
 
 
-def read_extent(bam_path: str, span: Span, margin: int) -> tuple[int, int]:
-    """A span [lo, hi) holding every read that overlaps ``span``, and ``span.end + margin``.
+@dataclass
+class ReadScan:
+    """What one pass over a slice's reads overlapping a region's context finds."""
 
-    Cheap and exact: in a sorted BAM the first read returned has the leftmost
-    start; a read overlapping [start, end) can end past ``end + margin`` only if it
-    also covers position ``end + margin - 1``, so only the reads there are looked at.
-    """
-    chrom, start, end = span.chrom, span.start, span.end
+    reads: int = 0  # reads overlapping the region itself
+    usable: int = 0  # of those, reads the caller can use (not unmapped, secondary, QC-fail, duplicate)
+    # [start, end) stretches covered by reads, apart by more than REFERENCE_GAP, in order
+    islands: list[list[int]] = field(default_factory=list)
+
+
+def scan_reads(bam_path: str, region: Span, context: Span) -> ReadScan:
+    """One pass over the reads of ``bam_path`` overlapping ``context``: where they lie,
+    and how many overlap ``region`` (as htslib counts them: a read without reference
+    bases covers one)."""
+    scan = ReadScan()
     with pysam.AlignmentFile(bam_path, "rb") as bam:
-        first = next(bam.fetch(contig=chrom, start=start, stop=end), None)
-        if first is None:
-            return start, end + margin
-        lo, hi = first.reference_start, end + margin
-        for read in bam.fetch(contig=chrom, start=hi - 1, stop=hi):
-            if read.reference_start < end:
-                hi = max(hi, read.reference_end or hi)
-    return min(lo, start), hi
+        for read in bam.fetch(contig=context.chrom, start=context.start, stop=context.end):
+            start = read.reference_start
+            end = max(read.reference_end or 0, start + 1)
+            _add_span(scan.islands, start, end)
+            if start < region.end and end > region.start:
+                scan.reads += 1
+                scan.usable += not read.flag & _UNUSABLE
+    return scan
 
 
-def count_reads(bam_path: str, span: Span) -> tuple[int, int]:
-    """Reads overlapping ``span``: all of them, and those the caller can use."""
-    with pysam.AlignmentFile(bam_path, "rb") as bam:
-        return (bam.count(contig=span.chrom, start=span.start, stop=span.end, read_callback="nofilter"),
-                bam.count(contig=span.chrom, start=span.start, stop=span.end, read_callback="all"))
+def _add_span(islands: list[list[int]], start: int, end: int) -> None:
+    """Add [start, end) to ``islands`` (given in order of start)."""
+    if islands and start <= islands[-1][1] + REFERENCE_GAP:
+        islands[-1][1] = max(islands[-1][1], end)
+    else:
+        islands.append([start, end])
+
+
+def reference_window(scans: list[ReadScan], context: Span, tight: bool) -> tuple[int, int, list[tuple[int, int]]]:
+    """The reference a region's engine needs: ``(start, end, gaps)`` for
+    :func:`functions.slice.fetch_reference_window`. ``tight`` (bcftools, which piles up
+    only where reads are): the stretches of reads, :data:`REFERENCE_MARGIN` around each,
+    stretches without reads longer than :data:`REFERENCE_GAP` left out; otherwise the
+    whole context, and any read reaching out of it, with the margin."""
+    islands: list[list[int]] = []
+    for start, end in sorted(span for scan in scans for span in scan.islands):
+        _add_span(islands, start, end)
+    if not tight or not islands:
+        end = max(context.end, islands[-1][1]) if islands else context.end
+        return max(0, context.start - REFERENCE_MARGIN), end + REFERENCE_MARGIN, []
+    gaps = [(a[1] + REFERENCE_MARGIN, b[0] - REFERENCE_MARGIN) for a, b in zip(islands, islands[1:], strict=False)]
+    return max(0, islands[0][0] - REFERENCE_MARGIN), islands[-1][1] + REFERENCE_MARGIN, gaps
+
+
+_UNUSABLE = 0x4 | 0x100 | 0x200 | 0x400  # what bcftools mpileup skips: unmapped, secondary, QC-fail, duplicate
 
 
 def stable_header_line(line: str, volatile: tuple[str, ...]) -> bool:
@@ -161,21 +213,38 @@ def stable_header_line(line: str, volatile: tuple[str, ...]) -> bool:
     return not (line.startswith("##") and ("; Date=" in line or any(v in line for v in volatile)))
 
 
-def keep_owned(vcf_path: str, region: Span, out_path: str, volatile: tuple[str, ...] = ()) -> int:
+def keep_owned(vcf_path: str, region: Span, out_path: str, volatile: tuple[str, ...] = (),
+               shift: int = 0, contig_length: int | None = None) -> int:
     """Bgzip ``vcf_path`` to ``out_path`` keeping the stable header lines (see
     :func:`stable_header_line`) and the records ``region`` owns (:meth:`Span.owns`),
-    the records in BGZF blocks of their own (the header's blocks end at ``#CHROM``)."""
+    the records in BGZF blocks of their own (the header's blocks end at ``#CHROM``).
+
+    ``shift``: the engine ran on reads moved that many bases left on the region's contig
+    (:func:`functions.slice.shift_slice`); records (POS, and INFO ``END``) move back and
+    the contig's header line gets its real ``contig_length``."""
     kept = 0
+    contig_line = f"##contig=<ID={region.chrom},length=" if shift else None
     with open(vcf_path) as src, pysam.BGZFile(out_path, "wb") as out:  # type: ignore[call-arg]
         for line in src:
             if line.startswith("#"):
+                if contig_line and line.startswith(contig_line):
+                    line = _LENGTH.sub(str(contig_length), line, count=1)
                 if stable_header_line(line, volatile):
                     out.write(line.encode())
                 if line.startswith("#CHROM"):
                     out.flush()  # the records start a BGZF block: the merge copies their blocks as they are
                 continue
-            f = line.split("\t", 2)
+            f = line.split("\t", 8)
+            if shift:
+                f[1] = str(int(f[1]) + shift)
+                if "END=" in f[7]:
+                    f[7] = _END.sub(lambda m: f"{m[1]}END={int(m[2]) + shift}", f[7])
+                line = "\t".join(f)
             if region.owns(f[0], int(f[1])):
                 kept += 1
                 out.write(line.encode())
     return kept
+
+
+_END = re.compile(r"(^|;)END=(\d+)")
+_LENGTH = re.compile(r"(?<=,length=)\d+")

@@ -69,6 +69,13 @@ def scores_at_merge(engine: str) -> bool:
     return bool(getattr(cls, "SPECTRUM", False))
 
 
+def loads_whole_contig(engine: str) -> bool:
+    """Does the engine load a contig's reference from its first base, whatever the region
+    (so that a region far along a contig costs more unless its reads are moved)?"""
+    cls, _ = ENGINES[engine]
+    return bool(getattr(cls, "WHOLE_CONTIG", False))
+
+
 def trims_primers(engine: str) -> bool:
     """Does the engine take a primer scheme (and leave primer bases out of its evidence)?"""
     cls, _ = ENGINES[engine]

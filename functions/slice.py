@@ -16,6 +16,9 @@ Contract:
   positions before ``start`` are ``N`` (compressed to about 1/600 of their number of
   bytes, without compression work) and the contig ends at ``end``. Callers choose a window that covers every read
   they pile up, so no read ever sees an ``N`` that the real reference does not have.
+* :func:`shift_slice` moves a region's reads (and, with ``shifted``, the reference
+  window) to the start of their contig, for engines whose cost grows with the
+  position on the contig (bcftools loads every contig from its first base).
 
 Nothing here downloads a whole BAM, reference or index.
 """
@@ -24,12 +27,15 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Sequence
+
+import pysam
 
 from functions.core.bai import Chunk, write_bai
 from functions.core.bgzf import BGZF_HEADER, EOF_BLOCK, MAX_BLOCK_DATA, block_size, deflate_block
 from functions.core.fai import FaiEntry
 from functions.core.storage import ObjectStore
-from functions.core.tasks import BamSlice
+from functions.core.tasks import BamSlice, Span
 
 
 def fetch_bam_slice(store: ObjectStore, bam: BamSlice, path: str) -> str:
@@ -64,7 +70,7 @@ def fetch_bam_slice(store: ObjectStore, bam: BamSlice, path: str) -> str:
 
 def fetch_reference_window(
     store: ObjectStore, fasta_key: str, entry: FaiEntry, start: int, end: int, path: str,
-    bucket: str | None = None,
+    bucket: str | None = None, shifted: bool = False, gaps: Sequence[tuple[int, int]] = (),
 ) -> str:
     """Write a local FASTA (+ ``.fai``, ``.gzi``) holding ``entry``'s bases [start, end).
 
@@ -72,16 +78,20 @@ def fetch_reference_window(
     precompressed block (106 bytes per 65,280 bases), so a window at 250 Mb costs
     about 400 kB of disk and no compression work, not 250 MB. Readers of the file
     (htslib's faidx, through bcftools and pysam) find the window at its true
-    coordinates through the ``.gzi``.
+    coordinates through the ``.gzi``. ``shifted``: the contig holds the window alone,
+    base ``start`` at position 0 (for reads moved by :func:`shift_slice`). ``gaps``:
+    spans inside the window, sorted and apart, whose bases are neither fetched nor
+    written but ``N`` like those before it (stretches without reads): each piece
+    between them is one ranged GET.
     """
     start, end = max(0, start), min(entry.length, end)
-    raw = store.get_range(fasta_key, entry.byte_offset(start), entry.byte_offset(end - 1) + 1, bucket)
-    seq = raw.replace(b"\n", b"").replace(b"\r", b"")
-    if len(seq) != end - start:
-        raise ValueError(
-            f"reference {fasta_key}: expected {end - start} bases of {entry.name} at "
-            f"{start}, got {len(seq)}; the .fai does not match the FASTA"
-        )
+    pieces, at = [], start
+    for g_start, g_end in gaps:
+        if not at < g_start < g_end < end:
+            raise ValueError(f"gap [{g_start}, {g_end}) is not inside [{at}, {end}) of {entry.name}")
+        pieces.append((at, g_start))
+        at = g_end
+    pieces.append((at, end))
     head = f">{entry.name}\n".encode()
     starts: list[tuple[int, int]] = []  # (compressed, uncompressed) offset of each block
     with open(path, "wb") as out:
@@ -93,25 +103,71 @@ def fetch_reference_window(
             out.write(block)
             c, u = c + len(block), u + n
 
+        def put_n(n: int) -> None:
+            full, rest = divmod(n, MAX_BLOCK_DATA)
+            for _ in range(full):
+                put(_n_block(), MAX_BLOCK_DATA)
+            if rest:
+                put(deflate_block(b"N" * rest), rest)
+
+        def put_bases(data: bytes) -> None:
+            for i in range(0, len(data), MAX_BLOCK_DATA):
+                part = data[i : i + MAX_BLOCK_DATA]
+                put(deflate_block(part), len(part))
+
         put(deflate_block(head), len(head))
         # One line for the whole contig: the .fai stays exact whatever the window.
-        full, rest = divmod(start, MAX_BLOCK_DATA)
-        n_block = _n_block()
-        for _ in range(full):
-            put(n_block, MAX_BLOCK_DATA)
-        if rest:
-            put(deflate_block(b"N" * rest), rest)
-        body = seq + b"\n"
-        for i in range(0, len(body), MAX_BLOCK_DATA):
-            part = body[i : i + MAX_BLOCK_DATA]
-            put(deflate_block(part), len(part))
+        put_n(0 if shifted else start)
+        for i, (p_start, p_end) in enumerate(pieces):
+            if i:
+                put_n(p_start - pieces[i - 1][1])
+            raw = store.get_range(fasta_key, entry.byte_offset(p_start), entry.byte_offset(p_end - 1) + 1, bucket)
+            seq = raw.replace(b"\n", b"").replace(b"\r", b"")
+            if len(seq) != p_end - p_start:
+                raise ValueError(
+                    f"reference {fasta_key}: expected {p_end - p_start} bases of {entry.name} at "
+                    f"{p_start}, got {len(seq)}; the .fai does not match the FASTA"
+                )
+            put_bases(seq)
+        put_bases(b"\n")
         out.write(EOF_BLOCK)
     with open(path + ".gzi", "wb") as out:  # htslib's BGZF index: every block but the first
         out.write(struct.pack("<Q", len(starts) - 1))
         out.write(b"".join(struct.pack("<QQ", co, uo) for co, uo in starts[1:]))
+    length = end - start if shifted else end
     with open(path + ".fai", "w") as fai:
-        fai.write(f"{entry.name}\t{end}\t{len(head)}\t{end}\t{end + 1}\n")
+        fai.write(f"{entry.name}\t{length}\t{len(head)}\t{length}\t{length + 1}\n")
     return path
+
+
+def shift_slice(bam_path: str, span: Span, offset: int, length: int, out_path: str) -> str:
+    """Write the reads of ``bam_path`` overlapping ``span``, moved ``offset`` bases left on
+    their contig, as a BAM (+ ``.bai``) in which that contig is ``length`` long.
+
+    For engines that load every contig they pile up from its first base (bcftools
+    mpileup keeps ``[0, end)`` of it in memory): with the reads and the reference window
+    (:func:`fetch_reference_window`, ``shifted``) moved to the contig's start, a region
+    at 250 Mb costs what one at its start costs. The pileup is the same: every read
+    keeps its order and its distance to every other read and base. Mates on the
+    contig move too; one before ``offset`` (never in the slice: the caller's offset
+    lies left of every read) is placed at 0, which keeps it before its read, as the
+    overlap detection of htslib's pileup needs. The caller moves the records back
+    (:func:`functions.call_region.keep_owned`).
+    """
+    with pysam.AlignmentFile(bam_path, "rb") as src:
+        header = src.header.to_dict()
+        tid = src.get_tid(span.chrom)
+        header["SQ"][tid]["LN"] = length
+        with pysam.AlignmentFile(out_path, "wb0", header=header) as out:  # uncompressed: read once, locally
+            for read in src.fetch(contig=span.chrom, start=span.start, stop=span.end):
+                if read.reference_start < offset:
+                    raise ValueError(f"read {read.query_name} at {read.reference_start} starts before {offset}")
+                read.reference_start -= offset
+                if read.next_reference_id == tid and read.next_reference_start >= 0:
+                    read.next_reference_start = max(0, read.next_reference_start - offset)
+                out.write(read)
+    pysam.index(out_path)
+    return out_path
 
 
 @functools.cache

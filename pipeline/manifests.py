@@ -57,6 +57,8 @@ class FunctionStats(TypedDict, total=False):
     get_bytes: int
     started: float  # epoch seconds, the worker's clock
     seconds: float
+    disk_bytes: int  # local disk the function's files took
+    peak_rss_bytes: int | None  # the worker's peak RSS during the function (None: unknown)
     reused: bool  # from an earlier run
     attempts: int
     submitted: float
@@ -68,6 +70,8 @@ class FunctionStats(TypedDict, total=False):
     start: int
     end: int
     records: int
+    shift: int  # bases the reads moved left for the engine (functions.slice.shift_slice)
+    reference_gaps: int  # stretches without reads left out of the reference window
     reads: Any  # a fragment's: per sample of the task; a part's: one count
     usable_reads: list[int]
     bam_gets: int
@@ -294,7 +298,10 @@ def _stats_list(items: Any) -> tuple[FunctionStats, ...]:
 class CallResults(Manifest):
     """A callset's fragments: the stats of each region's function, in the plan's order,
     with the engine, its parameters and command. ``samples``: the samples of a joint
-    call (None for a single-sample callset, whose one sample is ``sample``)."""
+    call (None for a single-sample callset, whose one sample is ``sample``).
+    ``functions``: how many functions the run's map used for the regions it computed
+    (small regions share one, :func:`pipeline.call.pack_tasks`); None when unknown (the
+    map served several callsets, or scatter jobs ran it)."""
 
     KIND: ClassVar[str] = "call manifest"
     RULE: ClassVar[str] = "call"
@@ -307,6 +314,7 @@ class CallResults(Manifest):
     retries: int
     fragments: tuple[FunctionStats, ...]
     samples: tuple[str, ...] | None = None
+    functions: int | None = None
 
     @property
     def sample_names(self) -> tuple[str, ...]:
@@ -316,14 +324,16 @@ class CallResults(Manifest):
     def to_dict(self) -> dict[str, Any]:
         return {"sample": self.sample, "code": self.code, "engine": self.engine, "params": self.params,
                 "command": self.command, **({"samples": list(self.samples)} if self.samples else {}),
-                "retries": self.retries, "fragments": [dict(f) for f in self.fragments]}
+                "retries": self.retries, "fragments": [dict(f) for f in self.fragments],
+                **({"functions": self.functions} if self.functions is not None else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CallResults:
-        samples = d.get("samples")
+        samples, functions = d.get("samples"), d.get("functions")
         return cls(str(d["sample"]), str(d["code"]), str(d["engine"]), dict(d["params"]), str(d["command"]),
                    int(d["retries"]), _stats_list(d["fragments"]),
-                   tuple(str(s) for s in samples) if samples else None)
+                   tuple(str(s) for s in samples) if samples else None,
+                   int(functions) if functions is not None else None)
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,21 @@ def test_reference_window_costs_its_window_not_its_position(store, tmp_path) -> 
     # the position: the window ending at 3 Mb (45 shared blocks of N) adds 5 kB.
     assert sizes[0] < 7_000 and sizes[2] - sizes[0] < 106 * (length // 65_280) + 200
 
+    # A stretch without reads left out (one GET per piece), and the window moved to the
+    # contig's start (for reads moved by shift_slice), alone and together.
+    lo, gap, hi = 1_000_000, (1_100_000, 1_500_000), 1_600_000
+    for shifted in (False, True):
+        local = str(tmp_path / f"gap{shifted}.fa")
+        gets = store.counts.gets
+        fetch_reference_window(store, "ref/big.fa", entry, lo, hi, local, shifted=shifted, gaps=[gap])
+        assert store.counts.gets - gets == 2
+        at = lo if shifted else 0
+        with pysam.FastaFile(local) as fa:
+            assert fa.get_reference_length(entry.name) == hi - at
+            assert fa.fetch(entry.name, lo - at, gap[0] - at) == seq[lo : gap[0]]
+            assert fa.fetch(entry.name, gap[0] - at, gap[1] - at) == "N" * (gap[1] - gap[0])
+            assert fa.fetch(entry.name, gap[1] - at - 3, hi - at) == "NNN" + seq[gap[1] : hi]
+
 
 def test_a_large_range_streams_to_disk_in_bounded_parts(store, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A 150 MB range (a deep region's slice) is written as it arrives, in GETs of at most
