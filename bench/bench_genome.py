@@ -14,14 +14,18 @@
      SNVs every ~800 bp so that there is something to call.
 
 2. Runs the workflow with ``plan.n_regions`` ``--regions`` (default 1,000) and prints:
-   planning seconds; regions and functions; per-region seconds (median, max, and the
-   first and last regions of chr1: where a function's cost could grow with position);
-   BAM bytes read / BAM size and GETs per region; the merge's seconds and records;
-   the whole run's wall, CPU and peak RSS.
+   planning seconds; regions and functions; per-region seconds, peak RSS and local disk
+   (median, max, and the first and last regions of chr1: where a function's cost could
+   grow with position); BAM bytes read / BAM size and GETs per region; the merge's
+   seconds, records/s and peak RSS; the whole run's wall, CPU and peak RSS.
 
 3. Runs one whole-genome ``bcftools mpileup | call`` (the engine's own code, the same
    parameters) and prints its wall and whether the workflow's VCF equals it record
    for record (with the differences counted when not).
+
+4. Runs Debian's bcftools over the workflow's own regions with GNU ``parallel -j2``
+   and ``bcftools concat`` (what a lab would script on its 2 cores) and prints its wall
+   and whether its VCF equals the single run's (``--no-scatter`` skips it).
 
 Prints figures; asserts nothing.
 
@@ -179,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--depth", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--scale", type=float, default=1.0, help="chromosome lengths x this (a quick look: 0.05)")
+    ap.add_argument("--no-scatter", dest="scatter", action="store_false",
+                    help="skip the bcftools + GNU parallel -j2 row")
     args = ap.parse_args(argv)
     wd = Path(args.workdir)
     ref, bam, reads = generate(wd, args.small, args.window, args.depth, args.seed, args.scale)
@@ -189,29 +195,42 @@ def main(argv: list[str] | None = None) -> int:
     wall, cpu, rss = timed(cmd, env=env)
     calls = json.loads((run / "work" / "calls" / "sample.json").read_text())
     frags = calls["fragments"]
-    call_log = (run / "work" / "logs" / "call.log").read_text()
-    plan_log = (run / "work" / "logs" / "plan_sample.log").read_text() if (
-        run / "work" / "logs" / "plan_sample.log").exists() else ""
+    logs = run / "work" / "logs"
+    call_log = (logs / "call.log").read_text()
+    plan_log = (logs / "plan_sample.log").read_text() if (logs / "plan_sample.log").exists() else ""
+    merge_log = next(iter(sorted(logs.glob("merge_*.log"))), None)
+    merged = re.search(r"in ([\d.]+) s \((\d+) records/s, peak RSS (\d+) MB\)", merge_log.read_text()) if merge_log \
+        else None
     summary = next((ln for ln in call_log.splitlines() if "called 1 sample(s)" in ln), "")
-    functions = re.search(r"called in (\d+) functions|(\d+) functions run", summary)
-    n_functions = int(next(g for g in functions.groups() if g)) if functions else len(frags)
-    secs = [f["seconds"] for f in frags]
     chr1 = sorted((f for f in frags if f["chrom"] == "chr1"), key=lambda f: f["start"])
+    first, last = chr1[0], chr1[-1]
     got = vcf_body(str(run / "results" / "sample.vcf.gz"))
     print(f"genome: {len(ref.with_suffix('.fa.fai').read_text().splitlines()):,} contigs; {reads:,} reads; "
           f"BAM {bam_size / 1e6:.1f} MB")
     print(f"workflow: wall {wall:.1f} s, CPU {cpu:.1f} s, peak RSS {rss:.0f} MB (largest process)")
     print(f"  plan: {plan_log.strip().splitlines()[-1] if plan_log.strip() else '(no plan log)'}")
-    print(f"  {len(frags):,} regions in {n_functions:,} functions (plan.n_regions {args.regions:,})")
-    print(f"  region seconds: median {statistics.median(secs):.2f}, max {max(secs):.2f}; chr1 first region "
-          f"{chr1[0]['seconds']:.2f} s ({chr1[0]['bam_get_bytes'] / 1e6:.2f} MB), last {chr1[-1]['seconds']:.2f} s "
-          f"({chr1[-1]['bam_get_bytes'] / 1e6:.2f} MB)")
-    disk = [f.get("disk_bytes", 0) / 1e6 for f in frags]
-    print(f"  local disk per region (MB): median {statistics.median(disk):.2f}, max {max(disk):.2f}; chr1 first "
-          f"{chr1[0].get('disk_bytes', 0) / 1e6:.2f}, last {chr1[-1].get('disk_bytes', 0) / 1e6:.2f}")
-    print(f"  BAM bytes read / BAM size {sum(f['bam_get_bytes'] for f in frags) / bam_size:.2f}; "
-          f"GETs per region {sum(f['gets'] for f in frags) / len(frags):.1f}")
+    print(f"  {len(frags):,} regions in {calls.get('functions') or len(frags):,} functions "
+          f"(plan.n_regions {args.regions:,})")
+
+    def spread(name: str, values: list[float], unit: str, fmt: str = ".2f") -> None:
+        pick = {id(f): v for f, v in zip(frags, values, strict=True)}
+        print(f"  {name} per region ({unit}): median {statistics.median(values):{fmt}}, max {max(values):{fmt}}; "
+              f"chr1 first {pick[id(first)]:{fmt}}, last {pick[id(last)]:{fmt}} "
+              f"(last / first {pick[id(last)] / max(pick[id(first)], 1e-9):.2f})")
+
+    print(f"  chr1 first region {first['name']} ({first['bam_get_bytes'] / 1e6:.2f} MB of BAM, {first['reads'][0]:,} "
+          f"reads), last {last['name']} ({last['bam_get_bytes'] / 1e6:.2f} MB, {last['reads'][0]:,} reads, reads "
+          f"moved {last.get('shift', 0):,} bases)")
+    spread("seconds", [f["seconds"] for f in frags], "s")
+    spread("peak RSS", [(f.get("peak_rss_bytes") or 0) / 1e6 for f in frags], "MB", ".0f")
+    spread("local disk", [f.get("disk_bytes", 0) / 1e6 for f in frags], "MB")
+    print(f"  BAM bytes read / BAM size {sum(f['bam_get_bytes'] for f in frags) / bam_size:.2f}; all bytes read "
+          f"{sum(f['get_bytes'] for f in frags) / bam_size:.2f} x BAM; GETs per region "
+          f"{sum(f['gets'] for f in frags) / len(frags):.1f}")
     print(f"  {summary.split('INFO pipeline: ')[-1]}")
+    if merged:
+        print(f"  merge: {len(got):,} records in {float(merged[1]):.1f} s ({int(merged[2]):,} records/s), "
+              f"peak RSS {merged[3]} MB")
     print(f"  VCF: {len(got):,} records")
 
     from functions.bcftools_engine import BcftoolsParams, run_bcftools
@@ -221,11 +240,52 @@ def main(argv: list[str] | None = None) -> int:
     run_bcftools(str(bam), str(ref), BcftoolsParams(), str(whole))
     whole_s = time.time() - t
     want = vcf_body(str(whole))
-    diff = sum(a != b for a, b in zip(got, want, strict=False)) + abs(len(got) - len(want))
     print(f"one whole-genome bcftools mpileup | call: {whole_s:.1f} s, {len(want):,} records; workflow / whole "
-          f"{wall / whole_s:.2f}; VCF equal record for record: {got == want}"
-          + ("" if got == want else f" ({diff} records differ)"))
+          f"{wall / whole_s:.2f}; VCF equal record for record: {same(got, want)}")
+    if args.scatter:
+        spans = [(f["chrom"], f["start"], f["end"]) for f in sorted(frags, key=lambda f: f["region"])]
+        sc_wall, sc_vcf = scatter(wd / "scatter", ref, bam, spans)
+        print(f"bcftools over the same {len(spans):,} regions, GNU parallel -j2, concat: {sc_wall:.1f} s; "
+              f"workflow / that {wall / sc_wall:.2f}; its calls (CHROM POS REF ALT GT: Debian's bcftools is "
+              f"another version, its annotations differ) equal the single run's: "
+              f"{same(calls_of(vcf_body(str(sc_vcf))), calls_of(want))}")
     return 0
+
+
+def same(got: list[str], want: list[str]) -> str:
+    """"True", or "False (N records differ)"."""
+    if got == want:
+        return "True"
+    return f"False ({sum(a != b for a, b in zip(got, want, strict=False)) + abs(len(got) - len(want))} records differ)"
+
+
+def calls_of(lines: list[str]) -> list[str]:
+    """Each record's site, alleles and genotype."""
+    out = []
+    for line in lines:
+        f = line.split("\t")
+        out.append("\t".join([*f[:2], *f[3:5], f[9].split(":", 1)[0]]))
+    return out
+
+
+def scatter(out: Path, ref: Path, bam: Path, spans: list[tuple[str, int, int]]) -> tuple[float, Path]:
+    """Debian's bcftools over ``spans`` (each through a regions file: names may hold ':'),
+    two at a time with GNU parallel, the parts concatenated in order; (wall, VCF)."""
+    from bench.harness import bash, bcftools_pipe, measure, parallel_jobs
+    from functions.bcftools_engine import BcftoolsParams
+
+    out.mkdir(parents=True, exist_ok=True)
+    jobs, parts = [], []
+    for i, (chrom, start, end) in enumerate(spans):
+        regions = out / f"r{i:05d}.tsv"
+        regions.write_text(f"{chrom}\t{start + 1}\t{end}\n")
+        parts.append(out / f"part{i:05d}.bcf")
+        jobs.append(bcftools_pipe(ref, bam, BcftoolsParams(), parts[-1], fmt="u", regions_file=regions))
+    (out / "parts.txt").write_text("".join(f"{p}\n" for p in parts))
+    vcf = out / "calls.vcf"
+    t = measure(bash(parallel_jobs(jobs, out / "jobs.txt")
+                     + f" && bcftools concat --file-list {out / 'parts.txt'} -Ov -o {vcf}"))
+    return t.wall, vcf
 
 
 if __name__ == "__main__":

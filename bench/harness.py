@@ -483,11 +483,13 @@ def score_viral(ctx: Context, row: Row, calls: dict[Any, Any]) -> None:
 
 
 def bcftools_pipe(ref: Path, bam: Path, params: BcftoolsParams, out: Path, region: str | None = None,
-                  fmt: str = "v") -> str:
+                  fmt: str = "v", regions_file: Path | None = None) -> str:
     """``bcftools mpileup | bcftools call`` with ``params`` (as the pipeline's engine
-    builds them), Debian's bcftools, writing ``out`` in format ``fmt``."""
+    builds them), Debian's bcftools, writing ``out`` in format ``fmt``; over ``region``
+    or the regions in ``regions_file`` (for contig names holding ``:``) if given."""
     mp = ["bcftools", "mpileup", "--fasta-ref", str(ref), *params.mpileup_args(), "-Ou",
-          *(["--regions", region] if region else []), str(bam)]
+          *(["--regions", region] if region else []),
+          *(["--regions-file", str(regions_file)] if regions_file else []), str(bam)]
     call = ["bcftools", "call", *params.call_args(str(out.parent)), f"-O{fmt}", "-o", str(out)]
     return shlex.join(mp) + " | " + shlex.join(call)
 

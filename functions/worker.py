@@ -5,7 +5,8 @@ Contract: :func:`run_task` opens the store the task describes over the worker's
 temporary folder, runs the function's ``body`` in it, and then, written once for
 every kind of function: reads the result file the body names, adds the common stats
 (sample, md5 and size of the result, GETs and bytes read, when it started by the
-worker's clock and how long it took, the local disk its files took, the task's key) to the body's own, PUTs
+worker's clock and how long it took, the local disk its files took, its peak resident memory, the
+task's key) to the body's own, PUTs
 ``<out_key><suffix>`` and then ``<out_key>.json`` (each PUT atomic), removes the
 folder and returns the stats. Any failure is re-raised as ``error`` naming the task
 (``label``); an error of that class already is passed on as it is.
@@ -43,10 +44,34 @@ def _allocated(folder: str) -> int:
     return total
 
 
+def _reset_peak_rss() -> bool:
+    """Start the process' peak-RSS count (``VmHWM``) afresh (Linux >= 4.0): a worker runs
+    many tasks, and each task's figure must be its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int | None:
+    """The process' peak resident memory in bytes since :func:`_reset_peak_rss`."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def run_task(label: str, store_description: dict[str, Any], storage: Any, sample: str, key: str, out_key: str,
              suffix: str, body: Body, error: type[SvcError], prefix: str = "svc-task-") -> dict[str, Any]:
     """Run ``body`` as the function of one task (see the module's contract); its stats."""
     t0, started = time.monotonic(), time.time()
+    counting_rss = _reset_peak_rss()
     try:
         store = ObjectStore.from_description(store_description, storage)
         tmp = tempfile.mkdtemp(prefix=prefix)
@@ -65,6 +90,8 @@ def run_task(label: str, store_description: dict[str, Any], storage: Any, sample
                 "started": round(started, 3),  # epoch seconds, the worker's clock
                 "seconds": round(time.monotonic() - t0, 3),
                 "disk_bytes": disk,  # local disk the body left in use (sparse files: their blocks)
+                # the worker process' peak RSS during this task (engines run in it); None where unknown
+                "peak_rss_bytes": _peak_rss() if counting_rss else None,
                 "key": key,
             }
             store.put(out_key + suffix, data)

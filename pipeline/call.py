@@ -267,12 +267,9 @@ def share(tasks: list[dict[str, Any]], job: int, jobs: int) -> list[dict[str, An
     return mine
 
 
-PACK_OVERHEAD_BYTES = REGION_OVERHEAD_BYTES  # a region's cost beside its bytes (pipeline.plan)
-
-
 def pack_tasks(todo: list[dict[str, Any]], tasks: list[dict[str, Any]], functions: int) -> list[dict[str, Any]]:
     """The functions to run for ``todo`` (of the run's ``tasks``): regions packed, best fit
-    in decreasing weight (bytes plus :data:`PACK_OVERHEAD_BYTES` per region), into
+    in decreasing weight (bytes plus :data:`pipeline.plan.REGION_OVERHEAD_BYTES` per region), into
     functions of the least weight that fits all ``tasks`` into ``functions`` functions
     (what the plan was asked for; 0: not known), and never less than the heaviest
     region's. A region alone in its function runs as itself; light regions (a genome's
@@ -283,29 +280,33 @@ def pack_tasks(todo: list[dict[str, Any]], tasks: list[dict[str, Any]], function
     never packed."""
     if len(todo) < 2 or any("faults" in t for t in todo):
         return todo
-    lo = max(_weight(t) for t in tasks)
+    every = _heaviest_first(tasks)
+    lo = every[0][0]
     if functions and len(tasks) > functions:
-        hi = sum(_weight(t) for t in tasks)
+        hi = sum(w for w, _ in every)
         lo = max(lo, hi // functions)
         while lo < hi:  # the least capacity that packs every task into `functions` functions
             mid = (lo + hi) // 2
-            if len(_best_fit(tasks, mid)) <= functions:
+            if len(_best_fit(every, mid)) <= functions:
                 hi = mid
             else:
                 lo = mid + 1
-    return [b[0] if len(b) == 1 else _pack(b) for b in _best_fit(todo, lo)]
+    return [b[0] if len(b) == 1 else _pack(b) for b in _best_fit(_heaviest_first(todo), lo)]
 
 
-def _weight(t: dict[str, Any]) -> int:
-    return int(t["region"]["est_bytes"]) + PACK_OVERHEAD_BYTES
+def _heaviest_first(tasks: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(weight, task), heaviest first (stable: equal weights keep their order); a region
+    weighs its bytes plus the cost of a region beside them."""
+    weighted = [(int(t["region"]["est_bytes"]) + REGION_OVERHEAD_BYTES, t) for t in tasks]
+    return sorted(weighted, key=lambda wt: wt[0], reverse=True)
 
 
-def _best_fit(tasks: list[dict[str, Any]], cap: int) -> list[list[dict[str, Any]]]:
-    """Best-fit decreasing: each task, heaviest first, into the fullest function it fits."""
+def _best_fit(weighted: list[tuple[int, dict[str, Any]]], cap: int) -> list[list[dict[str, Any]]]:
+    """Best-fit decreasing (``weighted`` heaviest first): each task into the fullest
+    function it fits."""
     bins: list[list[dict[str, Any]]] = []
     room: list[tuple[int, int]] = []  # (room left, bin), sorted
-    for t in sorted(tasks, key=_weight, reverse=True):  # stable: equal weights keep their order
-        w = _weight(t)
+    for w, t in weighted:
         at = bisect.bisect_left(room, (w, -1))
         if at == len(room):
             bins.append([t])
@@ -400,6 +401,7 @@ def call_samples(
             sample=name, code=code_version(), engine=params.ENGINE, params=params.as_dict(),
             command=params.describe(), samples=tuple(p.sample for p in plans) if cohort else None,
             retries=sum(f.get("attempts", 1) - 1 for f in frags if not f["reused"]), fragments=frags,
+            functions=functions if len(out_manifests) == 1 else None,
         ).write(out)
     return inputs.summary(done.values(), len(tasks), t0, functions)
 

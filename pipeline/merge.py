@@ -21,6 +21,8 @@ import gzip
 import hashlib
 import logging
 import os
+import resource
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,6 +198,11 @@ def noise_model(frags: list[dict[str, Any]], manifest: CallResults, sample: str,
     return sample_model(add_noise_tables([f["noise"] for f in frags]), params)  # type: ignore[arg-type]
 
 
+def peak_rss_mb() -> float:
+    """Peak RSS (MB) of this process or any of its forked helpers (index, stats), whichever is larger."""
+    return max(resource.getrusage(r).ru_maxrss for r in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+
+
 def merged_header(first_header: list[str], manifest: CallResults, reference: str) -> list[str]:
     """The fragment header with bcftools' per-run command lines replaced by ours."""
     keep = [
@@ -218,6 +225,7 @@ def merge_sample(
 ) -> int:
     """Merge; returns the number of records written. ``rerun``: the rule that recomputes
     fragments (named in the fix of an error)."""
+    t0 = time.monotonic()
     manifest = CallResults.read(call_manifest)
     sample = manifest.sample
     frags: list[dict[str, Any]] = sorted((dict(f) for f in manifest.fragments), key=lambda f: f["region"])
@@ -267,6 +275,8 @@ def merge_sample(
         Path(tmp_stats).write_text(io + stats)
     for warning in unusable_reads(manifest):
         logger.warning("warning: %s", warning)
-    logger.info("merged %d fragments of %s: %d records -> %s; read %s",
-                len(frags), sample, records, out_vcf, store.counts.line())
+    secs = time.monotonic() - t0
+    logger.info("merged %d fragments of %s: %d records -> %s in %.1f s (%.0f records/s, peak RSS %.0f MB); read %s",
+                len(frags), sample, records, out_vcf, secs, records / max(secs, 1e-6), peak_rss_mb(),
+                store.counts.line())
     return records

@@ -166,13 +166,14 @@ def _first_indels_masked(records: list[str]) -> list[str]:
 
 
 def test_pack_tasks_fills_functions_up_to_the_heaviest_region_or_the_asked_share() -> None:
-    from pipeline.call import PACK_OVERHEAD_BYTES, pack_tasks
+    from pipeline.call import pack_tasks
+    from pipeline.plan import REGION_OVERHEAD_BYTES
 
     def task(i: int, size: int) -> dict:
         return {"key": f"k{i}", "out_key": f"o{i}", "sample": "s", "region": {"est_bytes": size, "name": f"c{i}:1-9"}}
 
     def weight(t: dict) -> int:
-        return sum(x["region"]["est_bytes"] + PACK_OVERHEAD_BYTES for x in t.get("tasks", [t]))
+        return sum(x["region"]["est_bytes"] + REGION_OVERHEAD_BYTES for x in t.get("tasks", [t]))
 
     heavy = [task(i, 1 << 30) for i in range(100)]  # a 100 GB BAM planned into 100 regions
     light = [task(100 + i, 50_000) for i in range(3000)]  # GRCh38's small contigs
@@ -180,7 +181,7 @@ def test_pack_tasks_fills_functions_up_to_the_heaviest_region_or_the_asked_share
     items = pack_tasks(tasks, tasks, functions=100)
     assert sorted(t["key"] for i in items for t in i.get("tasks", [i])) == sorted(t["key"] for t in tasks)
     share = sum(weight(t) for t in tasks) // 100
-    assert max(weight(i) for i in items) <= 1.05 * max((1 << 30) + PACK_OVERHEAD_BYTES, share)
+    assert max(weight(i) for i in items) <= 1.05 * max((1 << 30) + REGION_OVERHEAD_BYTES, share)
     assert len(items) <= 1.1 * 100
     assert pack_tasks(tasks, tasks, functions=0)[:100] == heavy  # nothing asked: heavy regions alone
     assert len(pack_tasks(light, light, functions=10)) == 10  # only small contigs: as many as asked
