@@ -56,9 +56,9 @@ HEADER = """##fileformat=VCFv4.2
 
 
 def bgzf(data: bytes) -> bytes:
-    from functions.core.bgzf import MAX_BLOCK_DATA, deflate_block
+    from functions.core.bgzf import deflate_blocks
 
-    return b"".join(deflate_block(data[i : i + MAX_BLOCK_DATA]) for i in range(0, len(data), MAX_BLOCK_DATA))
+    return b"".join(block for block, _ in deflate_blocks(data))
 
 
 def make_fragments(workdir: Path, records: int, fragments: int) -> Path:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import pysam
 
 from functions.core.bai import Chunk, write_bai
-from functions.core.bgzf import BGZF_HEADER, EOF_BLOCK, MAX_BLOCK_DATA, block_size, deflate_block
+from functions.core.bgzf import BGZF_HEADER, EOF_BLOCK, MAX_BLOCK_DATA, block_size, deflate_block, deflate_blocks
 from functions.core.fai import FaiEntry
 from functions.core.storage import ObjectStore
 from functions.core.tasks import BamSlice, Span
@@ -111,9 +111,8 @@ def fetch_reference_window(
                 put(deflate_block(b"N" * rest), rest)
 
         def put_bases(data: bytes) -> None:
-            for i in range(0, len(data), MAX_BLOCK_DATA):
-                part = data[i : i + MAX_BLOCK_DATA]
-                put(deflate_block(part), len(part))
+            for block, n in deflate_blocks(data):
+                put(block, n)
 
         put(deflate_block(head), len(head))
         # One line for the whole contig: the .fai stays exact whatever the window.

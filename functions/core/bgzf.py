@@ -1,6 +1,7 @@
 """BGZF (blocked gzip) facts and the few operations on raw blocks we need.
 
-Contract: :func:`deflate_block` writes one block; :func:`inflate` decompresses a byte string made of whole BGZF blocks
+Contract: :func:`deflate_block` writes one block, :func:`deflate_blocks` as many as data
+needs; :func:`inflate` decompresses a byte string made of whole BGZF blocks
 (:func:`block_at` and :func:`inflate_block` walk them one by one, for readers that
 stop at an index's virtual offsets);
 :data:`EOF_BLOCK` is the 28-byte empty block that ends every BGZF file (SAM
@@ -10,6 +11,7 @@ specification, section 4.1.2).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 
 from functions.core.errors import SvcError
 
@@ -37,6 +39,13 @@ def deflate_block(data: bytes, level: int = 6) -> bytes:
     size = BGZF_HEADER + len(body) + 8
     return (b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00" + (size - 1).to_bytes(2, "little")
             + body + zlib.crc32(data).to_bytes(4, "little") + len(data).to_bytes(4, "little"))
+
+
+def deflate_blocks(data: bytes, level: int = 6) -> Iterator[tuple[bytes, int]]:
+    """``data`` as whole BGZF blocks, in order, each with the bytes of ``data`` it holds."""
+    for at in range(0, len(data), MAX_BLOCK_DATA):
+        part = data[at : at + MAX_BLOCK_DATA]
+        yield deflate_block(part, level), len(part)
 
 
 def block_size(header: bytes) -> int:

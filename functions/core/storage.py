@@ -29,6 +29,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,18 +216,14 @@ class ObjectStore:
         """
         if end <= start:
             return b""
-        for attempt in range(SHORT_READ_TRIES):
-            data = self._get(key, {"Range": f"bytes={start}-{end - 1}"}, bucket)
-            if len(data) == end - start:
-                return data
-            logger.debug("short read of %s bytes %d-%d (%d bytes), GET %d of %d", key, start, end - 1, len(data),
-                         attempt + 1, SHORT_READ_TRIES)
-            if attempt + 1 < SHORT_READ_TRIES:
-                time.sleep(0.1 * 2**attempt)
-        raise StorageError(
-            f"{self.backend} storage at {self.endpoint} returned {len(data)} of the {end - start} bytes "
-            f"asked for of {key!r} (bytes {start}-{end - 1}): a short read, {SHORT_READ_TRIES} times"
-        )
+        got: list[bytes] = []
+
+        def get() -> int:
+            got[:] = [self._get(key, {"Range": f"bytes={start}-{end - 1}"}, bucket)]
+            return len(got[0])
+
+        self._whole(key, start, end, get)
+        return got[0]
 
     def get_range_into(self, key: str, start: int, end: int, out: Any, bucket: str | None = None) -> None:
         """Write bytes [start, end) of an object at ``out``'s position (a binary file), in
@@ -235,20 +232,29 @@ class ObjectStore:
         for a in range(start, end, PART_BYTES):
             b = min(end, a + PART_BYTES)
             at = out.tell()
-            for attempt in range(SHORT_READ_TRIES):
+
+            def get(a: int = a, b: int = b, at: int = at) -> int:
                 out.seek(at)
-                got = self._get_into(key, a, b, out, bucket)
-                if got == b - a:
-                    break
-                logger.debug("short read of %s bytes %d-%d (%d bytes), GET %d of %d", key, a, b - 1, got,
-                             attempt + 1, SHORT_READ_TRIES)
-                if attempt + 1 < SHORT_READ_TRIES:
-                    time.sleep(0.1 * 2**attempt)
-            else:
-                raise StorageError(
-                    f"{self.backend} storage at {self.endpoint} returned {got} of the {b - a} bytes "
-                    f"asked for of {key!r} (bytes {a}-{b - 1}): a short read, {SHORT_READ_TRIES} times"
-                )
+                return self._get_into(key, a, b, out, bucket)
+
+            self._whole(key, a, b, get)
+
+    def _whole(self, key: str, start: int, end: int, get: Callable[[], int]) -> None:
+        """Call ``get`` (one GET of bytes [start, end) of ``key``, returning how many came)
+        until all came: up to :data:`SHORT_READ_TRIES` GETs with a growing pause, then
+        StorageError. A short answer is never taken as data (see :meth:`get_range`)."""
+        for attempt in range(SHORT_READ_TRIES):
+            n = get()
+            if n == end - start:
+                return
+            logger.debug("short read of %s bytes %d-%d (%d bytes), GET %d of %d", key, start, end - 1, n,
+                         attempt + 1, SHORT_READ_TRIES)
+            if attempt + 1 < SHORT_READ_TRIES:
+                time.sleep(0.1 * 2**attempt)
+        raise StorageError(
+            f"{self.backend} storage at {self.endpoint} returned {n} of the {end - start} bytes "
+            f"asked for of {key!r} (bytes {start}-{end - 1}): a short read, {SHORT_READ_TRIES} times"
+        )
 
     def _get_into(self, key: str, start: int, end: int, out: Any, bucket: str | None) -> int:
         """One streamed ranged GET into ``out``; the number of bytes written."""
