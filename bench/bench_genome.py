@@ -23,7 +23,12 @@
    parameters) and prints its wall and whether the workflow's VCF equals it record
    for record (with the differences counted when not).
 
-4. Runs Debian's bcftools over the workflow's own regions with GNU ``parallel -j2``
+4. Calls chr1's first and last regions again (the workflow's own tasks, in one process
+   over the run's store), ``--repeat`` times each, alternately, and prints their median
+   seconds: one function's time on a busy 2-core machine varies more than the
+   difference looked for.
+
+5. Runs Debian's bcftools over the workflow's own regions with GNU ``parallel -j2``
    and ``bcftools concat`` (what a lab would script on its 2 cores) and prints its wall
    and whether its VCF equals the single run's (``--no-scatter`` skips it).
 
@@ -39,6 +44,7 @@ import argparse
 import json
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -183,8 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--depth", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--scale", type=float, default=1.0, help="chromosome lengths x this (a quick look: 0.05)")
+    ap.add_argument("--repeat", type=int, default=7, help="calls of chr1's first and last regions again (0: none)")
     ap.add_argument("--no-scatter", dest="scatter", action="store_false",
                     help="skip the bcftools + GNU parallel -j2 row")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--repeat-regions"]:  # internal: run in the workflow's environment
+        repeat_regions(Path(argv[1]), int(argv[2]), argv[3:])
+        return 0
     args = ap.parse_args(argv)
     wd = Path(args.workdir)
     ref, bam, reads = generate(wd, args.small, args.window, args.depth, args.seed, args.scale)
@@ -242,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     want = vcf_body(str(whole))
     print(f"one whole-genome bcftools mpileup | call: {whole_s:.1f} s, {len(want):,} records; workflow / whole "
           f"{wall / whole_s:.2f}; VCF equal record for record: {same(got, want)}")
+    if args.repeat:
+        res = subprocess.run([sys.executable, __file__, "--repeat-regions", str(run), str(args.repeat), first["name"],
+                              last["name"]], env=env, capture_output=True, text=True, check=True)
+        print(res.stdout.strip())
     if args.scatter:
         spans = [(f["chrom"], f["start"], f["end"]) for f in sorted(frags, key=lambda f: f["region"])]
         sc_wall, sc_vcf = scatter(wd / "scatter", ref, bam, spans)
@@ -250,6 +265,45 @@ def main(argv: list[str] | None = None) -> int:
               f"another version, its annotations differ) equal the single run's: "
               f"{same(calls_of(vcf_body(str(sc_vcf))), calls_of(want))}")
     return 0
+
+
+def repeat_regions(run: Path, times: int, names: list[str]) -> None:
+    """Call the regions ``names`` of the workflow run in ``run`` again, in this process, over
+    the run's store (its environment: ``TMPDIR``), ``times`` times each, alternately;
+    print each one's median seconds, reads moved and peak RSS."""
+    import os
+
+    import yaml
+
+    from functions.call_region import call_region
+    from functions.engines import make_params
+    from pipeline.call import CallInputs
+    from pipeline.cli import open_store
+    from pipeline.config import load_settings, step_settings
+    from pipeline.manifests import StagedReference, StagedSample
+    from pipeline.plan import read_plan
+
+    os.chdir(run)
+    settings = step_settings(load_settings(yaml.safe_load(Path("config/config.yaml").read_text())), "call")
+    calling = settings.calling
+    store = open_store(settings)
+    work = Path("work")
+    inputs = CallInputs(store, [read_plan(str(work / "plans" / "sample.tsv"))],
+                        {"sample": StagedSample.read(str(work / "staged" / "sample.json"))},
+                        StagedReference.read(str(work / "staged" / "reference.json")),
+                        make_params(calling["engine"], calling[calling["engine"]]), settings.faults, None, None)
+    tasks = {t["region"]["name"]: t for t in inputs.tasks()}
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    stats: dict[str, dict[str, object]] = {}
+    for _ in range(times):
+        for n in names:
+            stats[n] = call_region(tasks[n], store._storage)
+            seconds[n].append(float(stats[n]["seconds"]))  # type: ignore[arg-type]
+    med = {n: statistics.median(v) for n, v in seconds.items()}
+    print(f"  called again, {times} times each, alternately: " + "; ".join(
+        f"{n} median {med[n]:.3f} s (reads moved {stats[n]['shift']:,} bases, peak RSS "
+        f"{(stats[n]['peak_rss_bytes'] or 0) / 1e6:.0f} MB)" for n in names)  # type: ignore[operator]
+          + f"; last / first {med[names[-1]] / med[names[0]]:.2f}")
 
 
 def same(got: list[str], want: list[str]) -> str:

@@ -55,8 +55,10 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _peak_rss() -> int | None:
-    """The process' peak resident memory in bytes since :func:`_reset_peak_rss`."""
+def peak_rss() -> int | None:
+    """The process' peak resident memory in bytes (``VmHWM``: since it started or since
+    :func:`_reset_peak_rss`; unlike ``ru_maxrss``, not raised by the process it was
+    exec'd from), None where /proc has no such figure."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -91,7 +93,7 @@ def run_task(label: str, store_description: dict[str, Any], storage: Any, sample
                 "seconds": round(time.monotonic() - t0, 3),
                 "disk_bytes": disk,  # local disk the body left in use (sparse files: their blocks)
                 # the worker process' peak RSS during this task (engines run in it); None where unknown
-                "peak_rss_bytes": _peak_rss() if counting_rss else None,
+                "peak_rss_bytes": peak_rss() if counting_rss else None,
                 "key": key,
             }
             store.put(out_key + suffix, data)

@@ -31,12 +31,13 @@ import pysam
 import pysam.bcftools
 
 from functions.core.atomic import atomic_outputs
-from functions.core.bgzf import EOF_BLOCK, MAX_BLOCK_DATA, BgzfError, block_at, deflate_block, inflate, inflate_block
+from functions.core.bgzf import EOF_BLOCK, BgzfError, block_at, deflate_blocks, inflate, inflate_block
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore
 from functions.core.tasks import Span
 from functions.engines import make_params, scores_at_merge
 from functions.lowfreq import add_noise_tables, finalize, sample_model
+from functions.worker import peak_rss
 from pipeline.forked import forked
 from pipeline.manifests import CallResults
 from pipeline.report import stats_text
@@ -139,8 +140,8 @@ def _block_starts(data: bytes) -> list[int]:
 
 def _write_bgzf(out: Any, data: bytes) -> None:
     """``data`` as whole BGZF blocks (so that other blocks may follow them as they are)."""
-    for at in range(0, len(data), MAX_BLOCK_DATA):
-        out.write(deflate_block(data[at : at + MAX_BLOCK_DATA]))
+    for block, _ in deflate_blocks(data):
+        out.write(block)
 
 
 def check_owned(body: str, span: Span, sample: str, rerun: str) -> int:
@@ -199,8 +200,10 @@ def noise_model(frags: list[dict[str, Any]], manifest: CallResults, sample: str,
 
 
 def peak_rss_mb() -> float:
-    """Peak RSS (MB) of this process or any of its forked helpers (index, stats), whichever is larger."""
-    return max(resource.getrusage(r).ru_maxrss for r in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+    """Peak RSS (MB) of this process or any of its forked helpers (index, stats), whichever
+    is larger (this process' from /proc: its ``ru_maxrss`` would count the process that
+    exec'd it, Snakemake's fork)."""
+    return max(peak_rss() or 0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024) / 1e6
 
 
 def merged_header(first_header: list[str], manifest: CallResults, reference: str) -> list[str]:
