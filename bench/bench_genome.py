@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat:
         res = subprocess.run([sys.executable, __file__, "--repeat-regions", str(run), str(args.repeat), first["name"],
                               last["name"]], env=env, capture_output=True, text=True, check=True)
-        print(res.stdout.strip())
+        print("  " + res.stdout.strip())
     if args.scatter:
         spans = [(f["chrom"], f["start"], f["end"]) for f in sorted(frags, key=lambda f: f["region"])]
         sc_wall, sc_vcf = scatter(wd / "scatter", ref, bam, spans)

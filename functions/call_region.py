@@ -60,11 +60,11 @@ REFERENCE_GAP = 1_000_000
 
 # When to move a region's reads to the start of their contig for an engine that loads
 # the contig from base 0 (:func:`functions.slice.shift_slice`): bcftools takes about
-# 2.8 ns per base before the region (0.7 s at 250 Mb, and the memory) and moving a
-# read takes about 1.7 us, so moving pays when the window starts more than ~600 bases
-# per read along the contig; below 1 Mb it never matters.
-SHIFT_MIN_BASES = 1_000_000
-SHIFT_BASES_PER_READ = 600
+# 0.9 ns and a byte of memory per base before the region (0.22 s and 250 MB at 249 Mb);
+# moving takes about 12 ms and 1.5 us per read. Moving pays when the window starts
+# 10 Mb or more along the contig and at least 2,000 bases per read.
+SHIFT_MIN_BASES = 10_000_000
+SHIFT_BASES_PER_READ = 2_000
 
 
 class RegionError(SvcError, RuntimeError):
