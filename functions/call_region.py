@@ -100,8 +100,7 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
     run_on = context
     if shift:
         run_on = Span(context.chrom, max(0, context.start - shift), context.end - shift)
-        length = min(hi, t.fai.length) - shift
-        slices = [shift_slice(path, context, shift, length, path[: -len(".bam")] + ".shifted.bam") for path in slices]
+        slices = [shift_slice(path, context, shift, path[: -len(".bam")] + ".shifted.bam") for path in slices]
     own: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     if keeps_depth(t.engine):
@@ -114,7 +113,7 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
     raw_vcf = run_engine(params, slices, ref_path, os.path.join(tmp, "raw.vcf"), region=run_on, workdir=tmp,
                          **extra)
     frag = os.path.join(tmp, "fragment.vcf.gz")
-    records = keep_owned(raw_vcf, region, frag, volatile=(tmp,), shift=shift, contig_length=t.fai.length)
+    records = keep_owned(raw_vcf, region, frag, volatile=(tmp,), shift=shift)
     return frag, {
         **own,
         "region": t.index,
@@ -214,21 +213,17 @@ def stable_header_line(line: str, volatile: tuple[str, ...]) -> bool:
 
 
 def keep_owned(vcf_path: str, region: Span, out_path: str, volatile: tuple[str, ...] = (),
-               shift: int = 0, contig_length: int | None = None) -> int:
+               shift: int = 0) -> int:
     """Bgzip ``vcf_path`` to ``out_path`` keeping the stable header lines (see
     :func:`stable_header_line`) and the records ``region`` owns (:meth:`Span.owns`),
     the records in BGZF blocks of their own (the header's blocks end at ``#CHROM``).
 
     ``shift``: the engine ran on reads moved that many bases left on the region's contig
-    (:func:`functions.slice.shift_slice`); records (POS, and INFO ``END``) move back and
-    the contig's header line gets its real ``contig_length``."""
+    (:func:`functions.slice.shift_slice`); records (POS, and INFO ``END``) move back."""
     kept = 0
-    contig_line = f"##contig=<ID={region.chrom},length=" if shift else None
     with open(vcf_path) as src, pysam.BGZFile(out_path, "wb") as out:  # type: ignore[call-arg]
         for line in src:
             if line.startswith("#"):
-                if contig_line and line.startswith(contig_line):
-                    line = _LENGTH.sub(str(contig_length), line, count=1)
                 if stable_header_line(line, volatile):
                     out.write(line.encode())
                 if line.startswith("#CHROM"):
@@ -247,4 +242,4 @@ def keep_owned(vcf_path: str, region: Span, out_path: str, volatile: tuple[str, 
 
 
 _END = re.compile(r"(^|;)END=(\d+)")
-_LENGTH = re.compile(r"(?<=,length=)\d+")
+

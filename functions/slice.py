@@ -139,9 +139,10 @@ def fetch_reference_window(
     return path
 
 
-def shift_slice(bam_path: str, span: Span, offset: int, length: int, out_path: str) -> str:
+def shift_slice(bam_path: str, span: Span, offset: int, out_path: str) -> str:
     """Write the reads of ``bam_path`` overlapping ``span``, moved ``offset`` bases left on
-    their contig, as a BAM (+ ``.bai``) in which that contig is ``length`` long.
+    their contig, as a BAM (+ ``.bai``) with the same header (the contig keeps its length,
+    which the VCF header repeats).
 
     For engines that load every contig they pile up from its first base (bcftools
     mpileup keeps ``[0, end)`` of it in memory): with the reads and the reference window
@@ -154,10 +155,8 @@ def shift_slice(bam_path: str, span: Span, offset: int, length: int, out_path: s
     (:func:`functions.call_region.keep_owned`).
     """
     with pysam.AlignmentFile(bam_path, "rb") as src:
-        header = src.header.to_dict()
         tid = src.get_tid(span.chrom)
-        header["SQ"][tid]["LN"] = length
-        with pysam.AlignmentFile(out_path, "wb0", header=header) as out:  # uncompressed: read once, locally
+        with pysam.AlignmentFile(out_path, "wb0", template=src) as out:  # uncompressed: read once, locally
             for read in src.fetch(contig=span.chrom, start=span.start, stop=span.end):
                 if read.reference_start < offset:
                     raise ValueError(f"read {read.query_name} at {read.reference_start} starts before {offset}")
