@@ -28,7 +28,12 @@
    seconds: one function's time on a busy 2-core machine varies more than the
    difference looked for.
 
-5. Runs Debian's bcftools over the workflow's own regions with GNU ``parallel -j2``
+5. Prints the scaling model of a 30x human genome (``bench/scaling.py``) with this
+   run's per-function costs: a fixed cost per function and compute per BAM byte (a
+   line fitted through the functions' seconds and bytes), read factor, stragglers,
+   GETs, local steps and a merge rate calibrated on this run's records.
+
+6. Runs Debian's bcftools over the workflow's own regions with GNU ``parallel -j2``
    and ``bcftools concat`` (what a lab would script on its 2 cores) and prints its wall
    and whether its VCF equals the single run's (``--no-scatter`` skips it).
 
@@ -123,13 +128,15 @@ def windows(contigs: dict[str, int], window: int) -> list[tuple[str, int, int]]:
 
 def write_bam(path: Path, ref: Path, contigs: dict[str, int], spans: list[tuple[str, int, int]],
               depth: float, rng: np.random.Generator) -> int:
-    """Reads at ``depth`` over ``spans`` (in contig order), heterozygous SNVs every ~800 bp."""
+    """Reads at ``depth`` over ``spans`` (in contig order), heterozygous SNVs every ~800 bp,
+    base qualities drawn per base (20-40) so that the BAM takes about the bytes per read
+    real reads take (qualities are most of a BAM): the scaling model's cost per byte
+    comes from it."""
     import pysam
 
     header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": n, "LN": ln} for n, ln in contigs.items()],
               "RG": [{"ID": "rg1", "SM": "sample"}]}
     tids = {n: i for i, n in enumerate(contigs)}
-    quals = pysam.qualitystring_to_array("I" * READ)
     count = 0
     comp = bytes.maketrans(b"ACGT", b"CGTA")
     with pysam.FastaFile(str(ref)) as fa, pysam.AlignmentFile(str(path), "wb", header=header) as out:
@@ -142,6 +149,7 @@ def write_bam(path: Path, ref: Path, contigs: dict[str, int], spans: list[tuple[
             n = int(depth * (hi - lo) / READ)
             starts = np.sort(rng.integers(0, max(1, hi - lo - READ), n))
             haps = rng.integers(0, 2, n)
+            quals = rng.integers(20, 41, (n, READ), dtype=np.uint8)
             for j, (s, h) in enumerate(zip(starts.tolist(), haps.tolist(), strict=True)):
                 r = pysam.AlignedSegment(out.header)
                 r.query_name = f"{name}:{lo + s}:{j}"
@@ -149,7 +157,7 @@ def write_bam(path: Path, ref: Path, contigs: dict[str, int], spans: list[tuple[
                 r.reference_id, r.reference_start, r.mapping_quality = tids[name], lo + s, 60
                 r.cigarstring = f"{READ}M"
                 r.query_sequence = (alt if h else seq)[s : s + READ].decode()
-                r.query_qualities = quals
+                r.query_qualities = quals[j]
                 r.set_tag("RG", "rg1")
                 out.write(r)
                 count += 1
@@ -162,7 +170,7 @@ def generate(wd: Path, n_small: int, window: int, depth: float, seed: int, scale
 
     ref, bam = wd / "ref.fa", wd / "sample.bam"
     stamp = wd / "generated.json"
-    params = {"small": n_small, "window": window, "depth": depth, "seed": seed, "scale": scale}
+    params = {"small": n_small, "window": window, "depth": depth, "seed": seed, "scale": scale, "quals": "20-40"}
     if stamp.exists() and json.loads(stamp.read_text()).get("params") == params:
         return ref, bam, int(json.loads(stamp.read_text())["reads"])
     wd.mkdir(parents=True, exist_ok=True)
@@ -190,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--scale", type=float, default=1.0, help="chromosome lengths x this (a quick look: 0.05)")
     ap.add_argument("--repeat", type=int, default=7, help="calls of chr1's first and last regions again (0: none)")
+    ap.add_argument("--no-scaling", dest="scaling", action="store_false",
+                    help="skip the scaling model from this run's costs")
     ap.add_argument("--no-scatter", dest="scatter", action="store_false",
                     help="skip the bcftools + GNU parallel -j2 row")
     argv = sys.argv[1:] if argv is None else argv
@@ -203,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = wd / "run"
     cmd, env = workflow_dir(run, {"sample": bam}, ref, {"plan": {"n_regions": args.regions}})
+    started = time.time()
     wall, cpu, rss = timed(cmd, env=env)
     calls = json.loads((run / "work" / "calls" / "sample.json").read_text())
     frags = calls["fragments"]
@@ -257,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         res = subprocess.run([sys.executable, __file__, "--repeat-regions", str(run), str(args.repeat), first["name"],
                               last["name"]], env=env, capture_output=True, text=True, check=True)
         print("  " + res.stdout.strip())
+    if args.scaling:
+        print_scaling(run, ref, started, wall)
     if args.scatter:
         spans = [(f["chrom"], f["start"], f["end"]) for f in sorted(frags, key=lambda f: f["region"])]
         sc_wall, sc_vcf = scatter(wd / "scatter", ref, bam, spans)
@@ -304,6 +317,34 @@ def repeat_regions(run: Path, times: int, names: list[str]) -> None:
         f"{n} median {med[n]:.3f} s (reads moved {stats[n]['shift']:,} bases, peak RSS "
         f"{(stats[n]['peak_rss_bytes'] or 0) / 1e6:.0f} MB)" for n in names)  # type: ignore[operator]
           + f"; last / first {med[names[-1]] / med[names[0]]:.2f}")
+
+
+def print_scaling(run: Path, ref: Path, started: float, wall: float) -> None:
+    """The scaling model of a 30x human genome (``bench/scaling.py``, as the harness prints
+    it) with the per-function costs of this run: a fixed cost per function (the intercept
+    of its functions' seconds on their BAM bytes) and the compute per byte beside it,
+    the read factor, stragglers, GETs, the local steps' seconds, and the merge rate
+    calibrated on 200,000 records of this run's VCF."""
+    import platform
+    from dataclasses import replace
+
+    from bench import scaling
+    from bench.bench_cohort import phases
+
+    calls = run / "work" / "calls" / "sample.json"
+    frags = json.loads(calls.read_text())["fragments"]
+    vcf = run / "results" / "sample.vcf.gz"
+    rate = scaling.calibrate_merge(vcf, ref, calls)
+    m = scaling.measure_run(run, "sample", phases(run, ["sample"], started, wall), len(vcf_body(str(vcf))), rate,
+                            platform.processor() or platform.machine())
+    m = replace(m, fixed_s=scaling.fit_fixed([f["seconds"] for f in frags], [f["bam_get_bytes"] for f in frags]),
+                source="bench/bench_genome.py's run, local store")
+    a = scaling.Assumptions()
+    prices, prices_from = scaling.load_prices()
+    print("scaling model of a 30x human genome from this run (bench/scaling.py):")
+    for line in scaling.assumption_lines(m, a, prices, prices_from):
+        print("  " + line)
+    print(scaling.scenario_table([scaling.model(m, a, prices, n) for n in (10, 100, 1000)], prices["currency"]))
 
 
 def same(got: list[str], want: list[str]) -> str:

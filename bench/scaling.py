@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +127,8 @@ class Measured:
     exit_s: float                       # the rest: Snakemake's exit
     merge_records_per_s: float | None = None  # calibrated merge rate (None: not calibrated)
     cpu: str = ""
+    fixed_s: float = 0.0                # a function's seconds beside its bytes (fit_fixed; 0: all per byte)
+    source: str = "the germline pipeline run, local store"
 
     @property
     def functions(self) -> int:
@@ -133,7 +136,7 @@ class Measured:
 
     @property
     def seconds_per_byte(self) -> float:
-        return sum(self.function_seconds) / self.bam_read_bytes
+        return (sum(self.function_seconds) - self.fixed_s * self.functions) / self.bam_read_bytes
 
     @property
     def read_factor(self) -> float:
@@ -181,6 +184,13 @@ def measure_run(run_dir: Path, sample: str, phases: dict[str, Any], records: int
         merge_records_per_s=merge_records_per_s,
         cpu=cpu,
     )
+
+
+def fit_fixed(seconds: list[float], nbytes: list[int]) -> float:
+    """A function's fixed seconds: the intercept of a least-squares line of functions'
+    seconds on the BAM bytes they read, kept within [0, the fastest function's]."""
+    slope, intercept = np.polyfit(np.asarray(nbytes, dtype=float), np.asarray(seconds, dtype=float), 1)
+    return float(min(max(intercept, 0.0), min(seconds)))
 
 
 class _MemoryStore:
@@ -268,13 +278,13 @@ def model(m: Measured, a: Assumptions, prices: dict[str, Any], functions: int) -
     total_bytes = a.bam_bytes * m.read_factor
     per_fn = total_bytes / functions
     fetch = per_fn / (a.bandwidth_mb_s * 1e6)
-    compute = per_fn * m.seconds_per_byte
+    compute = m.fixed_s + per_fn * m.seconds_per_byte
     slowest = a.overhead_s + (fetch + compute) * m.straggler
     waves = math.ceil(functions / a.concurrency)
     fanout = waves * slowest
     local = m.before_s + a.planning_s + human_merge_s(m, a) + m.exit_s
     memory_gb = prices["function_memory_mb"] / 1024
-    gb_s = memory_gb * (functions * a.overhead_s + total_bytes / (a.bandwidth_mb_s * 1e6)
+    gb_s = memory_gb * (functions * (a.overhead_s + m.fixed_s) + total_bytes / (a.bandwidth_mb_s * 1e6)
                         + total_bytes * m.seconds_per_byte)
     gets = functions * (round(m.gets_per_function) + a.lithops_gets) + functions + 2  # + merge + planning GETs
     puts = functions * (a.function_puts + a.lithops_puts)
@@ -297,11 +307,12 @@ def assumption_lines(m: Measured, a: Assumptions, prices: dict[str, Any], prices
     src = Assumptions.sources()
     secs = sorted(m.function_seconds)
     lines = [
-        "measured here (the germline pipeline run, local store):",
+        f"measured here ({m.source}):",
         f"  compute per BAM byte      {m.seconds_per_byte * 1e6:.4f} s per MB of BAM read: {sum(secs):.1f} function-s "
         f"over {m.bam_read_bytes / 1e6:.1f} MB, {m.functions} functions, on {m.cpu or 'this CPU'} "
         "(one core per function; a function's seconds are its wall time, local-store reads included, so other load "
-        "on this machine inflates them)",
+        "on this machine inflates them)" + (f", beside a fixed {m.fixed_s:.3f} s per function (intercept of "
+                                            "seconds on bytes)" if m.fixed_s else ""),
         f"  read factor               {m.read_factor:.3f} x BAM size read by the functions (padding overlap; "
         "smaller for human-sized regions, so this overstates)",
         f"  straggler factor          {m.straggler:.2f} = slowest / median function ({secs[-1]:.2f} / "
@@ -330,10 +341,11 @@ def assumption_lines(m: Measured, a: Assumptions, prices: dict[str, Any], prices
         f"prices ({prices_from}): {prices['source']}; {prices['function_memory_mb']} MB per function; "
         f"{prices['per_gb_second']:g} {prices['currency']}/GB-s, {prices['per_million_invocations']:g} per million "
         f"invocations, {prices['per_thousand_gets']:g} per 1000 GETs, {prices['per_thousand_puts']:g} per 1000 PUTs",
-        "model: work = bytes/bandwidth + bytes x compute per byte; fan-out = waves x (overhead + average work x "
-        "straggler); wall = local steps + planning + fan-out + merge (measured + records / merge rate) + exit;",
-        "       GB-s = memory x (N x overhead + all fetch + all compute). Not counted: ephemeral storage above 512 MB, "
-        "the BAM's storage, data transfer (free within a region), CPU speed of a cloud function vs this one.",
+        "model: work = bytes/bandwidth + fixed + bytes x compute per byte; fan-out = waves x (overhead + average "
+        "work x straggler); wall = local steps + planning + fan-out + merge (measured + records / merge rate) + exit;",
+        "       GB-s = memory x (N x (overhead + fixed) + all fetch + all compute). Not counted: ephemeral "
+        "storage above 512 MB, the BAM's storage, data transfer (free within a region), CPU speed of a cloud "
+        "function vs this one.",
     ]
     if m.genome_length:
         per_bp = m.bam_size / m.genome_length

@@ -148,6 +148,21 @@ def test_model_arithmetic_by_hand() -> None:
     assert s.limits == []
 
 
+def test_a_fixed_cost_per_function_is_fitted_and_paid_by_every_function() -> None:
+    # seconds = 0.5 + 1 s per MB, exactly: the fit finds both
+    nbytes = [1_000_000, 2_000_000, 4_000_000, 8_000_000]
+    seconds = [0.5 + b / 1e6 for b in nbytes]
+    assert scaling.fit_fixed(seconds, nbytes) == pytest.approx(0.5)
+    assert scaling.fit_fixed([1.0, 0.2], [1, 2]) == pytest.approx(0.2)  # never above the fastest function
+    m = _measured(function_seconds=tuple(seconds), bam_read_bytes=sum(nbytes), fixed_s=0.5)
+    assert m.seconds_per_byte == pytest.approx(1e-6)
+    a = scaling.Assumptions(bam_bytes=1e9, overhead_s=1.0, bandwidth_mb_s=100.0)
+    s10, s1000 = scaling.model(m, a, PRICES, 10), scaling.model(m, a, PRICES, 1000)
+    per_fn = 1e9 * m.read_factor / 10
+    assert s10.compute_s == pytest.approx(0.5 + per_fn * 1e-6)
+    assert s1000.gb_seconds - s10.gb_seconds == pytest.approx(1.0 * 990 * (1.0 + 0.5))
+
+
 def test_model_flags_what_a_function_cannot_do() -> None:
     a = scaling.Assumptions(bam_bytes=100e9)
     few = scaling.model(_measured(), a, PRICES, 10)
