@@ -229,7 +229,7 @@ def keep_owned(vcf_path: str, region: Span, out_path: str, volatile: tuple[str, 
                 if line.startswith("#CHROM"):
                     out.flush()  # the records start a BGZF block: the merge copies their blocks as they are
                 continue
-            f = line.split("\t", 8)
+            f = line.split("\t", 8 if shift else 2)  # INFO (field 8) only when records move
             if shift:
                 f[1] = str(int(f[1]) + shift)
                 if "END=" in f[7]:

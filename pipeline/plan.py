@@ -399,7 +399,7 @@ def _allocate(weights: dict[int, np.ndarray], settings: PlanSettings) -> tuple[d
         # into functions at the call (pipeline.call.pack_tasks).
         target = settings.target_bytes or _packed_target(list(totals.values()), settings.n_regions or 1)
         wanted = {tid: max(1, math.ceil(t / target)) for tid, t in totals.items()}
-        asked = settings.n_regions or 1 if settings.target_bytes is None else max(1, math.ceil(whole / target))
+        asked = (settings.n_regions or 1) if settings.target_bytes is None else max(1, math.ceil(whole / target))
         return {tid: min(n, caps[tid]) for tid, n in wanted.items()}, asked
     asked = settings.n_regions or 1
     counts = dict.fromkeys(totals, 1)
