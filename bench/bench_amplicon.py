@@ -102,6 +102,8 @@ class Row:
 AMPLICON_VARIANTS: list[dict[str, Any]] = [
     {"end_skip": 0},  # config/amplicon.yaml
     {"end_skip": 0, "baseline_error": 0.0001},  # the floor for a library with rare PCR errors
+    # ... and each sample's own QUAL threshold, for 0.5 expected false reports
+    {"end_skip": 0, "baseline_error": 0.0001, "fp_budget": 0.5},
 ]
 
 

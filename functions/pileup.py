@@ -80,8 +80,29 @@ class IndelEvents:
     inserted: np.ndarray  # packed inserted bases (insertions), 0 for deletions
     lowq: np.ndarray  # bit i set: inserted base i has quality < min_baseq (its identity is in doubt)
     strand: np.ndarray
-    read_start: np.ndarray  # span of the read showing it, [start, end), as ``Evidence.starts`` counts it
+    read_start: np.ndarray  # span of the read showing it, [start, end), for indel windows
     read_end: np.ndarray
+    # The last indel-window start the read counts for: its mate's start - 1 for the left
+    # mate of an overlapping pair (see ``Evidence.straddle``), else ``NO_LIMIT``.
+    last_start: np.ndarray
+
+
+NO_LIMIT = 1 << 62
+
+
+@dataclass
+class Straddle:
+    """Left mates of overlapping pairs (their counted part ``cut`` stops where the mate
+    starts, ``mate``, or ``end_skip`` after it). For SNVs each fragment's bases count once
+    that way; an indel window that starts before ``mate`` and ends past ``cut`` would then
+    be spanned by neither mate, so such a read counts for it when its own trimmed span
+    (``start``, ``end``) covers it: every fragment once, whatever the window."""
+
+    start: np.ndarray
+    cut: np.ndarray  # sorted
+    end: np.ndarray
+    mate: np.ndarray
+    strand: np.ndarray
 
 
 @dataclass
@@ -94,6 +115,7 @@ class Evidence:
     starts: np.ndarray  # (L + 1, 2) int64
     ends: np.ndarray  # (L + 1, 2) int64
     indels: IndelEvents
+    straddle: Straddle
     reads: int
     # Reads by the position of their alignment start (reads starting in [lo, hi) only):
     primer_trimmed: np.ndarray  # (L,) bases of a primer left out of their evidence
@@ -110,6 +132,23 @@ class Evidence:
         s = np.cumsum(self.starts, axis=0)
         e = np.cumsum(self.ends, axis=0)
         return s[first - self.lo] - e[last - self.lo]
+
+    def indel_depth(self, first: np.ndarray, last: np.ndarray, max_window: int) -> np.ndarray:
+        """Fragments per strand that count for indel windows [first, last]: the reads
+        spanning them (:meth:`spanning`) and the left mates that span them past the
+        point where their counted part stops (:class:`Straddle`)."""
+        out = self.spanning(first, last, max_window)
+        st = self.straddle
+        if not len(st.cut):
+            return out
+        a = np.searchsorted(st.cut, first, side="right")  # cut > first
+        b = np.searchsorted(st.cut, last, side="right")  # cut <= last
+        for i in np.flatnonzero(b > a).tolist():
+            j = slice(int(a[i]), int(b[i]))
+            f, la = int(first[i]), int(last[i])
+            ok = (st.start[j] <= f) & (st.mate[j] > f) & (st.end[j] > la)
+            out[i] += np.bincount(st.strand[j][ok], minlength=2)
+        return out
 
 
 def pack_bases(codes: np.ndarray) -> int:
@@ -218,15 +257,24 @@ class _Accumulator:
         self.starts = np.zeros((n + 1, 2), dtype=np.int64)
         self.ends = np.zeros((n + 1, 2), dtype=np.int64)
         self.indel_parts: list[tuple[np.ndarray, ...]] = []
+        self.straddle_parts: list[tuple[np.ndarray, ...]] = []
         self.reads = 0
         self.primer_trimmed = np.zeros(n, dtype=np.int64)
         self.primer_dropped = np.zeros(n, dtype=np.int64)
 
     def evidence(self) -> Evidence:
-        parts = list(zip(*self.indel_parts, strict=True)) if self.indel_parts else [[]] * 7
-        cols = [np.concatenate(p).astype(np.int64) if len(p) else np.zeros(0, dtype=np.int64) for p in parts]
+        cols = _columns(self.indel_parts, 8)
+        st = _columns(self.straddle_parts, 5)
+        order = np.argsort(st[1], kind="stable")
         return Evidence(self.chrom, self.lo, self.hi, self.counts, self.errors, self.starts, self.ends,
-                        IndelEvents(*cols), self.reads, self.primer_trimmed, self.primer_dropped)
+                        IndelEvents(*cols), Straddle(*(c[order] for c in st)), self.reads, self.primer_trimmed,
+                        self.primer_dropped)
+
+
+def _columns(parts: list[tuple[np.ndarray, ...]], n: int) -> list[np.ndarray]:
+    """``n`` int64 columns, each the concatenation of that column of every part."""
+    cols = list(zip(*parts, strict=True)) if parts else [[]] * n
+    return [np.concatenate(c).astype(np.int64) if len(c) else np.zeros(0, dtype=np.int64) for c in cols]
 
 
 def counted_span(pos: np.ndarray, end: np.ndarray, flag: np.ndarray, mate_tid: np.ndarray, mate_pos: np.ndarray,
@@ -314,6 +362,13 @@ def _add_batch(acc: _Accumulator, buf: np.ndarray, rec: np.ndarray, tid: int,
     e_pos = np.clip(x_hi[good], lo, hi) - lo
     np.add.at(acc.starts, (s_pos, strand[good]), 1)
     np.add.at(acc.ends, (e_pos, strand[good]), 1)
+    # Left mates cut short by their mate (:class:`Straddle`): their whole trimmed span
+    # for the indel windows that start before the mate does.
+    cut = good & (c_hi < t_hi)
+    full_hi = np.where(cut, t_hi + np.minimum(anchor_bases, end - t_hi), x_hi)
+    last_start = np.where(cut, mate_pos - 1, NO_LIMIT)
+    if cut.any():
+        acc.straddle_parts.append((x_lo[cut], c_hi[cut], full_hi[cut], mate_pos[cut], strand[cut]))
 
     op_ok = good[op_read]
     # Aligned bases (M, =, X): each op's stretch is first cut to the window and away
@@ -372,11 +427,12 @@ def _add_batch(acc: _Accumulator, buf: np.ndarray, rec: np.ndarray, tid: int,
             lowq[ins] = np.add.reduceat(np.left_shift(weak.astype(np.int64), shift), firsts)
         valid = inserted > 0
         valid[~is_ins] = True
-        # Only events inside the counted span, with a counted base after them.
-        valid &= (anchor >= c_lo[r]) & (anchor + np.maximum(ev_len, 0) + 1 < c_hi[r])
+        # Only events inside the counted span (a cut left mate's whole trimmed span), with
+        # a counted base after them.
+        valid &= (anchor >= c_lo[r]) & (anchor + np.maximum(ev_len, 0) + 1 < np.where(cut, t_hi, c_hi)[r])
         if valid.any():
             acc.indel_parts.append((anchor[valid], ev_len[valid], inserted[valid], lowq[valid], strand[r][valid],
-                                    x_lo[r][valid], x_hi[r][valid]))
+                                    x_lo[r][valid], full_hi[r][valid], last_start[r][valid]))
 
 
 def collect_evidence(

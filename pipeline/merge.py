@@ -36,7 +36,7 @@ from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore
 from functions.core.tasks import Span
 from functions.engines import make_params, scores_at_merge
-from functions.lowfreq import add_noise_tables, finalize, sample_model
+from functions.lowfreq import add_noise_tables, finalize, null_band, sample_model, threshold_line, with_budget
 from functions.worker import peak_rss
 from pipeline.forked import forked
 from pipeline.manifests import CallResults
@@ -199,6 +199,20 @@ def noise_model(frags: list[dict[str, Any]], manifest: CallResults, sample: str,
     return sample_model(add_noise_tables([f["noise"] for f in frags]), params)  # type: ignore[arg-type]
 
 
+def sample_threshold(store: ObjectStore, frags: list[dict[str, Any]], model: Any, params: Any, sample: str,
+                     rerun: str) -> Any:
+    """``model`` with the sample's own QUAL threshold when the engine sets one from an
+    expected-false-positive budget (lowfreq ``fp_budget``): it needs every fragment's
+    candidates scored first, so this reads them all once before the merge writes."""
+    if getattr(params, "fp_budget", None) is None:
+        return model
+    band = sum(null_band(_fragment(store, frag, sample, rerun, text=True).body.splitlines(keepends=True), model,
+                         params) for frag in frags)
+    model = with_budget(model, band, params)
+    logger.info("sample %s: %s", sample, threshold_line(model, params).strip().removeprefix("##lowfreqThreshold="))
+    return model
+
+
 def peak_rss_mb() -> float:
     """Peak RSS (MB) of this process or any of its forked helpers (index, stats), whichever
     is larger (this process' from /proc: its ``ru_maxrss`` would count the process that
@@ -236,6 +250,8 @@ def merge_sample(
         raise MergeError(f"sample {sample}: no fragments to merge; the plan has no regions")
     params = make_params(manifest.engine, manifest.params)
     model = noise_model(frags, manifest, sample, rerun) if scores_at_merge(manifest.engine) else None
+    if model is not None:
+        model = sample_threshold(store, frags, model, params, sample, rerun)
     # The VCF takes about the fragments' compressed bytes; its index and stats a little more.
     needed = sum(int(f.get("size", 0)) for f in frags) + (256 << 10)
     records = 0
@@ -249,7 +265,10 @@ def merge_sample(
             for frag in frags:
                 f = _fragment(store, frag, sample, rerun, text=model is not None)
                 if last is None:
-                    _write_bgzf(out, "".join(merged_header(f.header, manifest, reference)).encode())
+                    header = merged_header(f.header, manifest, reference)
+                    if model is not None and getattr(model, "min_qual", None) is not None:
+                        header.insert(len(header) - 1, threshold_line(model, params))  # type: ignore[arg-type]
+                    _write_bgzf(out, "".join(header).encode())
                 span = Span(frag["chrom"], frag["start"], frag["end"])
                 if last and last.chrom == span.chrom and last.end > span.start:
                     raise MergeError(f"sample {sample}: region {span.name} overlaps the previous region; re-plan")

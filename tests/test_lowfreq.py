@@ -17,10 +17,13 @@ import pysam
 import pytest
 from helpers import DATA, assert_same, run_core, serial, tricky_cuts, whole_genome
 
+from bench.evaluation.vcfcompare import vcf_body
 from functions.core.primers import PrimerScheme
 from functions.lowfreq import (
+    NULL_BAND,
     LowfreqParams,
     add_noise_tables,
+    budget_qual,
     finalize,
     negbin_sf_log10,
     null_tail_log10,
@@ -47,6 +50,7 @@ def oracle(bam_path: str, chrom: str, lo: int, hi: int, p: LowfreqParams, end_sk
     starts = np.zeros((n + 1, 2), dtype=np.int64)
     ends = np.zeros((n + 1, 2), dtype=np.int64)
     events = []
+    straddle = []
     code = {"A": 0, "C": 1, "G": 2, "T": 3}
     with pysam.AlignmentFile(bam_path) as bam:
         for r in bam.fetch(chrom, lo, hi):
@@ -71,6 +75,12 @@ def oracle(bam_path: str, chrom: str, lo: int, hi: int, p: LowfreqParams, end_sk
             xb = b + min(anchor_bases, r.reference_end - tb) if b == tb else b
             starts[min(max(xa, lo), hi) - lo, s] += 1
             ends[min(max(xb, lo), hi) - lo, s] += 1
+            # a left mate cut short by its mate: its whole trimmed span for indel windows
+            # that start before the mate does
+            ev_b, ev_xb, last_start = b, xb, 1 << 62
+            if b < tb:
+                ev_b, ev_xb, last_start = tb, tb + min(anchor_bases, r.reference_end - tb), r.next_reference_start - 1
+                straddle.append((xa, b, ev_xb, r.next_reference_start, s))
             seq, qual = r.query_sequence, r.query_qualities
             for qi, ri in r.get_aligned_pairs(matches_only=True):
                 if ri - r.reference_start < end_skip or r.reference_end - 1 - ri < end_skip or not a <= ri < b:
@@ -81,18 +91,18 @@ def oracle(bam_path: str, chrom: str, lo: int, hi: int, p: LowfreqParams, end_sk
             rpos, qpos = r.reference_start, 0
             for op, ln in r.cigartuples:
                 anchor = rpos - 1
-                inside = anchor >= a and anchor + (ln if op == 2 else 0) + 1 < b
+                inside = anchor >= a and anchor + (ln if op == 2 else 0) + 1 < ev_b
                 if op == 2 and rpos > r.reference_start and inside:
-                    events.append((anchor, ln, 0, 0, s, xa, xb))
+                    events.append((anchor, ln, 0, 0, s, xa, ev_xb, last_start))
                 if op == 1 and rpos > r.reference_start and ln <= 30 and inside:
                     ins, q = seq[qpos:qpos + ln], qual[qpos:qpos + ln]
                     weak = [c not in code or qq < p.min_baseq for c, qq in zip(ins, q, strict=True)]
                     packed = pack_bases(np.array([0 if w else code[c] for c, w in zip(ins, weak, strict=True)]))
                     lowq = sum(1 << j for j, w in enumerate(weak) if w)
-                    events.append((anchor, -ln, packed, lowq, s, xa, xb))
+                    events.append((anchor, -ln, packed, lowq, s, xa, ev_xb, last_start))
                 rpos += ln if op in (0, 2, 3, 7, 8) else 0
                 qpos += ln if op in (0, 1, 4, 7, 8) else 0
-    return counts, errors, starts, ends, sorted(events)
+    return counts, errors, starts, ends, sorted(events), straddle
 
 
 def _scheme(chrom: str, lo: int, hi: int, step: int = 300, width: int = 24) -> PrimerScheme:
@@ -121,7 +131,7 @@ def test_vectorised_pileup_equals_a_per_read_loop(chrom: str, lo: int, hi: int, 
     ev = collect_evidence(bam, chrom, lo, hi, p.min_mapq, p.min_baseq, p.min_aligned, end_skip, batch_reads=97,
                           mates_once=mates_once, primers=scheme, anchor_bases=anchor)
     spans = [(pr.start, pr.end) for pr in scheme.primers] if scheme else []
-    counts, errors, starts, ends, events = oracle(bam, chrom, lo, hi, p, end_skip, spans, anchor)
+    counts, errors, starts, ends, events, straddle = oracle(bam, chrom, lo, hi, p, end_skip, spans, anchor)
     assert counts.sum() > 100_000
     np.testing.assert_array_equal(ev.counts, counts)
     np.testing.assert_allclose(ev.errors, errors, rtol=1e-12)
@@ -129,8 +139,27 @@ def test_vectorised_pileup_equals_a_per_read_loop(chrom: str, lo: int, hi: int, 
     np.testing.assert_array_equal(ev.ends, ends)
     e = ev.indels
     got = sorted(zip(*(a.tolist() for a in (e.anchor, e.length, e.inserted, e.lowq, e.strand, e.read_start,
-                                            e.read_end)), strict=True))
+                                            e.read_end, e.last_start)), strict=True))
     assert len(events) >= 10 and got == events
+    st = ev.straddle
+    assert sorted(zip(*(a.tolist() for a in (st.start, st.cut, st.end, st.mate, st.strand)), strict=True)) == sorted(
+        straddle)
+    assert (len(straddle) > 50) == mates_once
+    if mates_once:
+        # Indel windows: every fragment counted once. Per window, from the per-read loop:
+        # the reads whose span covers it (checked above as starts/ends), plus each cut left
+        # mate whose whole trimmed span covers it, for windows starting before its mate
+        # and ending where its cut span no longer reaches.
+        rng = np.random.default_rng(1)
+        first = rng.integers(lo + 60, hi - 60, 400)
+        last = first + rng.integers(2, 40, 400)
+        want = np.zeros((400, 2), dtype=np.int64)
+        for k, (f, la) in enumerate(zip(first.tolist(), last.tolist(), strict=True)):
+            for xa, cut, xb, mate, s_ in straddle:
+                want[k, s_] += (xa <= f < mate) and la < xb and cut <= la
+        want += ev.spanning(first, last, p.min_aligned)
+        np.testing.assert_array_equal(ev.indel_depth(first, last, p.min_aligned), want)
+        assert want.sum() > ev.spanning(first, last, p.min_aligned).sum()  # windows straddling a cut exist
     if primers:
         assert ev.primer_trimmed.sum() > 100  # the scheme trims many reads: the test exercises it
 
@@ -245,6 +274,48 @@ def test_distributed_equals_whole_genome_with_cuts_inside_indels(store, tmp_path
     assert_same(vcf, whole)
     vcf, _, _ = run_core(store, "sampleA", tmp_path / "n17", serial(store), 17, params=GERMLINE)
     assert_same(vcf, whole)
+
+
+def test_distributed_equals_whole_genome_with_a_samples_own_threshold(store, tmp_path) -> None:
+    """``fp_budget``: the threshold each sample gets from its own tests is the same for
+    any plan (it needs every region's candidates: the merge reads them all first), and
+    it is really used: below ``min_qual`` here, and more records than with min_qual."""
+    budget = LowfreqParams(min_depth=5, fp_budget=0.5)
+    whole = whole_genome("sampleA", tmp_path, budget)
+    with open(whole) as fh:
+        header = [ln for ln in fh if ln.startswith("##lowfreqThreshold=")]
+    assert len(header) == 1, header
+    threshold = float(header[0].split(">=")[1].split()[0])
+    assert threshold < budget.min_qual
+    assert len(vcf_body(whole)) > len(vcf_body(whole_genome("sampleA", tmp_path, GERMLINE)))
+    cuts, _ = tricky_cuts("sampleA", whole)
+    for name, plan in (("cuts", {"cuts": cuts}), ("n17", {"n_regions": 17})):
+        vcf, _, _ = run_core(store, "sampleA", tmp_path / name, serial(store), params=budget, **plan)
+        assert_same(vcf, whole)
+        with pysam.VariantFile(vcf) as fh:
+            assert [r for r in str(fh.header).splitlines() if r.startswith("##lowfreqThreshold=")] == [
+                header[0].strip()]
+
+
+def test_the_budget_threshold_keeps_false_reports_within_the_budget() -> None:
+    """Null tests whose model p-values are exact or conservative (by 1/16, as measured on
+    the amplicon mixtures): over many simulated samples of 80,000 tests the threshold
+    from each sample's own band keeps the mean number of false reports within
+    ``fp_budget``, and the conservative model gets a lower threshold than the exact one."""
+    rng = np.random.default_rng(7)
+    p = LowfreqParams(fp_budget=0.5, min_qual=80)
+    for scale, lowest, highest in ((1.0, 50.0, 55.0), (1 / 16, 37.0, 44.0)):
+        reports, thresholds = [], []
+        for _ in range(200):
+            qual = -10 * np.log10(rng.random(80_000) / scale)
+            band = int(((qual >= NULL_BAND[0]) & (qual < NULL_BAND[1])).sum())
+            thresholds.append(budget_qual(band, p))
+            reports.append(int((qual >= thresholds[-1]).sum()))
+        assert np.mean(reports) <= p.fp_budget, (scale, np.mean(reports))
+        assert lowest <= np.median(thresholds) <= highest, (scale, np.median(thresholds))
+    assert budget_qual(0, p) == 30.0 and budget_qual(10**9, p) == 80.0
+    assert budget_qual(46, LowfreqParams()) == 60.0  # no budget: min_qual
+    assert budget_qual(46, LowfreqParams(fp_budget=0.5)) == pytest.approx(41.3, abs=0.05)
 
 
 def _table(rate: float, err: float = 1e6, a_to_g: float | None = None) -> dict[str, Any]:
