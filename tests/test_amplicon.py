@@ -45,10 +45,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _run(data: Path, root: Path, n_regions: int) -> Path:
+def _run(data: Path, root: Path, n_regions: int, **lowfreq: object) -> Path:
+    settings = {f"calling__lowfreq__{k}": v for k, v in {"end_skip": AMPLICON.end_skip, **lowfreq}.items()}
     wd = make_workdir(root, plan__n_regions=n_regions, calling__engine="lowfreq",
                       calling__primers=str(data / "scheme.primer.bed"), reference=str(data / "virus.fa"),
-                      calling__lowfreq__end_skip=AMPLICON.end_skip)
+                      **settings)
     (wd / "config" / "samples.tsv").write_text(f"sample\tbam\n{SAMPLE}\t{data / 'mixture.bam'}\n")
     res = snakemake(wd)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -75,6 +76,29 @@ def test_plans_give_the_same_vcf_and_consensus(data: Path, runs: dict[int, Path]
     calls = json.loads((runs[17] / "work" / "calls" / f"{SAMPLE}.json").read_text())
     assert len(calls["fragments"]) >= 10
     assert sum(f["primer_trimmed"] for f in calls["fragments"]) > 1000
+
+
+@pytest.mark.e2e
+def test_a_samples_own_threshold_through_the_cli(data: Path, tmp_path: Path) -> None:
+    """``fp_budget`` through ``snakemake``: 17 regions give one whole-genome run's VCF,
+    threshold (in the header) included, and that threshold is below ``min_qual``."""
+    deep = {"baseline_error": 0.0001, "fp_budget": 0.5}
+    wd = _run(data, tmp_path / "budget", 17, **deep)
+    whole = str(tmp_path / "whole.vcf")
+    params = LowfreqParams(**{**AMPLICON.as_dict(), **deep})
+    run_lowfreq(str(data / "mixture.bam"), str(data / "virus.fa"), params, whole,
+                primers=read_primer_bed(str(data / "scheme.primer.bed")))
+    got = str(wd / "results" / f"{SAMPLE}.vcf.gz")
+    assert vcf_body(got) == vcf_body(whole) and len(vcf_body(whole)) >= 10
+    import pysam
+
+    with pysam.VariantFile(got) as fh:
+        line = [r for r in str(fh.header).splitlines() if r.startswith("##lowfreqThreshold=")]
+    with open(whole) as fh2:
+        assert line == [r.strip() for r in fh2 if r.startswith("##lowfreqThreshold=")]
+    assert len(line) == 1 and float(line[0].split(">=")[1].split()[0]) < params.min_qual, line
+    log = "\n".join(p.read_text() for p in (wd / "work" / "logs").rglob("*merge*"))
+    assert "QUAL>=" in log, "the merge log names the sample's threshold"
 
 
 @pytest.mark.e2e
