@@ -93,6 +93,7 @@ from bench_lowfreq import ensure_data as ensure_viral  # noqa: E402
 
 from bench.evaluation.vcfcompare import Accuracy, accuracy, vcf_body  # noqa: E402
 from functions.bcftools_engine import BcftoolsParams  # noqa: E402
+from pipeline.phases import run_breakdown  # noqa: E402
 
 SAMPLE = "sampleA"
 VIRAL_SAMPLE = "mixture"
@@ -370,7 +371,9 @@ def run_workflow(run_dir: Path, samples: dict[str, Path], reference: Path, overr
     changes = ", ".join(f"{k}={v}" for k, v in flatten(overrides).items())
     overlaid = "".join(f" + {o.relative_to(ROOT)}" for o in overlays)
     command = f"TMPDIR={run_dir / 'tmp'} {shlex.join(cmd)}  # config/config.yaml{overlaid}, {changes}"
-    return t, phases(run_dir, list(samples), start, t.wall), command
+    ph = phases(run_dir, list(samples), start, t.wall)
+    ph["breakdown"] = run_breakdown(run_dir / "work", start, start + t.wall)
+    return t, ph, command
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -453,6 +456,8 @@ class Context:
     pipeline_run: dict[str, Any] = field(default_factory=dict)  # the germline local run, for the scaling model
     vcfs: dict[str, Path] = field(default_factory=dict)  # tool key -> its last VCF
     generated: list[str] = field(default_factory=list)  # datasets generated (not reused) in this run
+    # tool key -> where its workflow run's time went (pipeline.phases), last repeat
+    breakdowns: dict[str, Any] = field(default_factory=dict)
     t0: float = field(default_factory=time.perf_counter)  # when the harness started
 
 
@@ -523,6 +528,7 @@ def _run_pipeline_germline(ctx: Context, row: Row, out: Path, ceph: dict[str, st
     ctx.vcfs[row.key] = vcf
     if not ceph:
         ctx.pipeline_run = {"dir": out, "phases": ph}
+    ctx.breakdowns[row.key] = ph["breakdown"]
     row.notes = [f"phases: {ph['before_call']:.1f} s start+stage+plan, {ph['call']:.1f} s call step, "
                  f"{ph['after_call']:.1f} s merge+report, {ph['exit']:.1f} s exit; {ph['call_summary']}"
                  if ph.get("call") is not None else "phases: not available"]
@@ -610,6 +616,7 @@ def tool_viral_pipeline(ctx: Context, row: Row, out: Path) -> Timing:
         overrides["plan"] = {"n_regions": ctx.args.viral_regions}
     t, ph, row.command = run_workflow(out, {VIRAL_SAMPLE: ctx.viral / "mixture.bam"}, ctx.viral / "virus.fa",
                                       overrides, overlays=(ROOT / "config" / "lowfreq.yaml",))
+    ctx.breakdowns[row.key] = ph["breakdown"]
     if ph.get("call") is not None:
         row.notes = [f"phases: {ph['before_call']:.1f} s start+stage+plan, {ph['call']:.1f} s call step, "
                      f"{ph['after_call']:.1f} s merge+report, {ph['exit']:.1f} s exit; {ph['call_summary']}"]
@@ -811,6 +818,12 @@ def write_markdown(path: Path, report: dict[str, Any], rows: list[Row], model: d
         *[f"- {r.tool}: `{short_paths(r.command, report)}`" for r in rows if r.command],
         "",
     ]
+    for b in report["breakdowns"].values():
+        lines += [f"## Where the time went: {b['tool']}", "",
+                  "Each instant of the run's wall goes to the most specific thing running then (a function, else a "
+                  "step's work, else a step's start-up: interpreter and imports); the rest is Snakemake's own. "
+                  "From the steps' timing lines and the functions' stats (`pipeline/phases.py`).", "",
+                  "```", b["table"], "```", ""]
     if model:
         lines += ["## Scaling model: a 30x human genome in the cloud", "",
                   "Modelled from the germline pipeline run above (`bench/scaling.py`); nothing here ran in a cloud.",
@@ -1029,6 +1042,8 @@ def build_report(ctx: Context, rows: list[Row], model: dict[str, Any] | None, ma
         "scaling": None if model is None else {k: v for k, v in model.items() if k not in ("lines", "table")}
         | {"text": model["lines"]},
         "total_wall_s": time.perf_counter() - t_start,
+        "breakdowns": {key: {"tool": next(r.tool for r in rows if r.key == key), "table": b.table(), **b.as_dict()}
+                       for key, b in ctx.breakdowns.items()},
     }
 
 
@@ -1050,6 +1065,9 @@ def print_report(report: dict[str, Any], rows: list[Row], model: dict[str, Any] 
         print(f"check: {k}: {v}")
     for n in report["notes"]:
         print(f"note: {n}")
+    for b in report["breakdowns"].values():
+        print(f"\nwhere the time went: {b['tool']} (pipeline/phases.py)")
+        print(b["table"])
     if model:
         print("\nscaling model: a 30x human genome in the cloud (modelled, nothing ran in a cloud)")
         print(model["table"])

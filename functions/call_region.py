@@ -48,7 +48,7 @@ from functions.core.tasks import RegionTask, Span
 from functions.engines import keeps_depth, loads_whole_contig, make_params, run_engine, scores_at_merge
 from functions.pileup import Evidence
 from functions.slice import fetch_bam_slice, fetch_reference_window, shift_slice
-from functions.worker import run_task
+from functions.worker import Phases, run_task
 
 # Bases of reference kept beyond the outermost read piled up: BAQ and the indel
 # model look a little past the reads; a generous margin costs a few kB.
@@ -87,20 +87,25 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
     """The calling function's own work in ``tmp``: the fragment's path and its own stats."""
     params = make_params(t.engine, t.params)
     region, context = t.region, t.context
+    clock = Phases()
     slices: list[str] = []
     scans: list[ReadScan] = []
     for i, bam in enumerate(t.bams):
         slices.append(fetch_bam_slice(store, bam, os.path.join(tmp, f"slice{i}.bam")))
+        clock.lap("fetch_bam")
         scans.append(scan_reads(slices[-1], region, context))
+        clock.lap("scan")
     bam_gets, bam_bytes = store.counts.gets, store.counts.get_bytes
     lo, hi, gaps = reference_window(scans, context, tight=loads_whole_contig(t.engine))
     shift = lo if worth_shifting(t.engine, lo, sum(s.reads for s in scans)) else 0
     ref_path = fetch_reference_window(store, t.reference.key, t.fai, lo, hi,
                                       os.path.join(tmp, "ref.fa"), t.reference.bucket, shifted=bool(shift), gaps=gaps)
+    clock.lap("fetch_reference")
     run_on = context
     if shift:
         run_on = Span(context.chrom, max(0, context.start - shift), context.end - shift)
         slices = [shift_slice(path, context, shift, path[: -len(".bam")] + ".shifted.bam") for path in slices]
+        clock.lap("shift")
     own: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     if keeps_depth(t.engine):
@@ -112,10 +117,13 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
         extra["primers"] = PrimerScheme.from_rows([list(p) for p in t.primers], "the task's primers")
     raw_vcf = run_engine(params, slices, ref_path, os.path.join(tmp, "raw.vcf"), region=run_on, workdir=tmp,
                          **extra)
+    clock.lap("engine")
     frag = os.path.join(tmp, "fragment.vcf.gz")
     records = keep_owned(raw_vcf, region, frag, volatile=(tmp,), shift=shift)
+    clock.lap("write")
     return frag, {
         **own,
+        "phases": clock.seconds,
         "region": t.index,
         "name": region.name,
         "chrom": region.chrom,

@@ -69,6 +69,20 @@ def peak_rss() -> int | None:
     return None
 
 
+class Phases:
+    """Seconds a function spends in each of its phases, lap by lap (a phase met twice
+    adds up): its stats' ``phases``, which the run's time breakdown reads."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._last, 4)
+        self._last = now
+
+
 def run_task(label: str, store_description: dict[str, Any], storage: Any, sample: str, key: str, out_key: str,
              suffix: str, body: Body, error: type[SvcError], prefix: str = "svc-task-") -> dict[str, Any]:
     """Run ``body`` as the function of one task (see the module's contract); its stats."""
@@ -78,13 +92,18 @@ def run_task(label: str, store_description: dict[str, Any], storage: Any, sample
         store = ObjectStore.from_description(store_description, storage)
         tmp = tempfile.mkdtemp(prefix=prefix)
         try:
+            setup = time.monotonic() - t0
             path, own = body(store, tmp)
             disk = _allocated(tmp)
             with open(path, "rb") as fh:
                 data = fh.read()
+            t_put = time.monotonic()
+            store.put(out_key + suffix, data)
+            phases = {"setup": round(setup, 4), **own.pop("phases", {}), "put": round(time.monotonic() - t_put, 4)}
             stats = {
                 "sample": sample,
                 **own,
+                "phases": phases,  # seconds by phase (the stats' own PUT, last, not counted)
                 "md5": hashlib.md5(data).hexdigest(),
                 "size": len(data),
                 "gets": store.counts.gets,
@@ -96,7 +115,6 @@ def run_task(label: str, store_description: dict[str, Any], storage: Any, sample
                 "peak_rss_bytes": peak_rss() if counting_rss else None,
                 "key": key,
             }
-            store.put(out_key + suffix, data)
             store.put(out_key + ".json", json.dumps(stats, sort_keys=True).encode())
             return stats
         finally:

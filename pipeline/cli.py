@@ -17,6 +17,7 @@ summary).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -29,6 +30,7 @@ from functions.core.errors import SvcError
 from functions.core.storage import ObjectStore
 from pipeline.config import ConfigError, StepSettings, read_step_settings
 from pipeline.executor import FanOutError, make_runner
+from pipeline.phases import process_start
 
 if TYPE_CHECKING:
     from pipeline.plan import PlanSettings
@@ -328,12 +330,24 @@ def setup_logging(log: str | None, debug: bool) -> None:
         root.addHandler(fh)
 
 
+TIMING = logging.getLogger("svc.timing")  # the step log only (the console shows pipeline.* lines)
+
+
+def log_timing(step: str, entered: float) -> None:
+    """One line for :mod:`pipeline.phases`: when the step's process started (interpreter
+    and imports until ``entered``), and when its work ended."""
+    TIMING.info("timing %s", json.dumps({"step": step, "process_start": process_start(), "entered": entered,
+                                          "ended": time.time()}))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    entered = time.time()
     args = build_parser().parse_args(argv)
     setup_logging(args.log, args.debug)
     try:
         settings = read_step_settings(args.settings, args.step, getattr(args, "sample", None))
         args.func(settings, args)
+        log_timing(args.step, entered)
     except Exception as exc:
         if isinstance(exc, OSError) and not isinstance(exc, SvcError) and isinstance(exc.filename, str):
             # A full disk or an unwritable folder, met wherever a step writes: one line.

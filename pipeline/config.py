@@ -29,7 +29,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from functions.core.errors import SvcError
@@ -187,6 +186,8 @@ def validate(data: dict[str, Any], schema_name: str, what: str) -> dict[str, Any
     schema = _schema(schema_name)
     data = copy.deepcopy(dict(data))
     _fill_defaults(schema, data)
+    import jsonschema  # here: a step given its settings never validates (a tenth of a second of imports)
+
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:

@@ -42,6 +42,7 @@ import logging
 import math
 import re
 import statistics
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from pipeline import svgplot
 from pipeline.consensus import depth_track
 from pipeline.forked import forked
 from pipeline.manifests import AlignmentParts, CallResults, StagedSample
+from pipeline.phases import Breakdown, breakdown, function_runs, process_start, read_steps
 from pipeline.plan import SamplePlan, read_plan
 
 logger = logging.getLogger(__name__)
@@ -412,6 +414,7 @@ class Run:
     settings: dict[str, Any]  # the workflow config
     lithops: dict[str, Any]  # the Lithops config
     viral: ViralRun | None = None  # depth, amplicons and minority variants (engines with a depth track)
+    breakdown: Breakdown | None = None  # where the time went, until the report's step started
 
     def functions(self) -> list[dict[str, Any]]:
         """The stats of every function that made the results: fragments and alignment parts."""
@@ -477,12 +480,17 @@ def load_run(settings: dict[str, Any], lithops: dict[str, Any], calls: list[str 
         for p in parts.parts:
             attempts += attempts_of("align", f"{parts.sample} chunk {p['chunk']}", dict(p))
     steps = step_times(log_dir) if log_dir and Path(log_dir).is_dir() else []
+    timed = read_steps(log_dir) if log_dir and Path(log_dir).is_dir() else []
+    runs = function_runs([f for cs in callsets for f in cs.fragments]
+                         + [dict(p) for m in align.values() for p in m.parts])
+    now = process_start() or time.time()  # this step's start: the breakdown stops there
+    breakdown_ = breakdown(timed, runs, t1=now) if timed else None
     viral_run = None
     if viral is not None or has_depth_tracks(callsets):
         v = viral or {}
         viral_run = load_viral(callsets, consensus, int(v.get("min_depth", DEFAULT_MIN_DEPTH)), v.get("primers"))
     return Run(callsets, variants, depths, sorted(attempts, key=lambda a: a.started), align, steps, settings, lithops,
-               viral_run)
+               viral_run, breakdown_)
 
 
 # -- viral runs: depth along the genome, amplicons, minority variants ---------------------
@@ -1166,6 +1174,24 @@ def _steps_section(run: Run) -> str:
             + '<p class="note">From the first and last time stamps of each step\'s log.</p>')
 
 
+def _time_section(run: Run) -> str:
+    b = run.breakdown
+    if b is None or b.wall <= 0:
+        return ""
+    rows = [[label, f"{secs:.2f}", f"{100 * secs / b.wall:.0f} %"] for label, secs in b.rows()]
+    rows.append(["wall: the first step's start to this report's", f"{b.wall:.2f}", ""])
+    rows.append(["fixed cost: the wall minus the time any function was running", f"{b.fixed:.2f}",
+                 f"{100 * b.fixed / b.wall:.0f} %"])
+    inside = ", ".join(f"{escape(k)} {v:.2f} s" for k, v in sorted(b.function_phases.items(), key=lambda kv: -kv[1]))
+    note = (f"Inside the {b.functions} functions run now ({b.function_seconds:.2f} s summed): {inside}. "
+            if b.functions and inside else "")
+    return ("<h2>Where the time went</h2>" + _table(["phase", "seconds", "share"], rows)
+            + f'<p class="note">{note}Each instant of the wall goes to the most specific thing running then: a '
+              "function, else a step's work, else a step's start (its interpreter and imports); the rest is "
+              "Snakemake's own (its start, scheduling between jobs, each step's exit). From the timing line at the "
+              "end of each step's log and the functions' stats (pipeline/phases.py).</p>")
+
+
 def render(run: Run, prices: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
     """The report page as one string (``metrics``: :func:`callset_metrics` of each callset)."""
     made = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -1178,7 +1204,7 @@ def render(run: Run, prices: dict[str, Any], metrics: list[dict[str, Any]]) -> s
         f"{escape(', '.join(cs.name for cs in run.callsets))}.</p>",
         _warnings_section(run), _summary_section(run), _variants_section(run), _coverage_section(run),
         _minority_section(run), _fanout_section(run),
-        _bytes_section(run, metrics), _cost_section(run, prices), _steps_section(run),
+        _bytes_section(run, metrics), _cost_section(run, prices), _time_section(run), _steps_section(run),
         "</body></html>",
     ]) + "\n"
 

@@ -76,6 +76,28 @@ def test_default_run_writes_indexed_vcfs_identical_to_whole_genome(finished_run:
     assert stats[0].startswith("# svc merge: 11 fragments read from object storage in 11 GETs")
 
 
+def test_a_run_says_where_its_time_went(finished_run: Path) -> None:
+    """Every step's log ends with its timing line and every function's stats carry its
+    phases; the breakdown made from them adds up to the run's wall, and the report shows
+    it (pipeline/phases.py)."""
+    from pipeline.phases import breakdown, read_functions, read_steps
+
+    logs = finished_run / "work" / "logs"
+    steps = read_steps(logs)
+    assert sorted(s.name for s in steps) == sorted(p.stem for p in logs.glob("*.log"))
+    assert all(s.process_start <= s.entered <= s.ended for s in steps)
+    runs = read_functions([finished_run / "work" / "calls" / f"{s}.json" for s in SAMPLES])
+    assert len(runs) >= 11
+    assert all({"setup", "fetch_bam", "scan", "fetch_reference", "engine", "write", "put"} <= set(r.phases)
+               for r in runs)
+    assert all(sum(r.phases.values()) <= r.seconds + 0.01 for r in runs)
+    b = breakdown(steps, runs)
+    assert sum(b.pieces.values()) == pytest.approx(b.wall, abs=1e-6)
+    assert 0 < b.function_wall < b.wall
+    html = (finished_run / "results" / "report.html").read_text()
+    assert "<h2>Where the time went</h2>" in html and "fixed cost" in html
+
+
 def test_rerun_after_losing_fragments_recomputes_only_those(finished_run: Path, tmp_path: Path) -> None:
     store_root = finished_run / "tmp" / f"lithops-{os.environ.get('USER', 'root')}" / "storage"
     frags = sorted((store_root / "svc" / "fragments" / "sampleA").glob("*.vcf.gz"))

@@ -1,0 +1,41 @@
+"""Where a run's time went (pipeline/phases.py): the breakdown's rules on a made-up
+run, checked by hand; a real run's breakdown is checked in tests/test_e2e.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.phases import FUNCTIONS, SNAKEMAKE, Breakdown, FunctionRun, Step, breakdown, process_start
+
+
+def test_each_instant_goes_to_the_most_specific_thing_running() -> None:
+    steps = [Step("stage_sampleA", 0.0, 1.0, 3.0), Step("plan_sampleA", 2.5, 2.8, 3.5), Step("call", 5.0, 5.5, 9.0)]
+    functions = [FunctionRun("r1", 6.0, 1.0, {"engine": 0.8, "fetch_bam": 0.1}),
+                 FunctionRun("r2", 6.5, 1.5, {"engine": 1.2})]
+    b = breakdown(steps, functions, t0=-1.0, t1=10.0)
+    assert b.wall == 11.0
+    assert sum(b.pieces.values()) == pytest.approx(b.wall)
+    assert b.pieces[SNAKEMAKE] == pytest.approx(1.0 + 1.5 + 1.0)  # before, between 3.5 and 5, after 9
+    assert b.pieces["step start-up (interpreter, imports): stage"] == pytest.approx(1.0)
+    # plan's start-up (2.5-2.8) overlaps stage's work: work is more specific
+    assert b.pieces["step work: stage"] == pytest.approx(2.0)
+    assert "step start-up (interpreter, imports): plan" not in b.pieces
+    assert b.pieces["step work: plan"] == pytest.approx(0.5)
+    assert b.pieces["step start-up (interpreter, imports): call"] == pytest.approx(0.5)
+    assert b.pieces[FUNCTIONS] == pytest.approx(2.0)  # 6.0 to 8.0, two overlapping functions
+    assert b.pieces["step work: call"] == pytest.approx(3.5 - 2.0)
+    assert b.fixed == pytest.approx(9.0)
+    assert b.function_phases == {"engine": 2.0, "fetch_bam": 0.1} and b.function_seconds == 2.5
+    assert "fixed cost" in b.table() and b.as_dict()["fixed"] == 9.0
+
+
+def test_without_launch_and_exit_the_breakdown_spans_the_steps() -> None:
+    b = breakdown([Step("report", 1.0, 1.5, 2.0)], [])
+    assert (b.t0, b.t1) == (1.0, 2.0) and isinstance(b, Breakdown) and b.fixed == 1.0
+
+
+def test_this_process_knows_when_it_started() -> None:
+    import time
+
+    started = process_start()
+    assert started is not None and time.time() - 3600 < started <= time.time()
