@@ -13,13 +13,11 @@ include: "rules/merge.smk"
 include: "rules/report.smk"
 
 
-# On a cluster (profiles/slurm) these run where snakemake runs, not as jobs.
-localrules:
-    all,
-    check_storage,
-    report,
-
-
+# On a cluster (profiles/slurm), rules marked localrule run where snakemake runs, not
+# as jobs: all, check_storage, report, and call in cluster scatter mode. (Marked on
+# each rule rather than in a localrules list, so that they stay local, without
+# warnings, when the workflow is used as a module under other rule names.)
 rule all:
+    localrule: True
     input:
         get_final_outputs(),

@@ -34,7 +34,19 @@ import yaml
 from functions.core.errors import SvcError
 from functions.core.storage import is_object_url
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
+WORKFLOW_DIR = Path(__file__).resolve().parent.parent  # the workflow's own folder (Snakefile, config/)
+SCHEMA_DIR = WORKFLOW_DIR / "config" / "schemas"
+
+
+def workflow_file(path: str) -> str:
+    """``path`` as the run should open it: as given when it is absolute or found from the
+    folder the run is in; else, when the workflow's own folder has it (a built-in
+    default such as ``config/lithops/localhost.yaml``, met by a run from the user's
+    own folder), that file."""
+    if os.path.isabs(path) or os.path.exists(path) or is_object_url(path):
+        return path
+    own = WORKFLOW_DIR / path
+    return str(own) if own.exists() else path
 
 
 class ConfigError(SvcError, ValueError):
@@ -355,6 +367,7 @@ def load_settings(config: dict[str, Any]) -> Settings:
             read_primer_bed(str(calling["primers"]))
         except PrimerError as exc:
             raise ConfigError(f"config: calling: {exc}") from exc
+    raw["lithops_config"] = workflow_file(str(raw["lithops_config"]))
     lithops = load_lithops_config(raw["lithops_config"])
     return Settings(raw=raw, samples=samples, lithops=lithops)
 

@@ -35,11 +35,9 @@ if SCATTER_JOBS:
             " --staged {input.staged} --reference {input.reference} --scatter-job {wildcards.job}"
             " --out {output} --log {log}"
 
-    localrules:
-        call,
-
 
 rule call:
+    localrule: bool(SCATTER_JOBS)  # in scatter mode only gathers the jobs' results
     input:
         **CALL_INPUTS,
         scattered=expand(f"{WORK}/scatter/{{job}}.json", job=range(SCATTER_JOBS)),

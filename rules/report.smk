@@ -8,6 +8,7 @@
 
 
 rule report:
+    localrule: True
     input:
         calls=expand(f"{WORK}/calls/{{callset}}.json", callset=CALLSETS),
         vcfs=expand("results/{callset}.vcf.gz", callset=CALLSETS),

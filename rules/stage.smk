@@ -4,6 +4,7 @@
 # With a remote store one job checks it first, so a wrong key, bucket or endpoint
 # gives one line (see get_storage_checked).
 rule check_storage:
+    localrule: True
     output:
         temp(f"{WORK}/storage.checked"),
     log:
