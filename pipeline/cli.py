@@ -366,6 +366,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def versions() -> dict[str, str]:
+    """The workflow's version and those of what it runs on (the engines' libraries, the
+    executor, the workflow manager), for ``svc --version`` and the provenance of a run."""
+    import importlib.metadata
+    import platform
+
+    import pysam
+    from pysam.version import __htslib_version__
+
+    from functions.core.version import __version__
+
+    out = {"serverless-variant-calling": __version__, "python": platform.python_version(),
+           "pysam": pysam.__version__, "htslib": __htslib_version__, "bcftools": pysam.__samtools_version__}
+    for dist in ("numpy", "lithops", "snakemake", "boto3", "biopython", "mappy"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def svc(argv: Sequence[str] | None = None) -> int:
+    """The ``svc`` console command: ``svc --version`` prints the versions of the workflow
+    and of what it runs on, one per line; the workflow itself runs through Snakemake."""
+    ap = argparse.ArgumentParser(
+        prog="svc", description="serverless-variant-calling: the workflow runs with `snakemake -s <its Snakefile> "
+        "--cores 2` (README 'Quick start', 'Your own data'); its steps are `python -m pipeline.cli STEP`.")
+    ap.add_argument("--version", action="store_true", help="print the versions of the workflow and its tools")
+    args = ap.parse_args(argv)
+    if not args.version:
+        ap.print_help()
+        return 0
+    for name, version in versions().items():
+        print(f"{name}\t{version}")
+    return 0
+
+
 def _say(line: str) -> None:
     """One line to stderr in one write: Snakemake runs steps side by side on one stderr,
     and a line written in two parts (print writes its end of line apart) can be cut

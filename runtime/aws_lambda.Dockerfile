@@ -4,7 +4,7 @@
 # current directory as the context and writes its handler, lithops_lambda.zip,
 # there before building):
 #   lithops runtime build -c config/lithops/aws_lambda.yaml -b aws_lambda \
-#     -f runtime/aws_lambda.Dockerfile svc-runtime:0.1.0
+#     -f runtime/aws_lambda.Dockerfile svc-runtime:0.3.0
 #
 # The image holds only third-party code: the pipeline's own modules (functions/,
 # pipeline/) travel with each job, serialised by Lithops. Not built or run in this

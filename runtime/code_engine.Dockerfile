@@ -4,7 +4,7 @@
 # directory as the context and writes its handler, lithops_codeengine.zip, there
 # before building); log in to the registry first (docker login):
 #   lithops runtime build -c YOUR_IBM_CONFIG.yaml -b code_engine \
-#     -f runtime/code_engine.Dockerfile docker.io/YOUR_REGISTRY_USER/svc-runtime:0.1.0
+#     -f runtime/code_engine.Dockerfile docker.io/YOUR_REGISTRY_USER/svc-runtime:0.3.0
 #
 # The image holds only third-party code: the pipeline's own modules (functions/,
 # pipeline/) travel with each job, serialised by Lithops. Not built or run in this

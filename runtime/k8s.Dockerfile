@@ -5,7 +5,7 @@
 # directory as the context and writes its handler, lithops_k8s.zip, there before
 # building); log in to the registry first (docker login):
 #   lithops runtime build -c YOUR_K8S_CONFIG.yaml -b k8s \
-#     -f runtime/k8s.Dockerfile docker.io/YOUR_REGISTRY_USER/svc-runtime:0.1.0
+#     -f runtime/k8s.Dockerfile docker.io/YOUR_REGISTRY_USER/svc-runtime:0.3.0
 #
 # The image holds only third-party code: the pipeline's own modules (functions/,
 # pipeline/) travel with each job, serialised by Lithops. Not built or run in this

@@ -42,3 +42,25 @@ def test_anything_else_is_a_bug_with_its_traceback(monkeypatch: pytest.MonkeyPat
     assert err.strip().splitlines()[-1] == (
         "error: check-storage failed unexpectedly (KeyError: 'region'); this is a bug of the pipeline: "
         "please report it with the traceback above and the step log")
+
+
+def test_svc_version_names_the_workflow_and_its_tools() -> None:
+    """The installed console command (pyproject's [project.scripts]); its version is
+    pyproject's and CITATION.cff's; the LICENSE is the one pyproject names."""
+    import shutil
+    import subprocess
+    import sys
+    import tomllib
+
+    root = DATA.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["svc"] == "pipeline.cli:svc"
+    exe = shutil.which("svc") or str(__import__("pathlib").Path(sys.executable).parent / "svc")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60, check=True).stdout
+    got = dict(line.split("\t") for line in out.strip().splitlines())
+    assert got["serverless-variant-calling"] == project["version"]
+    assert {"python", "pysam", "htslib", "bcftools", "lithops", "snakemake", "numpy"} <= set(got)
+    assert got["bcftools"] == got["htslib"]  # pysam bundles both, one version
+    assert yaml.safe_load((root / "CITATION.cff").read_text())["version"] == project["version"]
+    assert project["license"]["text"] == "Apache-2.0"
+    assert "Apache License" in (root / "LICENSE").read_text()[:200]

@@ -1,4 +1,4 @@
 """The code version: part of every fragment's key, so new code never reuses old results
 whose making it would change."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
