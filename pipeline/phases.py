@@ -134,6 +134,16 @@ def read_functions(manifests: Iterable[str | Path]) -> list[FunctionRun]:
     return [run for path in manifests for run in function_runs(json.loads(Path(path).read_text()).get("fragments", []))]
 
 
+# The workflow's steps, as their logs begin (``plan_<sample>``, ``call_scatter_<job>``, ...).
+STEP_KINDS = ("check_storage", "stage_reference", "stage_fastq", "stage", "index_reference", "align",
+              "merge_alignments", "plan_joint", "plan", "call_scatter", "call", "merge", "report")
+
+
+def step_kind(log_name: str) -> str:
+    """The step a log belongs to, without its sample or job (``merge_mixture`` -> ``merge``)."""
+    return max((k for k in STEP_KINDS if log_name == k or log_name.startswith(k + "_")), key=len, default=log_name)
+
+
 def breakdown(steps: Sequence[Step], functions: Sequence[FunctionRun], t0: float | None = None,
               t1: float | None = None) -> Breakdown:
     """The wall [t0, t1) cut into pieces (see the module's contract)."""
@@ -144,7 +154,7 @@ def breakdown(steps: Sequence[Step], functions: Sequence[FunctionRun], t0: float
     # (start, end, priority, label): the highest priority running at an instant owns it
     spans: list[tuple[float, float, int, str]] = []
     for s in steps:
-        kind = re.sub(r"_(\d+|[^_]*sample[^_]*)$", "", s.name)
+        kind = step_kind(s.name)
         spans.append((s.process_start, s.entered, 1, f"step start-up (interpreter, imports): {kind}"))
         spans.append((s.entered, s.ended, 2, f"step work: {kind}"))
     for f in functions:

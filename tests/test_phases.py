@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.phases import FUNCTIONS, SNAKEMAKE, Breakdown, FunctionRun, Step, breakdown, process_start
+from pipeline.phases import (
+    FUNCTIONS,
+    SNAKEMAKE,
+    Breakdown,
+    FunctionRun,
+    Step,
+    breakdown,
+    process_start,
+    step_kind,
+)
 
 
 def test_each_instant_goes_to_the_most_specific_thing_running() -> None:
@@ -39,3 +48,10 @@ def test_this_process_knows_when_it_started() -> None:
 
     started = process_start()
     assert started is not None and time.time() - 3600 < started <= time.time()
+
+
+@pytest.mark.parametrize("log, kind", [("merge_mixture", "merge"), ("stage_reference", "stage_reference"),
+                                       ("stage_sampleA", "stage"), ("call_scatter_3", "call_scatter"),
+                                       ("call", "call"), ("plan_joint", "plan_joint"), ("odd", "odd")])
+def test_a_log_names_its_step(log: str, kind: str) -> None:
+    assert step_kind(log) == kind
