@@ -310,7 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def quiet_record(record: logging.LogRecord) -> bool:
+    """False for the log lines a person does not need from a run that went well: Lithops'
+    wait loop ("Waiting for 0% of 16 function activations", five times a second) and
+    anything below INFO."""
+    return record.levelno >= logging.INFO and not (record.name == "lithops.wait" and record.levelno < logging.WARNING)
+
+
 def setup_logging(log: str | None, debug: bool) -> None:
+    """The console gets progress and the summary; the step log (``log``) every INFO line
+    of ours and Lithops' (:func:`quiet_record`), or, with ``--debug`` or config
+    ``logs.debug`` (``SVC_DEBUG_LOGS=1``), every DEBUG line too."""
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
     console = logging.StreamHandler(sys.stderr)
@@ -326,6 +336,8 @@ def setup_logging(log: str | None, debug: bool) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
         fh = logging.FileHandler(log, mode="w")
         fh.setLevel(logging.DEBUG)
+        if not (debug or os.environ.get("SVC_DEBUG_LOGS") == "1"):
+            fh.addFilter(quiet_record)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(fh)
 

@@ -114,7 +114,48 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+class LineProgress:
+    """Progress for a stream that is not a terminal (a log file, a SLURM job's output):
+    a whole line every ``every`` seconds and one at the end, never a carriage return."""
+
+    def __init__(self, total: int, what: str, unit: str, every: float = 10.0, out: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        unit = unit.strip() or "item"
+        self.total, self.what, self.every = total, what, every
+        self.unit = unit if unit.endswith("s") else unit + "s"
+        self.out = out if out is not None else sys.stderr
+        self.done = 0
+        self.clock = clock
+        self.t0 = self.last = clock()
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = self.clock()
+        if now - self.last >= self.every and self.done < self.total:
+            self.last = now
+            self._line(now)
+
+    def close(self) -> None:
+        if self.total:
+            self._line(self.clock())
+            self.total = 0  # once
+
+    def _line(self, now: float) -> None:
+        pct = 100 * self.done / max(self.total, 1)
+        self.out.write(f"{self.what}: {self.done} of {self.total} {self.unit} done ({pct:.0f} %), "
+                       f"{now - self.t0:.0f} s\n")
+        self.out.flush()
+
+
 def _bar(total: int, show: bool, what: str, unit: str) -> Any:
+    if show and total and not sys.stderr.isatty():
+        return LineProgress(total, what, unit)
     from tqdm import tqdm  # here: only the steps that fan out show a bar (tqdm's import takes 60 ms)
 
     return tqdm(

@@ -56,6 +56,11 @@ def test_the_workflow_as_a_module_of_the_labs_snakefile(tmp_path: Path) -> None:
         'configfile: "config.yaml"\n\n\n'
         f'module svc:\n    snakefile:\n        "{ROOT / "Snakefile"}"\n    config:\n        config\n\n\n'
         "use rule * from svc as svc_*\n")
+    (lab / "config.yaml").write_text((lab / "config.yaml").read_text() + "logs:\n  debug: true\n")
     res = _snakemake(lab)
     _check(lab, res, tmp_path)
     assert "svc_call" in res.stderr  # the module's rules ran, under the lab's names for them
+    # logs.debug: every DEBUG line in the step logs (the default run's have none: test_e2e)
+    assert " DEBUG lithops" in (lab / "work" / "logs" / "call.log").read_text()
+    # progress to a non-terminal (Snakemake's captured stderr): whole lines, no carriage return
+    assert "\r" not in res.stderr and "regions done (100 %)" in res.stderr

@@ -98,6 +98,19 @@ def test_a_run_says_where_its_time_went(finished_run: Path) -> None:
     assert "<h2>Where the time went</h2>" in html and "fixed cost" in html
 
 
+def test_a_successful_runs_logs_are_for_a_person(finished_run: Path) -> None:
+    """INFO lines only (config logs.debug is false), no Lithops wait loop, nothing that
+    reads like a failure; the progress written to a non-terminal is whole lines."""
+    logs = finished_run / "work" / "logs"
+    text = {p.name: p.read_text() for p in logs.glob("*.log")}
+    assert text and all(" DEBUG " not in t for t in text.values())
+    assert not [n for n, t in text.items() if "lithops.wait" in t or "Waiting for" in t]
+    for name, t in text.items():
+        for bad in ("Traceback", " ERROR ", "signal 9", "exited with signal"):
+            assert bad not in t, (name, bad)
+    assert " INFO pipeline" in text["call.log"] and "called 2 sample(s)" in text["call.log"]
+
+
 def test_rerun_after_losing_fragments_recomputes_only_those(finished_run: Path, tmp_path: Path) -> None:
     store_root = finished_run / "tmp" / f"lithops-{os.environ.get('USER', 'root')}" / "storage"
     frags = sorted((store_root / "svc" / "fragments" / "sampleA").glob("*.vcf.gz"))

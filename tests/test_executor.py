@@ -110,3 +110,24 @@ def test_lithops_runner_never_waits_for_ever_on_lost_workers(tmp_path) -> None:
     lost = "no answer from its function for 7 s: its worker was lost, or never started it"
     assert err.value.failures == {"s r2": lost}
     assert runner.attempts == [2, 2, 1]
+
+
+def test_progress_to_a_file_is_whole_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal (a log file, a SLURM job's output): a line every few seconds and
+    one at the end, no carriage return; on a terminal, tqdm's bar."""
+    import io
+
+    from pipeline import executor
+
+    out = io.StringIO()
+    clock = iter([0.0, 1.0, 11.0, 12.0, 30.0, 31.0])
+    with executor.LineProgress(4, "calling", "region", every=10.0, out=out, clock=lambda: next(clock)) as bar:
+        for _ in range(4):
+            bar.update(1)
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert lines == ["calling: 2 of 4 regions done (50 %), 11 s", "calling: 4 of 4 regions done (100 %), 31 s"]
+    monkeypatch.setattr(executor.sys.stderr, "isatty", lambda: False, raising=False)
+    assert isinstance(executor._bar(5, True, "calling", "region"), executor.LineProgress)
+    monkeypatch.setattr(executor.sys.stderr, "isatty", lambda: True, raising=False)
+    assert not isinstance(executor._bar(5, True, "calling", "region"), executor.LineProgress)
