@@ -69,6 +69,28 @@ def peak_rss() -> int | None:
     return None
 
 
+_VERSIONS: dict[str, str] = {}
+
+
+def worker_versions() -> dict[str, str]:
+    """What a function runs on (the worker's, which in the cloud is its runtime image's
+    and may differ from the machine that drives the run): every function's stats
+    carry it, and results/versions.tsv lists it beside the local steps'."""
+    if not _VERSIONS:
+        import platform
+
+        import numpy
+        import pysam
+        from pysam.version import __htslib_version__
+
+        from functions.core.version import __version__
+
+        _VERSIONS.update({"serverless-variant-calling": __version__, "python": platform.python_version(),
+                          "pysam": pysam.__version__, "htslib": __htslib_version__,
+                          "bcftools": pysam.__samtools_version__, "numpy": numpy.__version__})
+    return dict(_VERSIONS)
+
+
 class Phases:
     """Seconds a function spends in each of its phases, lap by lap (a phase met twice
     adds up): its stats' ``phases``, which the run's time breakdown reads."""
@@ -104,6 +126,7 @@ def run_task(label: str, store_description: dict[str, Any], storage: Any, sample
                 "sample": sample,
                 **own,
                 "phases": phases,  # seconds by phase (the stats' own PUT, last, not counted)
+                "versions": worker_versions(),
                 "md5": hashlib.md5(data).hexdigest(),
                 "size": len(data),
                 "gets": store.counts.gets,

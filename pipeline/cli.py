@@ -210,8 +210,14 @@ def cmd_merge(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.merge import FragmentError, merge_sample
 
     rerun = "call_scatter" if settings.executor["runner"] == "snakemake" else "call"
+    md5s = None
+    if args.reference_manifest:
+        from pipeline.manifests import StagedReference
+
+        md5s = {c.name: c.md5 for c in StagedReference.read(args.reference_manifest).contigs if c.md5}
     try:
-        merge_sample(open_store(settings), args.calls, settings.reference, args.out, args.stats, rerun=rerun)
+        merge_sample(open_store(settings), args.calls, settings.reference, args.out, args.stats, rerun=rerun,
+                     contig_md5=md5s)
     except FragmentError:
         # The manifest names a fragment the store no longer holds intact: without it the
         # next run calls again (reusing every intact fragment) instead of failing here again.
@@ -232,12 +238,15 @@ def cmd_merge(settings: StepSettings, args: argparse.Namespace) -> None:
 
 
 def cmd_report(settings: StepSettings, args: argparse.Namespace) -> None:
+    from pipeline.provenance import version_mismatches
     from pipeline.report import build_report, load_run
 
     summary = settings.summary  # engine and mode, runner, Lithops backend and storage: all the report names
     run = load_run(summary, {"lithops": summary["lithops"]}, args.calls, args.vcfs, args.plans, args.staged,
                    args.aligned or [], args.logs, viral=settings.viral_report, consensus=args.consensus or [])
-    build_report(run, settings.report["cost"], args.out, args.mqc, args.minority)
+    build_report(run, settings.report["cost"], args.out, args.mqc, args.minority, args.versions)
+    for warning in version_mismatches(run.versions):
+        logger.warning("warning: %s", warning)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--stats", required=True)
     p.add_argument("--consensus", help="write the sample's consensus FASTA here (lowfreq engine)")
+    p.add_argument("--reference-manifest", help="the staged reference's manifest: its contigs' MD5s go into the "
+                   "VCF header (##contig md5=)")
     p = step("report", cmd_report)
     p.add_argument("--calls", nargs="+", required=True, help="the call manifests, one per VCF")
     p.add_argument("--vcfs", nargs="+", required=True, help="the merged VCFs, in the order of --calls")
@@ -307,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqc", required=True, help="the MultiQC custom-content table (*_mqc.tsv)")
     p.add_argument("--consensus", nargs="*", help="the consensus FASTAs (<sample>.consensus.fa; lowfreq engine)")
     p.add_argument("--minority", help="write the minority-variant table here (lowfreq engine)")
+    p.add_argument("--versions", help="write what the run ran on here (results/versions.tsv)")
     return ap
 
 
@@ -378,27 +390,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def versions() -> dict[str, str]:
-    """The workflow's version and those of what it runs on (the engines' libraries, the
-    executor, the workflow manager), for ``svc --version`` and the provenance of a run."""
-    import importlib.metadata
-    import platform
-
-    import pysam
-    from pysam.version import __htslib_version__
-
-    from functions.core.version import __version__
-
-    out = {"serverless-variant-calling": __version__, "python": platform.python_version(),
-           "pysam": pysam.__version__, "htslib": __htslib_version__, "bcftools": pysam.__samtools_version__}
-    for dist in ("numpy", "lithops", "snakemake", "boto3", "biopython", "mappy"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
-
 def svc(argv: Sequence[str] | None = None) -> int:
     """The ``svc`` console command: ``svc --version`` prints the versions of the workflow
     and of what it runs on, one per line; the workflow itself runs through Snakemake."""
@@ -410,6 +401,8 @@ def svc(argv: Sequence[str] | None = None) -> int:
     if not args.version:
         ap.print_help()
         return 0
+    from pipeline.provenance import versions
+
     for name, version in versions().items():
         print(f"{name}\t{version}")
     return 0

@@ -21,8 +21,10 @@ import gzip
 import hashlib
 import logging
 import os
+import re
 import resource
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,10 +222,24 @@ def peak_rss_mb() -> float:
     return max(peak_rss() or 0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024) / 1e6
 
 
-def merged_header(first_header: list[str], manifest: CallResults, reference: str) -> list[str]:
-    """The fragment header with bcftools' per-run command lines replaced by ours."""
+CONTIG_LINE = re.compile(r"^##contig=<ID=([^,>]+)(.*)>\s*$")
+
+
+def with_md5(line: str, md5s: Mapping[str, str]) -> str:
+    """A ``##contig`` line with ``md5=`` of the contig's sequence added (VCF 4.2), when
+    known and not there."""
+    m = CONTIG_LINE.match(line)
+    if not m or m.group(1) not in md5s or "md5=" in m.group(2):
+        return line
+    return f"##contig=<ID={m.group(1)}{m.group(2)},md5={md5s[m.group(1)]}>\n"
+
+
+def merged_header(first_header: list[str], manifest: CallResults, reference: str,
+                  contig_md5: Mapping[str, str] | None = None) -> list[str]:
+    """The fragment header with bcftools' per-run command lines replaced by ours, and
+    the contigs' MD5s (from the staged reference) in their lines."""
     keep = [
-        ln for ln in first_header
+        with_md5(ln, contig_md5 or {}) for ln in first_header
         if not ln.startswith(("##bcftools_", "##source=", "##reference="))
     ]
     ours = [
@@ -238,7 +254,7 @@ def merged_header(first_header: list[str], manifest: CallResults, reference: str
 
 def merge_sample(
     store: ObjectStore, call_manifest: str | Path, reference: str, out_vcf: str, out_stats: str,
-    rerun: str = "call",
+    rerun: str = "call", contig_md5: Mapping[str, str] | None = None,
 ) -> int:
     """Merge; returns the number of records written. ``rerun``: the rule that recomputes
     fragments (named in the fix of an error)."""
@@ -265,7 +281,7 @@ def merge_sample(
             for frag in frags:
                 f = _fragment(store, frag, sample, rerun, text=model is not None)
                 if last is None:
-                    header = merged_header(f.header, manifest, reference)
+                    header = merged_header(f.header, manifest, reference, contig_md5)
                     if model is not None and getattr(model, "min_qual", None) is not None:
                         header.insert(len(header) - 1, threshold_line(model, params))  # type: ignore[arg-type]
                     _write_bgzf(out, "".join(header).encode())

@@ -63,6 +63,7 @@ from pipeline.forked import forked
 from pipeline.manifests import AlignmentParts, CallResults, StagedSample
 from pipeline.phases import Breakdown, breakdown, function_runs, process_start, read_steps
 from pipeline.plan import SamplePlan, read_plan
+from pipeline.provenance import version_mismatches, versions, versions_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -415,6 +416,7 @@ class Run:
     lithops: dict[str, Any]  # the Lithops config
     viral: ViralRun | None = None  # depth, amplicons and minority variants (engines with a depth track)
     breakdown: Breakdown | None = None  # where the time went, until the report's step started
+    versions: str = ""  # results/versions.tsv (pipeline.provenance.versions_tsv)
 
     def functions(self) -> list[dict[str, Any]]:
         """The stats of every function that made the results: fragments and alignment parts."""
@@ -489,8 +491,10 @@ def load_run(settings: dict[str, Any], lithops: dict[str, Any], calls: list[str 
     if viral is not None or has_depth_tracks(callsets):
         v = viral or {}
         viral_run = load_viral(callsets, consensus, int(v.get("min_depth", DEFAULT_MIN_DEPTH)), v.get("primers"))
-    return Run(callsets, variants, depths, sorted(attempts, key=lambda a: a.started), align, steps, settings, lithops,
-               viral_run, breakdown_)
+    run = Run(callsets, variants, depths, sorted(attempts, key=lambda a: a.started), align, steps, settings, lithops,
+              viral_run, breakdown_)
+    run.versions = versions_tsv(versions(), run.functions())
+    return run
 
 
 # -- viral runs: depth along the genome, amplicons, minority variants ---------------------
@@ -844,7 +848,7 @@ def _warnings_section(run: Run) -> str:
     """What the user must see before trusting the VCFs (empty when all is well)."""
     from pipeline.merge import unusable_reads
 
-    warnings = [w for cs in run.callsets for w in unusable_reads(cs.manifest)]
+    warnings = [w for cs in run.callsets for w in unusable_reads(cs.manifest)] + version_mismatches(run.versions)
     if not warnings:
         return ""
     return "<h2>Warnings</h2>" + "".join(f'<p class="warning">{escape(w)}</p>' for w in warnings)
@@ -1228,12 +1232,15 @@ def mqc_table(metrics: list[dict[str, Any]], prices: dict[str, Any]) -> str:
 
 
 def build_report(run: Run, prices: dict[str, Any], out_html: str | Path, out_mqc: str | Path,
-                 out_minority: str | Path | None = None) -> None:
-    """Write the page, the MultiQC table and, if asked (``out_minority``), the
-    minority-variant table :func:`minority_tsv` (each under a temporary name, all
-    renamed once all are written)."""
+                 out_minority: str | Path | None = None, out_versions: str | Path | None = None) -> None:
+    """Write the page, the MultiQC table and, if asked, the minority-variant table
+    :func:`minority_tsv` (``out_minority``) and what the run ran on
+    (``out_versions``: :func:`pipeline.provenance.versions_tsv`), each under a temporary
+    name, all renamed once all are written."""
     metrics = [callset_metrics(cs, prices) for cs in run.callsets]
     outputs = {str(out_mqc): mqc_table(metrics, prices)}
+    if out_versions is not None:
+        outputs[str(out_versions)] = run.versions
     if out_minority is not None:
         if run.viral is None:
             raise ReportError("the minority-variant table needs the depth tracks and allele frequencies of the "

@@ -87,7 +87,7 @@ def get_final_outputs():
         )
         + expand("results/{sample}.align.txt", sample=FASTQ_SAMPLES)
         + expand("results/{callset}.consensus.fa", callset=CALLSETS if CONSENSUS else [])
-        + ["results/report.html", "results/run_metrics_mqc.tsv"]
+        + ["results/report.html", "results/run_metrics_mqc.tsv", "results/versions.tsv"]
         + (["results/minority_variants.tsv"] if VIRAL_REPORT else [])
     )
 

@@ -4,7 +4,8 @@
 
 rule merge:
     input:
-        f"{WORK}/calls/{{callset}}.json",
+        calls=f"{WORK}/calls/{{callset}}.json",
+        reference=f"{WORK}/staged/reference.json",  # its contigs' MD5s go into the VCF header
     output:
         vcf="results/{callset}.vcf.gz",
         tbi="results/{callset}.vcf.gz.tbi",
@@ -20,5 +21,6 @@ rule merge:
         python=PY,
         consensus=lambda wildcards, output: f"--consensus {output.consensus}" if CONSENSUS else "",
     shell:
-        "{params.python} -m pipeline.cli merge --settings {params.settings:q} --calls {input}"
+        "{params.python} -m pipeline.cli merge --settings {params.settings:q} --calls {input.calls}"
+        " --reference-manifest {input.reference}"
         " --out {output.vcf} --stats {output.stats} {params.consensus} --log {log}"

@@ -22,6 +22,7 @@ rule report:
     output:
         html=report("results/report.html", caption="../docs/report_caption.rst", category="Run report"),
         mqc="results/run_metrics_mqc.tsv",
+        versions="results/versions.tsv",
         **({"minority": "results/minority_variants.tsv"} if VIRAL_REPORT else {}),
     log:
         f"{WORK}/logs/report.log",
@@ -36,4 +37,4 @@ rule report:
     shell:
         "{params.python} -m pipeline.cli report --settings {params.settings:q} --calls {input.calls}"
         " --vcfs {input.vcfs} --plans {input.plans} --staged {input.staged} {params.aligned} {params.viral}"
-        f" --logs {WORK}/logs --out {{output.html}} --mqc {{output.mqc}} --log {{log}}"
+        f" --logs {WORK}/logs --out {{output.html}} --mqc {{output.mqc}} --versions {{output.versions}} --log {{log}}"

@@ -98,6 +98,36 @@ def test_a_run_says_where_its_time_went(finished_run: Path) -> None:
     assert "<h2>Where the time went</h2>" in html and "fixed cost" in html
 
 
+def test_a_run_says_what_it_ran_on(finished_run: Path) -> None:
+    """Provenance: the VCF header names the version, the engine, its command without
+    temporary paths, the reference with its contigs' MD5s and the region count;
+    results/versions.tsv lists the local steps' versions and the functions'."""
+    import hashlib
+
+    import pysam
+    from helpers import DATA
+
+    from functions.core.version import __version__
+
+    contigs = {c["name"]: c for c in json.loads((finished_run / "work" / "staged" / "reference.json").read_text())[
+        "contigs"]}
+    with pysam.FastaFile(str(DATA / "ref.fa")) as fa:
+        want = {name: hashlib.md5(fa.fetch(name).upper().encode()).hexdigest() for name in fa.references}
+    assert {n: c["md5"] for n, c in contigs.items()} == want
+    with pysam.VariantFile(str(finished_run / "results" / "sampleA.vcf.gz")) as fh:
+        header = str(fh.header)
+    for name, md5 in want.items():
+        assert f"##contig=<ID={name},length={contigs[name]['length']},md5={md5}>" in header
+    assert f"##source=serverless-variant-calling {__version__}" in header
+    assert "##svc_engine=bcftools" in header and "##svc_regions=11" in header
+    assert "##svc_command=bcftools mpileup" in header and "svc-region-" not in header and "slice0" not in header
+    rows = [ln.split("\t") for ln in (finished_run / "results" / "versions.tsv").read_text().splitlines()]
+    assert rows[0] == ["component", "version", "where"]
+    assert ["serverless-variant-calling", __version__, "local steps"] in rows
+    assert ["serverless-variant-calling", __version__, "functions"] in rows
+    assert {r[0] for r in rows[1:] if r[2] == "local steps"} >= {"pysam", "htslib", "lithops", "snakemake", "numpy"}
+
+
 def test_a_successful_runs_logs_are_for_a_person(finished_run: Path) -> None:
     """INFO lines only (config logs.debug is false), no Lithops wait loop, nothing that
     reads like a failure; the progress written to a non-terminal is whole lines."""
