@@ -41,16 +41,22 @@ def versions_tsv(local: Mapping[str, str], function_stats: Iterable[Mapping[str,
     return "component\tversion\twhere\n" + "".join(f"{k}\t{v}\t{w}\n" for k, v, w in rows)
 
 
+# What decides a call: the workflow's code and the engines' libraries (not, say,
+# Python's patch release in a runtime image).
+CALLS_DEPEND_ON = ("serverless-variant-calling", "pysam", "htslib", "bcftools")
+
+
 def version_mismatches(tsv: str) -> list[str]:
-    """Components whose functions ran another version than the local steps (a runtime
-    image built from another release, say), as warnings."""
+    """The components the calls depend on (:data:`CALLS_DEPEND_ON`) whose functions ran
+    another version than the local steps (a runtime image built from another release,
+    say), as warnings."""
     local: dict[str, str] = {}
     out = []
     for line in tsv.splitlines()[1:]:
         k, v, where = line.split("\t")
         if where == LOCAL:
             local[k] = v
-        elif k in local and v != local[k]:
+        elif k in CALLS_DEPEND_ON and k in local and v != local[k]:
             out.append(f"the functions ran {k} {v}, the local steps {local[k]}: rebuild the functions' runtime "
                        f"from this release (docs/cloud.md), or the results mix two versions")
     return out

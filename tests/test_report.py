@@ -323,3 +323,19 @@ def test_snakemake_report_embeds_the_run_report(run: Path, tmp_path: Path) -> No
         embedded = [n for n in z.namelist() if n.endswith("/report.html") and "/data/" in n]
         assert len(embedded) == 1
         assert z.read(embedded[0]) == (run / "results" / "report.html").read_bytes()
+
+
+def test_versions_of_the_functions_beside_the_local_steps() -> None:
+    """results/versions.tsv: a function that ran another release (a stale runtime image)
+    shows as a second row and a warning; another Python patch release is no warning."""
+    from pipeline.provenance import version_mismatches, versions_tsv
+
+    local = {"serverless-variant-calling": "0.3.0", "python": "3.11.7", "pysam": "0.24.1"}
+    same = versions_tsv(local, [{"versions": dict(local)}, {"versions": dict(local)}, {}])
+    assert same.splitlines()[0] == "component\tversion\twhere"
+    assert "serverless-variant-calling\t0.3.0\tfunctions" in same and version_mismatches(same) == []
+    stale = versions_tsv(local, [{"versions": {**local, "python": "3.11.9"}},
+                                 {"versions": {**local, "serverless-variant-calling": "0.2.0"}}])
+    warnings = version_mismatches(stale)
+    assert len(warnings) == 1 and "serverless-variant-calling 0.2.0" in warnings[0] and "0.3.0" in warnings[0]
+    assert "python\t3.11.9\tfunctions" in stale
