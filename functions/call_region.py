@@ -36,6 +36,7 @@ import base64
 import os
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ import pysam
 from functions.core.errors import SvcError
 from functions.core.primers import PrimerScheme
 from functions.core.storage import ObjectStore
+from functions.core.targets import contains
 from functions.core.tasks import RegionTask, Span
 from functions.engines import keeps_depth, loads_whole_contig, make_params, run_engine, scores_at_merge
 from functions.pileup import Evidence
@@ -119,7 +121,7 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
                          **extra)
     clock.lap("engine")
     frag = os.path.join(tmp, "fragment.vcf.gz")
-    records = keep_owned(raw_vcf, region, frag, volatile=(tmp,), shift=shift)
+    records = keep_owned(raw_vcf, region, frag, volatile=(tmp,), shift=shift, targets=t.targets)
     clock.lap("write")
     return frag, {
         **own,
@@ -221,13 +223,15 @@ def stable_header_line(line: str, volatile: tuple[str, ...]) -> bool:
 
 
 def keep_owned(vcf_path: str, region: Span, out_path: str, volatile: tuple[str, ...] = (),
-               shift: int = 0) -> int:
+               shift: int = 0, targets: Sequence[tuple[int, int]] | None = None) -> int:
     """Bgzip ``vcf_path`` to ``out_path`` keeping the stable header lines (see
     :func:`stable_header_line`) and the records ``region`` owns (:meth:`Span.owns`),
     the records in BGZF blocks of their own (the header's blocks end at ``#CHROM``).
 
     ``shift``: the engine ran on reads moved that many bases left on the region's contig
-    (:func:`functions.slice.shift_slice`); records (POS, and INFO ``END``) move back."""
+    (:func:`functions.slice.shift_slice`); records (POS, and INFO ``END``) move back.
+    ``targets``: only records whose POS lies in one of these intervals (0-based,
+    sorted, merged: calling.targets minus calling.exclude) are kept."""
     kept = 0
     with open(vcf_path) as src, pysam.BGZFile(out_path, "wb") as out:  # type: ignore[call-arg]
         for line in src:
@@ -243,7 +247,7 @@ def keep_owned(vcf_path: str, region: Span, out_path: str, volatile: tuple[str, 
                 if "END=" in f[7]:
                     f[7] = _END.sub(lambda m: f"{m[1]}END={int(m[2]) + shift}", f[7])
                 line = "\t".join(f)
-            if region.owns(f[0], int(f[1])):
+            if region.owns(f[0], int(f[1])) and (targets is None or contains(targets, int(f[1]) - 1)):
                 kept += 1
                 out.write(line.encode())
     return kept

@@ -44,6 +44,7 @@ from functions.core.errors import SvcError
 from functions.core.fai import parse_fai
 from functions.core.primers import PrimerScheme
 from functions.core.storage import ObjectStore
+from functions.core.targets import Intervals, overlapping
 from functions.core.tasks import BamSlice, RegionTask, Span
 from functions.engines import EngineParams
 from pipeline.executor import LithopsRunner, SerialRunner, task_label
@@ -121,18 +122,22 @@ def _slice(plan: SamplePlan, r: Region, bam: StoredFile) -> BamSlice:
 
 def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: list[StagedSample],
           i: int, ref_manifest: StagedReference, fai: dict[str, Any], params: EngineParams,
-          faults: dict[str, Any] | None, primers: PrimerScheme | None = None) -> dict[str, Any]:
+          faults: dict[str, Any] | None, primers: PrimerScheme | None = None,
+          called: Intervals | None = None) -> dict[str, Any]:
     """The task of region ``i`` of ``plans`` (one sample's, or every sample's of a joint call);
-    with ``primers``, the scheme's primers on the region's contig travel in it (and its key)."""
+    with ``primers``, the scheme's primers on the region's contig travel in it (and its key),
+    and with ``called`` (calling.targets minus calling.exclude) the intervals within the region."""
     r = plans[0].regions[i]
     entry = _check_contig(plans[0], r, fai, ref_manifest)
     for plan in plans[1:]:
         _check_contig(plan, plan.regions[i], fai, ref_manifest)
     rows = None if primers is None else tuple(tuple(p) for p in primers.on(r.chrom, 0, entry.length).to_rows())
+    inside = None if called is None else tuple(overlapping(called.get(r.chrom, []), r.start, r.end))
     key = fragment_key("+".join(m.bam.fingerprint for m in manifests),
                        ref_manifest.fasta.fingerprint, r.chrom, r.start, r.end, params.ENGINE,
                        {**params.as_dict(), "context": [r.context_start, r.context_end],
-                        **({"primers": rows} if rows is not None else {})})
+                        **({"primers": rows} if rows is not None else {}),
+                        **({"targets": [list(t) for t in inside]} if inside is not None else {})})
     return RegionTask(
         sample=name,
         store=store.describe(),
@@ -149,6 +154,7 @@ def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: lis
         out_key=store.key("fragments", name, f"{r.index:05d}-{key}"),
         faults=faults if faults and faults.get("probability") else None,
         primers=rows,
+        targets=inside,
     ).to_dict()
 
 
@@ -161,10 +167,11 @@ def make_tasks(
     params: EngineParams,
     faults: dict[str, Any] | None = None,
     primers: PrimerScheme | None = None,
+    called: Intervals | None = None,
 ) -> list[dict[str, Any]]:
     """One task per region of one sample's plan."""
-    return [_task(store, plan.sample, [plan], [sample_manifest], i, ref_manifest, fai, params, faults, primers)
-            for i in range(len(plan.regions))]
+    return [_task(store, plan.sample, [plan], [sample_manifest], i, ref_manifest, fai, params, faults, primers,
+                  called) for i in range(len(plan.regions))]
 
 
 def make_joint_tasks(
@@ -176,6 +183,7 @@ def make_joint_tasks(
     fai: dict[str, Any],
     params: EngineParams,
     faults: dict[str, Any] | None = None,
+    called: Intervals | None = None,
 ) -> list[dict[str, Any]]:
     """One task per region of a joint plan (:func:`pipeline.plan.plan_joint`): every
     sample's BAM slice, called together into the fragments of ``cohort``."""
@@ -183,7 +191,7 @@ def make_joint_tasks(
     if len(spans) != 1:
         raise CallError(f"the plans of cohort {cohort} do not share their regions: "
                         "they were not made together; delete work/plans and rerun")
-    return [_task(store, cohort, plans, manifests, i, ref_manifest, fai, params, faults)
+    return [_task(store, cohort, plans, manifests, i, ref_manifest, fai, params, faults, called=called)
             for i in range(len(plans[0].regions))]
 
 
@@ -203,6 +211,7 @@ class CallInputs:
     faults: dict[str, Any] | None = None
     cohort: str | None = None
     primers: PrimerScheme | None = None
+    called: Intervals | None = None  # calling.targets minus calling.exclude (None: everything)
 
     def tasks(self) -> list[dict[str, Any]]:
         """Every task of the run, in plan order: one per (sample, region), or with a
@@ -213,13 +222,13 @@ class CallInputs:
         fai = parse_fai(store.get(self.ref_manifest.fai.key, self.ref_manifest.fai.bucket).decode())
         if self.cohort is not None:
             return make_joint_tasks(store, self.cohort, plans, [mans[p.sample] for p in plans],
-                                    self.ref_manifest, fai, self.params, self.faults)
+                                    self.ref_manifest, fai, self.params, self.faults, self.called)
         if self.primers is not None:
             self.primers.check({name: e.length for name, e in fai.items()})
         tasks: list[dict[str, Any]] = []
         for plan in plans:
             tasks += make_tasks(store, plan, mans[plan.sample], self.ref_manifest, fai, self.params, self.faults,
-                                self.primers)
+                                self.primers, self.called)
         return tasks
 
     @property

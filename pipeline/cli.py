@@ -123,6 +123,7 @@ def plan_settings(settings: StepSettings) -> PlanSettings:
         max_region_length=p["max_region_length"],
         min_region_bytes=p["min_region_bytes"],
         padding=p["padding"],
+        targets=p.get("targets"),
     )
 
 
@@ -183,8 +184,14 @@ def cmd_call(settings: StepSettings, args: argparse.Namespace) -> None:
         from functions.core.primers import read_primer_bed
 
         primers = read_primer_bed(calling["primers"])
-    inputs = CallInputs(store, plans, staged, StagedReference.read(args.reference), params, settings.faults,
-                        cohort, primers)
+    ref_manifest = StagedReference.read(args.reference)
+    called = None
+    if calling.get("targets") or calling.get("exclude"):
+        from functions.core.targets import targets
+
+        called = targets([(c.name, c.length) for c in ref_manifest.contigs], calling.get("targets"),
+                         calling.get("exclude"), f"the reference {ref_manifest.fasta.path}")
+    inputs = CallInputs(store, plans, staged, ref_manifest, params, settings.faults, cohort, primers, called)
     try:
         if args.scatter_job is not None:
             # Cluster scatter mode: this Snakemake job calls its share itself, region after region.

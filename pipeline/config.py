@@ -368,6 +368,18 @@ def load_settings(config: dict[str, Any]) -> Settings:
         except PrimerError as exc:
             raise ConfigError(f"config: calling: {exc}") from exc
     raw["lithops_config"] = workflow_file(str(raw["lithops_config"]))
+    if calling.get("targets") is not None or calling.get("exclude") is not None:
+        from functions.core.targets import TargetError, read_bed
+
+        if calling["engine"] != "bcftools":
+            raise ConfigError(f"config: calling: targets and exclude restrict the bcftools engine; the "
+                              f"{calling['engine']} engine calls whole genomes (unset them, or use engine: bcftools)")
+        for what in ("targets", "exclude"):
+            if calling.get(what) is not None:
+                try:
+                    read_bed(str(calling[what]), what)
+                except TargetError as exc:
+                    raise ConfigError(f"config: calling: {exc}") from exc
     lithops = load_lithops_config(raw["lithops_config"])
     return Settings(raw=raw, samples=samples, lithops=lithops)
 
@@ -420,6 +432,9 @@ def step_settings(settings: Settings, step: str, sample: str | None = None) -> S
         out["reference"] = settings.reference
     if "plan" in wanted:
         out["plan"] = settings.plan
+        beds = {k: v for k, v in _pick(settings.calling, "targets", "exclude").items() if v is not None}
+        if beds:  # the BEDs' paths (the rules have the files as inputs, so a changed BED replans too)
+            out["plan"]["targets"] = beds
         if out["plan"].get("padding") is None:  # the engine's own (resolved here: a step gets a number)
             from functions.engines import context_padding
 
@@ -429,7 +444,8 @@ def step_settings(settings: Settings, step: str, sample: str | None = None) -> S
     if "calling" in wanted:
         engine = calling["engine"]
         out["calling"] = {"engine": engine, engine: calling[engine], "cohort": settings.cohort,
-                          "primers": calling.get("primers")}
+                          "primers": calling.get("primers"),
+                          **{k: calling[k] for k in ("targets", "exclude") if calling.get(k) is not None}}
     executor = settings.executor
     if step == "stage-fastq":
         out["executor"] = _pick(executor, "progress")

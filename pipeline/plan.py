@@ -39,6 +39,7 @@ import numpy as np
 
 from functions.core.bai import MAX_BGZF_BLOCK, BamIndex, Chunk, coffset, uoffset
 from functions.core.errors import SvcError
+from functions.core.targets import Intervals, TargetError, overlapping, targets
 from functions.core.tasks import region_name
 from pipeline.validate import bam_name
 
@@ -129,6 +130,8 @@ class PlanSettings:
     max_region_length: int = 10_000_000
     padding: int = 1000
     min_region_bytes: int = 32768
+    # calling.targets / calling.exclude BED paths ({"targets": ..., "exclude": ...}), if any
+    targets: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if (self.n_regions is None) == (self.target_bytes is None):
@@ -178,7 +181,8 @@ def plan_sample(
 ) -> SamplePlan:
     """Plan one sample. ``cuts`` (tests, expert use) fixes the cut positions per contig."""
     _check_index(index, contigs)
-    weights = _weights(index, contigs)
+    called = called_intervals(settings, contigs, f"sample {sample}'s BAM")
+    weights = _masked(_weights(index, contigs), called, contigs, index.min_shift, settings.padding)
     shift = index.min_shift
     asked = 0
     if cuts is None:
@@ -193,11 +197,56 @@ def plan_sample(
     plan.functions = asked
     for tid in sorted(bounds):
         cum = _cumulative(weights[tid], contigs[tid][1], shift)
-        for start, end in _limit(bounds[tid], settings.max_region_length):
+        for start, end in _within(_limit(bounds[tid], settings.max_region_length), called, contigs[tid][0]):
             if index.query(tid, start, end):  # else no read overlaps: nothing to call
                 plan.regions.append(_region(len(plan.regions), index, contigs, tid, start, end,
                                             cum, settings.padding))
     return plan
+
+
+def called_intervals(settings: PlanSettings, contigs: tuple[tuple[str, int], ...], where: str) -> Intervals | None:
+    """The intervals the run calls (calling.targets minus calling.exclude), None for all;
+    a BED that cannot be read, or names a contig ``where`` lacks, is a PlanError."""
+    if not settings.targets:
+        return None
+    try:
+        return targets(contigs, settings.targets.get("targets"), settings.targets.get("exclude"), where)
+    except TargetError as exc:
+        raise PlanError(str(exc)) from exc
+
+
+def _masked(weights: dict[int, np.ndarray], called: Intervals | None, contigs: tuple[tuple[str, int], ...],
+            shift: int, padding: int) -> dict[int, np.ndarray]:
+    """``weights`` with the windows no called interval (widened by the padding) touches
+    set to 0, and contigs without one left out: regions are cut by the bytes that will
+    be fetched."""
+    if called is None:
+        return weights
+    out = {}
+    for tid, w in weights.items():
+        spans = called.get(contigs[tid][0])
+        if not spans:
+            continue
+        keep = np.zeros(len(w), dtype=bool)
+        for start, end in spans:
+            keep[max(0, start - padding) >> shift: ((end + padding - 1) >> shift) + 1] = True
+        masked = np.where(keep, w, 0.0)
+        if masked.sum() > 0:
+            out[tid] = masked
+    return out
+
+
+def _within(spans: list[tuple[int, int]], called: Intervals | None, chrom: str) -> list[tuple[int, int]]:
+    """Each region shrunk to the called intervals it overlaps (from the first one's start
+    to the last one's end), regions overlapping none dropped."""
+    if called is None:
+        return spans
+    out = []
+    for start, end in spans:
+        inside = overlapping(called.get(chrom, []), start, end)
+        if inside:
+            out.append((inside[0][0], inside[-1][1]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -231,10 +280,12 @@ def plan_joint(inputs: list[PlanInput], settings: PlanSettings) -> list[SamplePl
                 "realign it, or call the samples one by one (calling.mode: per_sample)"
             )
     contigs = first.contigs
+    called = called_intervals(settings, contigs, f"sample {first.sample}'s BAM")
     # Indexes of other resolutions (a CSI beside BAIs) are summed at the finest one.
     shift = min(p.index.min_shift for p in inputs)
     per_sample = [
-        {tid: _refine(w, p.index.min_shift, shift, contigs[tid][1]) for tid, w in _weights(p.index, contigs).items()}
+        _masked({tid: _refine(w, p.index.min_shift, shift, contigs[tid][1])
+                 for tid, w in _weights(p.index, contigs).items()}, called, contigs, shift, settings.padding)
         for p in inputs
     ]
     tids = sorted({tid for w in per_sample for tid in w})
@@ -243,7 +294,7 @@ def plan_joint(inputs: list[PlanInput], settings: PlanSettings) -> list[SamplePl
     spans = [
         (tid, start, end)
         for tid, bounds in sorted(cut.items())
-        for start, end in _limit(bounds, settings.max_region_length)
+        for start, end in _within(_limit(bounds, settings.max_region_length), called, contigs[tid][0])
         if any(p.index.query(tid, start, end) for p in inputs)
     ]
     plans = []

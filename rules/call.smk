@@ -11,6 +11,7 @@ CALL_INPUTS = dict(
     reference=f"{WORK}/staged/reference.json",
     # The amplicon scheme, read by the call step (its primers enter the fragment keys).
     primers=[PRIMERS] if PRIMERS else [],
+    beds=get_target_beds(),
 )
 
 if SCATTER_JOBS:

@@ -74,6 +74,12 @@ def get_storage_checked():
     return [] if backend == "localhost" else f"{WORK}/storage.checked"
 
 
+def get_target_beds():
+    """calling.targets and calling.exclude BEDs (local files): inputs of the steps that
+    read them (planning, calling), so that a changed BED plans and calls again."""
+    return [SETTINGS.calling[k] for k in ("targets", "exclude") if SETTINGS.calling.get(k)]
+
+
 def get_plans():
     """Each sample's region plan: its own, or in joint mode the one all samples share."""
     return expand(f"{WORK}/plans/{'joint/' if COHORT else ''}{{sample}}.tsv", sample=SAMPLES)

@@ -8,6 +8,7 @@ if not COHORT:
         input:
             staged=f"{WORK}/staged/{{sample}}.json",
             reference=f"{WORK}/staged/reference.json",
+            beds=get_target_beds(),
         output:
             f"{WORK}/plans/{{sample}}.tsv",
         log:
@@ -28,6 +29,7 @@ else:
         input:
             staged=expand(f"{WORK}/staged/{{sample}}.json", sample=SAMPLES),
             reference=f"{WORK}/staged/reference.json",
+            beds=get_target_beds(),
         output:
             get_plans(),
         log:

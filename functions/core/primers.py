@@ -25,6 +25,7 @@ from functools import cached_property
 
 import numpy as np
 
+from functions.core.bed import bed_rows
 from functions.core.errors import SvcError
 
 _NAME = re.compile(r"^(?P<amplicon>.+)_(?P<side>LEFT|RIGHT)(?:_alt\w*|_ALT\w*)?$")
@@ -152,18 +153,8 @@ def _primer(chrom: str, start: int, end: int, name: str, pool: str, source: str,
 def parse_primer_bed(text: str, source: str = "primer BED") -> PrimerScheme:
     """Parse an ARTIC-style primer BED (see the module's contract)."""
     primers = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.startswith(("#", "track", "browser")):
-            continue
-        cols = line.rstrip("\r\n").split("\t")
-        if len(cols) < 5:
-            raise PrimerError(f"{source} line {i}: {len(cols)} tab-separated columns, need at least 5 (chrom, "
-                              "start, end, name, pool); give an ARTIC-style primer BED")
-        try:
-            start, end = int(cols[1]), int(cols[2])
-        except ValueError:
-            raise PrimerError(f"{source} line {i}: start and end ({cols[1]!r}, {cols[2]!r}) are not whole "
-                              "numbers; give an ARTIC-style primer BED") from None
+    for i, cols, start, end in bed_rows(text.splitlines(), 5, source, "chrom, start, end, name, pool",
+                                        "give an ARTIC-style primer BED", PrimerError):
         primers.append(_primer(cols[0], start, end, cols[3], cols[4], source, i))
     if not primers:
         raise PrimerError(f"{source}: no primers in it; give the scheme's primer BED")

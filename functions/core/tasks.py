@@ -106,6 +106,9 @@ class RegionTask:
     faults: dict[str, Any] | None = field(default=None, compare=False)
     # The primer scheme's primers on the region's contig (rows of PrimerScheme.to_rows), if any.
     primers: tuple[tuple[Any, ...], ...] | None = None
+    # calling.targets minus calling.exclude within the region ([start, end), sorted), if set:
+    # only records whose POS lies in them are kept.
+    targets: tuple[tuple[int, int], ...] | None = None
 
     @property
     def label(self) -> str:
@@ -113,7 +116,7 @@ class RegionTask:
         return f"{self.sample} {self.region.name}"
 
     def to_dict(self) -> dict[str, Any]:
-        d = {
+        d: dict[str, Any] = {
             "sample": self.sample, "store": self.store, "bams": [b.to_dict() for b in self.bams],
             "reference": {"key": self.reference.key, "bucket": self.reference.bucket, "fai": asdict(self.fai)},
             "region": {"index": self.index, "name": self.region.name, "chrom": self.region.chrom,
@@ -127,6 +130,8 @@ class RegionTask:
             d["faults"] = self.faults
         if self.primers is not None:
             d["primers"] = [list(p) for p in self.primers]
+        if self.targets is not None:
+            d["targets"] = [list(t) for t in self.targets]
         return d
 
     @classmethod
@@ -139,6 +144,7 @@ class RegionTask:
             context=Span(r["chrom"], r["context_start"], r["context_end"]), est_bytes=r["est_bytes"],
             engine=d["engine"], params=d["params"], key=d["key"], out_key=d["out_key"], faults=d.get("faults"),
             primers=tuple(tuple(p) for p in d["primers"]) if d.get("primers") is not None else None,
+            targets=tuple((int(a), int(b)) for a, b in d["targets"]) if d.get("targets") is not None else None,
         )
 
 
@@ -174,7 +180,7 @@ class ChunkTask:
         return f"{self.sample} chunk {self.chunk['index']}"
 
     def to_dict(self) -> dict[str, Any]:
-        d = {
+        d: dict[str, Any] = {
             "sample": self.sample, "label": self.label, "store": self.store,
             "index": {"key": self.index.obj.key, "bucket": self.index.obj.bucket, "size": self.index.size,
                       "fingerprint": self.index.fingerprint},
