@@ -29,10 +29,10 @@ VIRAL_REPORT = keeps_depth(SETTINGS.calling["engine"])
 SCATTER_JOBS = SETTINGS.executor["jobs"] if SETTINGS.executor["runner"] == "snakemake" else 0
 WORK = "work"
 PY = sys.executable
-# The step logs' detail (config logs.debug): through the environment, which every
-# step's process inherits, so that changing it reruns nothing.
+# The step logs' detail (config logs.debug): set in every step's environment by the
+# shell prefix, not in its command, so that changing it reruns nothing.
 if SETTINGS.raw.get("logs", {}).get("debug"):
-    os.environ["SVC_DEBUG_LOGS"] = "1"
+    shell.prefix("set -euo pipefail; export SVC_DEBUG_LOGS=1; ")  # the first part is the default prefix
 # Every folder the workflow writes must take a new file before anything runs: a
 # read-only or inaccessible results/ stops the run here, in one line, not after the calls.
 try:
