@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -152,7 +151,7 @@ def stage_index(store: ObjectStore, reference: str, workdir: str | Path, out: st
 def stage_fastq(store: ObjectStore, sample: str, fastq_1: str, fastq_2: str, chunk_pairs: int,
                 workdir: str | Path, out: str | Path, progress: bool = True) -> StagedFastq:
     """Cut the sample's FASTQ pair into chunks (BGZF copies + index) and stage the copies."""
-    from tqdm import tqdm
+    from pipeline.executor import progress_bar
 
     for fq in (fastq_1, fastq_2):
         if not os.path.exists(fq):
@@ -160,8 +159,7 @@ def stage_fastq(store: ObjectStore, sample: str, fastq_1: str, fastq_2: str, chu
     os.makedirs(workdir, exist_ok=True)
     copies = [os.path.join(workdir, f"{sample}_R{i}.fastq.bgz") for i in (1, 2)]
     size = os.path.getsize(fastq_1) + os.path.getsize(fastq_2)
-    with tqdm(desc=f"chunking {sample}'s FASTQs", unit=" pairs", unit_scale=True, disable=not progress,
-              file=sys.stderr, dynamic_ncols=True) as bar:
+    with progress_bar(None, progress, f"chunking {sample}'s FASTQs", " pairs") as bar:
         def advance(done: int) -> None:
             bar.update(done - bar.n)
 

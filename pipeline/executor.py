@@ -116,17 +116,19 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
 
 class LineProgress:
     """Progress for a stream that is not a terminal (a log file, a SLURM job's output):
-    a whole line every ``every`` seconds and one at the end, never a carriage return."""
+    a whole line every ``every`` seconds and one at the end, never a carriage return.
+    ``total`` None: a count without an end known in advance (FASTQ pairs read)."""
 
-    def __init__(self, total: int, what: str, unit: str, every: float = 10.0, out: Any = None,
+    def __init__(self, total: int | None, what: str, unit: str, every: float = 10.0, out: Any = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         unit = unit.strip() or "item"
         self.total, self.what, self.every = total, what, every
         self.unit = unit if unit.endswith("s") else unit + "s"
         self.out = out if out is not None else sys.stderr
-        self.done = 0
+        self.n = 0  # as tqdm names it
         self.clock = clock
         self.t0 = self.last = clock()
+        self.closed = False
 
     def __enter__(self) -> LineProgress:
         return self
@@ -135,26 +137,30 @@ class LineProgress:
         self.close()
 
     def update(self, n: int = 1) -> None:
-        self.done += n
+        self.n += n
         now = self.clock()
-        if now - self.last >= self.every and self.done < self.total:
+        if now - self.last >= self.every and (self.total is None or self.n < self.total):
             self.last = now
             self._line(now)
 
     def close(self) -> None:
-        if self.total:
+        if not self.closed:
+            self.closed = True
             self._line(self.clock())
-            self.total = 0  # once
 
     def _line(self, now: float) -> None:
-        pct = 100 * self.done / max(self.total, 1)
-        self.out.write(f"{self.what}: {self.done} of {self.total} {self.unit} done ({pct:.0f} %), "
-                       f"{now - self.t0:.0f} s\n")
+        if self.total is None:
+            done = f"{self.n:,} {self.unit}"
+        else:
+            done = f"{self.n} of {self.total} {self.unit} done ({100 * self.n / max(self.total, 1):.0f} %)"
+        self.out.write(f"{self.what}: {done}, {now - self.t0:.0f} s\n")
         self.out.flush()
 
 
-def _bar(total: int, show: bool, what: str, unit: str) -> Any:
-    if show and total and not sys.stderr.isatty():
+def progress_bar(total: int | None, show: bool, what: str, unit: str) -> Any:
+    """A progress bar on a terminal (tqdm), whole lines elsewhere (:class:`LineProgress`);
+    nothing when not ``show`` or when ``total`` is 0."""
+    if show and total != 0 and not sys.stderr.isatty():
         return LineProgress(total, what, unit)
     from tqdm import tqdm  # here: only the steps that fan out show a bar (tqdm's import takes 60 ms)
 
@@ -186,7 +192,7 @@ class SerialRunner:
         failures: dict[str, str] = {}
         self.attempts, self.failed_attempts = [], []
         extra = {"storage": self.storage} if "storage" in inspect.signature(func).parameters else {}
-        with _bar(len(tasks), self.progress, what, unit) as bar:
+        with progress_bar(len(tasks), self.progress, what, unit) as bar:
             for task in tasks:
                 failed: list[dict[str, Any]] = []
                 for attempt in range(self.retries + 1):
@@ -271,7 +277,7 @@ class LithopsRunner:
             pending = list(futures)
             calls = {id(f): f.response_future for f in futures}  # the call each task waits on now
             lost: set[int] = set()
-            with _bar(len(tasks), self.progress, what, unit) as bar:
+            with progress_bar(len(tasks), self.progress, what, unit) as bar:
                 last_event = time.monotonic()
                 while pending:
                     # ALWAYS: look once and return, so that this loop keeps the time

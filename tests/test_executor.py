@@ -127,7 +127,14 @@ def test_progress_to_a_file_is_whole_lines(monkeypatch: pytest.MonkeyPatch) -> N
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue()
     assert lines == ["calling: 2 of 4 regions done (50 %), 11 s", "calling: 4 of 4 regions done (100 %), 31 s"]
+    out = io.StringIO()
+    clock = iter([0.0, 12.0, 13.0])
+    with executor.LineProgress(None, "chunking A's FASTQs", " pairs", out=out, clock=lambda: next(clock)) as bar:
+        bar.update(50_000 - bar.n)
+    assert out.getvalue().splitlines() == ["chunking A's FASTQs: 50,000 pairs, 12 s",
+                                           "chunking A's FASTQs: 50,000 pairs, 13 s"]
     monkeypatch.setattr(executor.sys.stderr, "isatty", lambda: False, raising=False)
-    assert isinstance(executor._bar(5, True, "calling", "region"), executor.LineProgress)
+    assert isinstance(executor.progress_bar(5, True, "calling", "region"), executor.LineProgress)
+    assert isinstance(executor.progress_bar(None, True, "chunking", "pairs"), executor.LineProgress)
     monkeypatch.setattr(executor.sys.stderr, "isatty", lambda: True, raising=False)
-    assert not isinstance(executor._bar(5, True, "calling", "region"), executor.LineProgress)
+    assert not isinstance(executor.progress_bar(5, True, "calling", "region"), executor.LineProgress)
