@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,12 +159,21 @@ def breakdown(steps: Sequence[Step], functions: Sequence[FunctionRun], t0: float
         spans.append((s.entered, s.ended, 2, f"step work: {kind}"))
     for f in functions:
         spans.append((f.started, f.started + f.seconds, 3, FUNCTIONS))
-    cuts = sorted({t0, t1, *(x for a, b, _, _ in spans for x in (a, b) if t0 < x < t1)})
+    # One sweep over the spans' ends (a run may have a million functions): the spans
+    # live between two consecutive times are those started at or before the first and
+    # not ended by it; among them, the (priority, label) that sorts last owns the stretch.
+    events = sorted((t, delta, (p, label)) for a, b, p, label in spans if a < b for t, delta in ((a, 1), (b, -1)))
+    live: Counter[tuple[int, str]] = Counter()
     pieces: dict[str, float] = defaultdict(float)
-    for a, b in zip(cuts, cuts[1:], strict=False):
-        mid = (a + b) / 2
-        live = [(p, label) for s, e, p, label in spans if s <= mid < e]
-        pieces[max(live)[1] if live else SNAKEMAKE] += b - a
+    at, i = t0, 0
+    while at < t1:
+        while i < len(events) and events[i][0] <= at:
+            live[events[i][2]] += events[i][1]
+            i += 1
+        nxt = min(events[i][0], t1) if i < len(events) else t1
+        owner = max((key for key, n in live.items() if n > 0), default=None)
+        pieces[owner[1] if owner else SNAKEMAKE] += nxt - at
+        at = nxt
     out = Breakdown(t0, t1, dict(pieces))
     for f in functions:
         out.functions += 1

@@ -55,3 +55,42 @@ def test_this_process_knows_when_it_started() -> None:
                                        ("call", "call"), ("plan_joint", "plan_joint"), ("odd", "odd")])
 def test_a_log_names_its_step(log: str, kind: str) -> None:
     assert step_kind(log) == kind
+
+
+def _by_midpoints(steps: list[Step], functions: list[FunctionRun], t0: float, t1: float) -> dict[str, float]:
+    """The rule as stated, slowly: every stretch between two span ends goes to the most
+    specific span live at its midpoint."""
+    spans = [(s.process_start, s.entered, 1, f"step start-up (interpreter, imports): {step_kind(s.name)}")
+             for s in steps] + [(s.entered, s.ended, 2, f"step work: {step_kind(s.name)}") for s in steps]
+    spans += [(f.started, f.started + f.seconds, 3, FUNCTIONS) for f in functions]
+    cuts = sorted({t0, t1, *(x for a, b, _, _ in spans for x in (a, b) if t0 < x < t1)})
+    out: dict[str, float] = {}
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        live = [(p, label) for s, e, p, label in spans if s <= (a + b) / 2 < e]
+        label = max(live)[1] if live else SNAKEMAKE
+        out[label] = out.get(label, 0.0) + b - a
+    return out
+
+
+def test_the_sweep_gives_what_the_rule_says() -> None:
+    """Random runs (overlapping steps, functions, zero-length and out-of-window spans):
+    the one-pass sweep gives each label the seconds the midpoint rule does."""
+    import random
+
+    rng = random.Random(3)
+    kinds = ["stage_sampleA", "plan_sampleA", "call", "merge_sampleA", "report"]
+    for _ in range(200):
+        steps = []
+        for _ in range(rng.randint(0, 6)):
+            a = rng.uniform(-2, 20)
+            b = a + rng.choice([0.0, rng.uniform(0, 2)])
+            steps.append(Step(rng.choice(kinds), a, b, b + rng.choice([0.0, rng.uniform(0, 8)])))
+        functions = [FunctionRun("r", rng.uniform(0, 20), rng.choice([0.0, rng.uniform(0, 5)]), {})
+                     for _ in range(rng.randint(0, 30))]
+        t0, t1 = rng.uniform(-1, 5), rng.uniform(15, 25)
+        got = breakdown(steps, functions, t0, t1)
+        want = _by_midpoints(steps, functions, t0, t1)
+        assert {k for k, v in got.pieces.items() if v > 1e-12} == {k for k, v in want.items() if v > 1e-12}
+        for label, secs in want.items():
+            assert got.pieces.get(label, 0.0) == pytest.approx(secs, abs=1e-9), label
+        assert sum(got.pieces.values()) == pytest.approx(t1 - t0)
