@@ -755,6 +755,11 @@ NULL_BAND = (20.0, 30.0)
 BUDGET_FLOOR = NULL_BAND[1]
 
 
+def _line_qual(line: str) -> float:
+    """A record line's QUAL (an indel's, which the merge does not score again)."""
+    return float(line.split("\t", 6)[5])
+
+
 def null_band(lines: list[str], model: SampleModel, params: LowfreqParams) -> int:
     """How many candidate ``lines`` (SNVs scored under the sample's model, indels as
     they are) score QUAL within :data:`NULL_BAND`. A count per line: the counts of any
@@ -762,7 +767,7 @@ def null_band(lines: list[str], model: SampleModel, params: LowfreqParams) -> in
     snv, _, alleles = _rescored(lines, model, params)
     quals = [float(v) for v in _quals(alleles)] if alleles is not None else []
     skip = set(snv)
-    quals += [float(ln.split("\t", 6)[5]) for i, ln in enumerate(lines) if i not in skip]
+    quals += [_line_qual(ln) for i, ln in enumerate(lines) if i not in skip]
     lo, hi = NULL_BAND
     return sum(1 for q in quals if lo <= q < hi)
 
@@ -826,7 +831,7 @@ def finalize(lines: list[str], model: SampleModel, params: LowfreqParams) -> lis
         if i in snv_set:
             if i in out:
                 kept.append(out[i])
-        elif float(ln.split("\t", 6)[5]) >= least:
+        elif _line_qual(ln) >= least:
             kept.append(ln)
     return kept
 
