@@ -93,7 +93,7 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
     slices: list[str] = []
     scans: list[ReadScan] = []
     for i, bam in enumerate(t.bams):
-        slices.append(fetch_bam_slice(store, bam, os.path.join(tmp, f"slice{i}.bam")))
+        slices.append(fetch_bam_slice(store, bam, os.path.join(tmp, f"slice{i}.bam"), stop=context.end))
         clock.lap("fetch_bam")
         scans.append(scan_reads(slices[-1], region, context))
         clock.lap("scan")

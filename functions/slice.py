@@ -25,20 +25,30 @@ Nothing here downloads a whole BAM, reference or index.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import struct
 from collections.abc import Sequence
+from typing import BinaryIO
 
 import pysam
 
 from functions.core.bai import Chunk, write_bai
-from functions.core.bgzf import BGZF_HEADER, EOF_BLOCK, MAX_BLOCK_DATA, block_size, deflate_block, deflate_blocks
+from functions.core.bgzf import (
+    BGZF_HEADER,
+    EOF_BLOCK,
+    MAX_BLOCK_DATA,
+    block_size,
+    deflate_block,
+    deflate_blocks,
+    inflate_block,
+)
 from functions.core.fai import FaiEntry
 from functions.core.storage import ObjectStore
-from functions.core.tasks import BamSlice, Span
+from functions.core.tasks import SCAN_SLACK, BamSlice, Span
 
 
-def fetch_bam_slice(store: ObjectStore, bam: BamSlice, path: str) -> str:
+def fetch_bam_slice(store: ObjectStore, bam: BamSlice, path: str, stop: int | None = None) -> str:
     """Write the local view of a region's slice at ``path`` (+ ``.bai``); returns path.
 
     A range ``(start, end, tail)`` is fetched as bytes [start, end) and, with
@@ -47,11 +57,22 @@ def fetch_bam_slice(store: ObjectStore, bam: BamSlice, path: str) -> str:
     bytes go to disk as they arrive, in GETs of at most 64 MB
     (:meth:`~functions.core.storage.ObjectStore.get_range_into`): a function's memory
     does not grow with its slice.
+
+    With ``bam.scan`` and ``stop`` (the end of the region's context), the bytes from
+    the scan's block on are fetched as the reads need them (:func:`_scan_to`): up to
+    the first record that starts at or past ``stop``, and the local index's chunks
+    end there. The last range's GET reaches on into the scan's first guess.
     """
     bam_key, bucket, bam_size = bam.obj.key, bam.obj.bucket, bam.size
+    chunks = list(bam.chunks)
     with open(path, "w+b") as out:
         out.truncate(bam_size)
-        for start, end, tail in [(*bam.header, False), *bam.ranges]:
+        ranges = [(*bam.header, False), *bam.ranges]
+        scan = bam.scan if stop is not None else None
+        lead = None
+        if scan is not None and ranges[-1][1] == scan[0] >> 16 and not ranges[-1][2]:
+            lead = ranges.pop()[0]  # its GET reaches on into the scan's first guess
+        for start, end, tail in ranges:
             out.seek(start)
             if not tail:
                 store.get_range_into(bam_key, start, end, out, bucket)
@@ -60,12 +81,86 @@ def fetch_bam_slice(store: ObjectStore, bam: BamSlice, path: str) -> str:
             out.seek(end)
             block_end = end + block_size(out.read(BGZF_HEADER))
             store.get_range_into(bam_key, end + BGZF_HEADER, block_end, out, bucket)
+        if scan is not None and stop is not None:
+            limit = max(e for _, e in chunks)
+            until = _scan_to(store, bam, out, scan, lead, bam.tid, stop, limit)
+            chunks = [(b, min(e, until)) for b, e in chunks if b < until]
         if bam_size >= len(EOF_BLOCK):
             out.seek(bam_size - len(EOF_BLOCK))
             out.write(EOF_BLOCK)
     with open(path + ".bai", "wb") as out:
-        out.write(write_bai(bam.n_ref, bam.tid, [Chunk(b, e) for b, e in bam.chunks]))
+        out.write(write_bai(bam.n_ref, bam.tid, [Chunk(b, e) for b, e in chunks]))
     return path
+
+
+def _scan_to(store: ObjectStore, bam: BamSlice, out: BinaryIO, scan: tuple[int, int], lead: int | None,
+             tid: int, stop: int, limit: int) -> int:
+    """Fetch the BAM from the scan's virtual offset on, into ``out`` at the true offsets,
+    as far as the records need; returns the virtual offset of the first record there
+    that lies on another contig or starts at or past ``stop`` (``limit``, the chunks'
+    end, at the latest; the bytes of the block holding it are fetched).
+
+    The first GET asks for the scan's guess of bytes past its block (from ``lead``,
+    the start of a range ending there, when given: one GET for both). When that falls
+    short, each next GET asks for the bytes the positions still to go would take at
+    the bytes per base read so far, a quarter more (twice the last GET while no two
+    positions are known). Only the blocks holding the records' first 12 bytes (size,
+    contig, position) are inflated, one after another.
+    """
+    voffset, guess = scan
+    block = voffset >> 16
+    fetched = lead if lead is not None else block
+    # Never past the block holding the chunks' end (the 18 bytes of its header first).
+    cap = (limit >> 16) + (BGZF_HEADER if limit & 0xFFFF else 0)
+    want = max(guess, BGZF_HEADER)
+    starts: list[tuple[int, int]] = []  # (block offset, its first byte's place in data)
+    data = bytearray()  # the inflated blocks from starts[0] on
+    base = 0  # the place in all inflated bytes of data[0]
+    at = voffset & 0xFFFF  # the next record's place in all inflated bytes
+    first = last = -1  # the first and the last position read
+
+    def voffset_of(place: int) -> int:
+        i = bisect.bisect_right([p for _, p in starts], place) - 1
+        return (starts[i][0] << 16) | (place - starts[i][1])
+
+    while True:
+        while at + 12 <= base + len(data):
+            size, ref, pos = struct.unpack_from("<iii", data, at - base)
+            here = voffset_of(at)
+            if here >= limit or ref != tid or pos >= stop:
+                return min(here, limit)
+            first, last = (pos if first < 0 else first), pos
+            at += 4 + size
+        if block << 16 >= limit:
+            return limit
+        # inflate the next block, fetching more bytes first when it is not all here
+        out.seek(block)
+        head = out.read(BGZF_HEADER) if block + BGZF_HEADER <= fetched else b""
+        need = block + (block_size(head) if head else BGZF_HEADER)
+        if need > fetched:
+            if fetched >= bam.size:
+                return limit  # the file ended first: nothing to cut
+            ask = want
+            if last > first:  # the bytes per base so far, for the positions still to go
+                per_base = (at - (voffset & 0xFFFF)) * (block - (voffset >> 16)) / (base + len(data)) / (last - first)
+                ask = int(1.25 * per_base * (stop - last)) + SCAN_SLACK
+            end = min(bam.size, max(need, min(cap, max(fetched, block) + ask)))
+            out.seek(fetched)
+            store.get_range_into(bam.obj.key, fetched, end, out, bam.obj.bucket)
+            fetched, want = end, 2 * want
+            continue
+        out.seek(block)
+        raw = out.read(need - block)
+        inflated = inflate_block(raw, 0, len(raw))
+        if not inflated:
+            return limit  # the EOF block
+        while len(starts) > 1 and starts[1][1] <= at:  # drop blocks the records are past
+            drop = starts[1][1] - base
+            del data[:drop], starts[0]
+            base += drop
+        starts.append((block, base + len(data)))
+        data += inflated
+        block = need
 
 
 def fetch_reference_window(

@@ -117,7 +117,7 @@ def _slice(plan: SamplePlan, r: Region, bam: StoredFile) -> BamSlice:
     """What a function fetches of one BAM for region ``r``."""
     return BamSlice(bam.ref, bam.size, plan.n_ref,
                     (plan.header.start, plan.header.end), r.tid, tuple((c.beg, c.end) for c in r.chunks),
-                    tuple((b.start, b.end, b.tail) for b in r.ranges))
+                    tuple((b.start, b.end, b.tail) for b in r.ranges), r.scan)
 
 
 def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: list[StagedSample],

@@ -238,8 +238,8 @@ def test_fine_plans_hold_every_read_and_fetch_little_more(
         assert len(region.ranges) == 1  # one range: 3 or 4 GETs per region
         bam_slice = BamSlice(ObjectRef(man.bam.key), man.bam.size, 1, (plan.header.start, plan.header.end), 0,
                              tuple((c.beg, c.end) for c in region.chunks),
-                             tuple((b.start, b.end, b.tail) for b in region.ranges))
-        path = fetch_bam_slice(store, bam_slice, str(tmp_path / "slice.bam"))
+                             tuple((b.start, b.end, b.tail) for b in region.ranges), region.scan)
+        path = fetch_bam_slice(store, bam_slice, str(tmp_path / "slice.bam"), stop=region.context_end)
         ctx = (CONTIG, region.context_start, region.context_end)
         with pysam.AlignmentFile(path) as sl, pysam.AlignmentFile(str(deep)) as full:
             got = [(r.query_name, r.flag) for r in sl.fetch(*ctx)]

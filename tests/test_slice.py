@@ -18,7 +18,7 @@ from functions.core.bai import MAX_BGZF_BLOCK, coffset, parse_bai, reg2bins
 from functions.core.fai import parse_fai
 from functions.core.tasks import BamSlice, ObjectRef
 from functions.slice import fetch_bam_slice, fetch_reference_window
-from pipeline.plan import PlanSettings, plan_sample
+from pipeline.plan import PlanSettings, _byte_ranges, plan_sample
 from pipeline.stage import stage_sample
 
 CONTIGS = {s: pysam.AlignmentFile(str(DATA / f"{s}.bam")).header for s in SAMPLES}
@@ -62,28 +62,40 @@ def test_slice_holds_every_read_and_no_more_bytes_than_bound(store, tmp_path, re
     plan = plan_sample(sample, index, contigs, man.bam.key, man.bam.size,
                        PlanSettings(n_regions=1), cuts={chrom: [start, end]})
     tid = header.get_tid(chrom)
+    region = next((r for r in plan.regions if r.chrom == chrom and r.start == start), None)
     with pysam.AlignmentFile(str(DATA / f"{sample}.bam")) as bam:
         want = {(r.query_name, r.flag, r.reference_start) for r in bam.fetch(chrom, start, end)}
-    region = next((r for r in plan.regions if r.chrom == chrom and r.start == start), None)
+        if region is not None:  # the reads the function piles up: those overlapping the context
+            want = {(r.query_name, r.flag, r.reference_start)
+                    for r in bam.fetch(chrom, region.context_start, region.context_end)}
     if region is None:  # no read overlaps the region: the planner gives it no function
         assert not want
         return
     assert region.end == end
-    before = store.counts.get_bytes
-    gets_before = store.counts.gets
-    bam_slice = BamSlice(ObjectRef(man.bam.key), man.bam.size, len(contigs),
-                         (plan.header.start, plan.header.end), tid, tuple((c.beg, c.end) for c in region.chunks),
-                         tuple((b.start, b.end, b.tail) for b in region.ranges))
-    path = fetch_bam_slice(store, bam_slice, str(tmp_path / "slice.bam"))
-    fetched = store.counts.get_bytes - before
-    with pysam.AlignmentFile(path) as sl:
-        got = {(r.query_name, r.flag, r.reference_start) for r in sl.fetch(chrom, start, end)}
-    assert want <= got
     bound = region.chunk_bytes + plan.header.end + MAX_BGZF_BLOCK * len(region.ranges)
-    assert fetched <= bound
-    assert store.counts.gets - gets_before == 1 + sum(1 + b.tail for b in region.ranges)
-    # The slice is sparse: only the fetched bytes occupy disk (allow 1 fs block per range).
-    assert os.stat(path).st_blocks * 512 <= fetched + 28 + 8192 * (2 + len(region.ranges))
+    for scan in (None, region.scan) if region.scan else (None,):
+        before = store.counts.get_bytes
+        gets_before = store.counts.gets
+        ranges = region.ranges if scan else _byte_ranges(region.chunks)
+        bam_slice = BamSlice(ObjectRef(man.bam.key), man.bam.size, len(contigs),
+                             (plan.header.start, plan.header.end), tid, tuple((c.beg, c.end) for c in region.chunks),
+                             tuple((b.start, b.end, b.tail) for b in ranges), scan)
+        path = fetch_bam_slice(store, bam_slice, str(tmp_path / "slice.bam"), stop=region.context_end)
+        fetched = store.counts.get_bytes - before
+        with pysam.AlignmentFile(path) as sl:
+            got = {(r.query_name, r.flag, r.reference_start)
+                   for r in sl.fetch(chrom, region.context_start, region.context_end)}
+        assert want == got
+        assert fetched <= bound
+        gets = store.counts.gets - gets_before
+        if scan is None:
+            assert gets == 1 + sum(1 + b.tail for b in ranges)
+            unscanned = fetched
+        else:  # reading on from the scan: fewer bytes, and most often no more GETs
+            assert fetched <= unscanned
+            assert gets <= 1 + sum(1 + b.tail for b in ranges) + 3
+        # The slice is sparse: only the fetched bytes occupy disk (allow 1 fs block per range).
+        assert os.stat(path).st_blocks * 512 <= fetched + 28 + 8192 * (3 + len(ranges))
     # Every range starts on a block the index knows.
     assert all(coffset(c.beg) >= plan.header.end for c in region.chunks)
 
@@ -164,3 +176,38 @@ def test_a_large_range_streams_to_disk_in_bounded_parts(store, tmp_path) -> None
         while chunk := a.read(8 << 20):
             assert b.read(len(chunk)) == chunk
         assert b.read() == b""
+
+
+def test_scan_reads_every_context_read_whatever_its_guess(store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A slice whose end the function finds by reading on (BamSlice.scan) holds exactly
+    the reads of the region's context that the whole BAM holds, whether the plan's
+    first guess of the bytes is far too small (more GETs), right, or far too large (the
+    scan never reads past the chunks' end), and in fewer bytes than reading to the
+    chunks' end."""
+    sample = SAMPLES[0]
+    bam_path = str(DATA / f"{sample}.bam")
+    man = stage_sample(store, sample, bam_path, bam_path + ".bai", tmp_path / "m.json")
+    index = parse_bai(store.get(man.bai.key))
+    header = CONTIGS[sample]
+    contigs = tuple(zip(header.references, header.lengths, strict=True))
+    plan = plan_sample(sample, index, contigs, man.bam.key, man.bam.size, PlanSettings(n_regions=16))
+    scanned = [r for r in plan.regions if r.scan]
+    assert len(scanned) >= 8  # every region but each contig's last
+    with pysam.AlignmentFile(bam_path) as bam:
+        for r in scanned:
+            want = [x.to_string() for x in bam.fetch(r.chrom, r.context_start, r.context_end)]
+            spent = {}
+            for guess in (None, 1, r.scan[1], 10**9):
+                ranges = _byte_ranges(r.chunks) if guess is None else r.ranges
+                bam_slice = BamSlice(ObjectRef(man.bam.key), man.bam.size, len(contigs),
+                                     (plan.header.start, plan.header.end), r.tid,
+                                     tuple((c.beg, c.end) for c in r.chunks),
+                                     tuple((b.start, b.end, b.tail) for b in ranges),
+                                     None if guess is None else (r.scan[0], guess))
+                before = store.counts.get_bytes
+                path = fetch_bam_slice(store, bam_slice, str(tmp_path / "slice.bam"), stop=r.context_end)
+                spent[guess] = store.counts.get_bytes - before
+                with pysam.AlignmentFile(path) as sl:
+                    assert [x.to_string() for x in sl.fetch(r.chrom, r.context_start, r.context_end)] == want
+            assert spent[1] < spent[None] and spent[r.scan[1]] < spent[None]
+            assert spent[10**9] <= spent[None] + MAX_BGZF_BLOCK

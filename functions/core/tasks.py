@@ -59,11 +59,23 @@ class ObjectRef:
     bucket: str | None = None
 
 
+# Bytes added to each GET of a BAM slice's scan (:attr:`BamSlice.scan`) beyond its
+# estimate: the block holding the first record not needed is fetched whole, and BAM
+# blocks hold 10-25 kB.
+SCAN_SLACK = 8192
+
+
 @dataclass(frozen=True)
 class BamSlice:
     """What a function fetches of one BAM for one region: the header's byte range, the
     contig's id, the index chunks (virtual offsets) and the compressed byte ranges
-    (``(start, end, tail)``: ``tail`` asks for the BGZF block starting at ``end`` too)."""
+    (``(start, end, tail)``: ``tail`` asks for the BGZF block starting at ``end`` too).
+
+    ``scan``: ``(voffset, guess)``, or None. The index cannot say where the reads
+    starting before the region's context end stop, closer than its window (16 kb for a
+    BAI): the ranges end at ``voffset``'s block, and the function reads on from
+    ``voffset`` only as far as those reads go, asking first for ``guess`` bytes
+    (:func:`functions.slice.fetch_bam_slice`)."""
 
     obj: ObjectRef
     size: int
@@ -72,17 +84,19 @@ class BamSlice:
     tid: int
     chunks: tuple[tuple[int, int], ...]
     ranges: tuple[tuple[int, int, bool], ...]
+    scan: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"bucket": self.obj.bucket, "key": self.obj.key, "size": self.size, "n_ref": self.n_ref,
                 "header": list(self.header), "tid": self.tid, "chunks": [list(c) for c in self.chunks],
-                "ranges": [list(r) for r in self.ranges]}
+                "ranges": [list(r) for r in self.ranges], "scan": list(self.scan) if self.scan else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BamSlice:
         return cls(ObjectRef(d["key"], d.get("bucket")), d["size"], d["n_ref"], (d["header"][0], d["header"][1]),
                    d["tid"], tuple((b, e) for b, e in d["chunks"]),
-                   tuple((s, e, bool(t)) for s, e, t in d["ranges"]))
+                   tuple((s, e, bool(t)) for s, e, t in d["ranges"]),
+                   (d["scan"][0], d["scan"][1]) if d.get("scan") else None)
 
 
 @dataclass(frozen=True)
