@@ -21,3 +21,14 @@ rule all:
     localrule: True
     input:
         get_final_outputs(),
+
+
+# Snakemake's scheduler leaves a timer of up to 1 s pending after the last job, which
+# the interpreter waits for before it exits: cancelled once every job is done
+# (pipeline/hooks.py).
+onsuccess:
+    cancel_scheduler_timers()
+
+
+onerror:
+    cancel_scheduler_timers()

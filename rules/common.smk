@@ -6,6 +6,7 @@ import sys
 from functions.core.atomic import OutputError, check_writable
 from functions.engines import keeps_depth
 from pipeline.config import ConfigError, load_settings, step_settings
+from pipeline.hooks import cancel_scheduler_timers
 
 try:
     SETTINGS = load_settings(config)
