@@ -33,6 +33,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -265,6 +266,8 @@ class LithopsRunner:
         cfg = copy_lithops_config(self.lithops_config)
         _leave_inherited_lithops_session()
         make_lithops_dirs_private()
+        if cfg.get("lithops", {}).get("backend") == "localhost" and not cfg.get("localhost", {}).get("runtime"):
+            cfg["localhost"] = {**cfg.get("localhost", {}), "runtime": preloading_runtime()}
         timeout = None if self.timeout is None else max(1, round(self.timeout))
         # Lithops localhost runs its jobs in sessions of their own: if this process is
         # killed, the watchdog kills them (see pipeline.watchdog).
@@ -382,6 +385,30 @@ def _attempt(started: float, ended: float, exc: BaseException | None) -> dict[st
 # Lithops names each executor "<session>-<n>" and its calls' status and result objects
 # after it, and hands its session on to child processes through these variables.
 _LITHOPS_SESSION_VARS = ("__LITHOPS_SESSION_ID", "__LITHOPS_TOTAL_EXECUTORS")
+
+
+def preloading_runtime() -> str:
+    """An executable that runs Python as :mod:`functions.preload` does: Lithops
+    localhost's runtime when the config names none (a Lithops runtime is one
+    executable path, without arguments).
+
+    A two-line shell script in Lithops' private temporary folder, named by its
+    content, so that Lithops' cached metadata of the runtime stays valid across runs.
+    """
+    import hashlib
+
+    from lithops import constants
+
+    script = f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m functions.preload \"$@\"\n"
+    digest = hashlib.sha256(script.encode()).hexdigest()[:12]
+    path = os.path.join(constants.LITHOPS_TEMP_DIR, f"svc-python-{digest}")
+    if not os.access(path, os.X_OK):
+        part = f"{path}.{os.getpid()}.part"
+        with open(part, "w") as out:
+            out.write(script)
+        os.chmod(part, 0o700)
+        os.replace(part, path)  # whole or absent, whoever else writes it at once
+    return path
 
 
 def _leave_inherited_lithops_session() -> None:
