@@ -138,3 +138,22 @@ def test_progress_to_a_file_is_whole_lines(monkeypatch: pytest.MonkeyPatch) -> N
     assert isinstance(executor.progress_bar(None, True, "chunking", "pairs"), executor.LineProgress)
     monkeypatch.setattr(executor.sys.stderr, "isatty", lambda: True, raising=False)
     assert not isinstance(executor.progress_bar(5, True, "calling", "region"), executor.LineProgress)
+
+
+def preloaded(task: dict) -> bool:
+    """Whether the calling function's modules were imported before this call began."""
+    import sys
+
+    return "functions.call_region" in sys.modules and "pysam" in sys.modules
+
+
+def test_localhost_calls_start_with_the_functions_modules_imported() -> None:
+    """The call step's localhost runtime (functions/preload.py) imports the functions'
+    modules once in Lithops' runner, so the calls it forks do not import them each; a
+    runtime the config names is used as it is (and its calls import for themselves)."""
+    import sys
+
+    runner = LithopsRunner(LITHOPS_LOCAL, retries=0, progress=False)
+    assert runner.run(preloaded, tasks(["a", "b", "c"])) == [True, True, True]
+    own = {**LITHOPS_LOCAL, "localhost": {**LITHOPS_LOCAL["localhost"], "runtime": sys.executable}}
+    assert LithopsRunner(own, retries=0, progress=False).run(preloaded, tasks(["a", "b"])) == [False, False]
