@@ -266,7 +266,7 @@ class LithopsRunner:
         cfg = copy_lithops_config(self.lithops_config)
         _leave_inherited_lithops_session()
         make_lithops_dirs_private()
-        if cfg.get("lithops", {}).get("backend") == "localhost" and not cfg.get("localhost", {}).get("runtime"):
+        if preloads(cfg):
             cfg["localhost"] = {**cfg.get("localhost", {}), "runtime": preloading_runtime()}
         timeout = None if self.timeout is None else max(1, round(self.timeout))
         # Lithops localhost runs its jobs in sessions of their own: if this process is
@@ -385,6 +385,22 @@ def _attempt(started: float, ended: float, exc: BaseException | None) -> dict[st
 # Lithops names each executor "<session>-<n>" and its calls' status and result objects
 # after it, and hands its session on to child processes through these variables.
 _LITHOPS_SESSION_VARS = ("__LITHOPS_SESSION_ID", "__LITHOPS_TOTAL_EXECUTORS")
+
+
+def preloads(cfg: dict[str, Any]) -> bool:
+    """Whether the calls run through :func:`preloading_runtime`: Lithops localhost
+    compute with its local store, and no runtime the config names.
+
+    Not with an S3 store (Ceph's gateway): the process Lithops forks for a call
+    shares its worker's S3 connections, and the worker reports the call's start on
+    them while the call begins its own GETs. A call that first spends 0.08 s on its
+    imports rarely meets that report; one that starts at once did, in the harness:
+    "invalid XML received" from the gateway, a GET stalled for 10 s, and the
+    5 Mb run took 45-62 s instead of 25 s.
+    """
+    lt = cfg.get("lithops", {})
+    return (lt.get("backend") == "localhost" and lt.get("storage") == "localhost"
+            and not cfg.get("localhost", {}).get("runtime"))
 
 
 def preloading_runtime() -> str:

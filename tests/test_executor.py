@@ -157,3 +157,13 @@ def test_localhost_calls_start_with_the_functions_modules_imported() -> None:
     assert runner.run(preloaded, tasks(["a", "b", "c"])) == [True, True, True]
     own = {**LITHOPS_LOCAL, "localhost": {**LITHOPS_LOCAL["localhost"], "runtime": sys.executable}}
     assert LithopsRunner(own, retries=0, progress=False).run(preloaded, tasks(["a", "b"])) == [False, False]
+
+
+def test_no_preloading_with_an_s3_store() -> None:
+    """With an S3 store a forked call shares its worker's S3 connections: the calls keep
+    their own imports (which used to keep them off the worker's requests)."""
+    from pipeline.executor import preloads
+
+    assert preloads(LITHOPS_LOCAL)
+    assert not preloads({**LITHOPS_LOCAL, "lithops": {**LITHOPS_LOCAL["lithops"], "storage": "ceph"}})
+    assert not preloads({**LITHOPS_LOCAL, "localhost": {"runtime": "/usr/bin/python3"}})
