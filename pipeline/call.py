@@ -72,9 +72,10 @@ class CallSummary:
     retries: int = 0
     retried_regions: int = 0
     functions: int | None = None  # the functions run, when light regions were packed (else one per region)
+    bam_read: int = 0  # of get_bytes, those of the BAMs (the rest: the reference)
 
     def line(self) -> str:
-        ratio = self.get_bytes / self.bam_bytes if self.bam_bytes else 0.0
+        ratio = self.bam_read / self.bam_bytes if self.bam_bytes else 0.0
         retried = f"{self.retries} retries ({self.retried_regions} regions); " if self.retries else ""
         ran = (f"{self.computed} functions run" if self.functions in (None, self.computed)
                else f"{self.computed} regions called in {self.functions} functions")
@@ -82,7 +83,7 @@ class CallSummary:
             f"called {self.samples} sample(s) in {self.regions} regions: "
             f"{ran}, {self.reused} fragments reused; {retried}"
             f"read {self.get_bytes / 1e6:.2f} MB in {self.gets} GETs "
-            f"({ratio:.2f} x BAM size) in {self.seconds:.1f} s"
+            f"(BAM {ratio:.2f} x its size, and the reference) in {self.seconds:.1f} s"
         )
 
 
@@ -248,6 +249,7 @@ class CallInputs:
             samples=len(self.plans), regions=regions, computed=len(computed),
             reused=len(stats) - len(computed),
             get_bytes=sum(s["get_bytes"] for s in computed), gets=sum(s["gets"] for s in computed),
+            bam_read=sum(s.get("bam_get_bytes", 0) for s in computed),
             bam_bytes=sum(self.sample_manifests[p.sample].bam.size for p in self.plans),
             seconds=time.monotonic() - t0,
             retries=sum(s["attempts"] - 1 for s in computed),
