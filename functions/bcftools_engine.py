@@ -41,6 +41,9 @@ class BcftoolsParams:
     annotations: tuple[str, ...] = ("FORMAT/AD", "FORMAT/DP")
     variants_only: bool = True
     extra_mpileup: tuple[str, ...] = field(default_factory=tuple)
+    # calling.normalize: each region's records left-aligned and multi-allelic records
+    # split, as `bcftools norm -f <reference> -m-` of the whole-genome VCF would.
+    normalize: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BcftoolsParams:
@@ -80,11 +83,27 @@ class BcftoolsParams:
         return args
 
     def describe(self) -> str:
-        """The two command lines, for VCF headers and logs."""
+        """The command lines, for VCF headers and logs."""
         return (
             "bcftools mpileup " + " ".join(self.mpileup_args())
             + " | bcftools call " + " ".join(self.call_args("."))
+            + (" | bcftools norm -f <reference> " + " ".join(NORM_ARGS) if self.normalize else "")
         )
+
+
+# bcftools norm's arguments after its reference (calling.normalize).
+NORM_ARGS = ("-m-",)
+# How far left normalising may move a record: a region's fragment holds records from
+# this many bases before its start, the merge orders records across that stretch, and
+# a record that would move further stops the region with an error.
+NORM_MARGIN = 1000
+
+
+def normalize_vcf(vcf: str, reference: str, out_vcf: str, workdir: str) -> str:
+    """``bcftools norm -f reference -m-`` of ``vcf`` into the uncompressed ``out_vcf``."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        _bcftools(pysam.bcftools.norm, ["-f", reference, *NORM_ARGS, "-Ov", "-o", out_vcf, vcf], tmp, "norm")
+    return out_vcf
 
 
 def bcftools_version() -> str:

@@ -42,6 +42,7 @@ from typing import Any
 
 import pysam
 
+from functions.bcftools_engine import NORM_MARGIN, normalize_vcf
 from functions.core.errors import SvcError
 from functions.core.primers import PrimerScheme
 from functions.core.storage import ObjectStore
@@ -99,7 +100,10 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
         clock.lap("scan")
     bam_gets, bam_bytes = store.counts.gets, store.counts.get_bytes
     lo, hi, gaps = reference_window(scans, context, tight=loads_whole_contig(t.engine))
-    shift = lo if worth_shifting(t.engine, lo, sum(s.reads for s in scans)) else 0
+    normalize = bool(getattr(params, "normalize", False))
+    if normalize:  # bases to left-align into, before the region, and its reference as it is
+        lo, gaps = norm_window(lo, gaps, region)
+    shift = lo if worth_shifting(t.engine, lo, sum(s.reads for s in scans)) and not normalize else 0
     ref_path = fetch_reference_window(store, t.reference.key, t.fai, lo, hi,
                                       os.path.join(tmp, "ref.fa"), t.reference.bucket, shifted=bool(shift), gaps=gaps)
     clock.lap("fetch_reference")
@@ -122,6 +126,12 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
     clock.lap("engine")
     frag = os.path.join(tmp, "fragment.vcf.gz")
     records = keep_owned(raw_vcf, region, frag, volatile=(tmp,), shift=shift, targets=t.targets)
+    if normalize:
+        owned = os.path.join(tmp, "owned.vcf.gz")
+        os.replace(frag, owned)
+        normed = normalize_vcf(owned, ref_path, os.path.join(tmp, "normalized.vcf"), tmp)
+        records = keep_owned(normed, None, frag, volatile=(tmp,))
+        check_moved(frag, region)
     clock.lap("write")
     return frag, {
         **own,
@@ -222,7 +232,33 @@ def stable_header_line(line: str, volatile: tuple[str, ...]) -> bool:
     return not (line.startswith("##") and ("; Date=" in line or any(v in line for v in volatile)))
 
 
-def keep_owned(vcf_path: str, region: Span, out_path: str, volatile: tuple[str, ...] = (),
+def norm_window(lo: int, gaps: list[tuple[int, int]], region: Span) -> tuple[int, list[tuple[int, int]]]:
+    """The reference window's start and gaps when a region's records are normalised:
+    every base from :data:`NORM_MARGIN` before the region on, so that no record
+    left-aligns into an ``N`` the real reference does not have."""
+    keep_from = max(0, region.start - NORM_MARGIN - 1)
+    return min(lo, keep_from), [(a, b) for a, b in gaps if b <= keep_from or a >= region.end]
+
+
+def check_moved(fragment: str, region: Span) -> None:
+    """A normalised record moved :data:`NORM_MARGIN` bases or more before its region (in
+    a repeat that long) is refused: the merge orders records only across that margin."""
+    with pysam.BGZFile(fragment, "rb") as fh:  # type: ignore[call-arg]
+        for raw in fh:
+            line = raw.decode()
+            if line.startswith("#"):
+                continue
+            pos = int(line.split("\t", 2)[1])
+            if pos <= region.start - NORM_MARGIN:
+                raise RegionError(
+                    f"calling.normalize: a record of {region.name} left-aligns to {region.chrom}:{pos}, "
+                    f"{NORM_MARGIN} or more bases before the region, further than the merge orders records; "
+                    "call without calling.normalize and run `bcftools norm -f <reference> -m-` on the merged VCF"
+                )
+            break  # sorted: the first record is the leftmost
+
+
+def keep_owned(vcf_path: str, region: Span | None, out_path: str, volatile: tuple[str, ...] = (),
                shift: int = 0, targets: Sequence[tuple[int, int]] | None = None) -> int:
     """Bgzip ``vcf_path`` to ``out_path`` keeping the stable header lines (see
     :func:`stable_header_line`) and the records ``region`` owns (:meth:`Span.owns`),
@@ -231,7 +267,8 @@ def keep_owned(vcf_path: str, region: Span, out_path: str, volatile: tuple[str, 
     ``shift``: the engine ran on reads moved that many bases left on the region's contig
     (:func:`functions.slice.shift_slice`); records (POS, and INFO ``END``) move back.
     ``targets``: only records whose POS lies in one of these intervals (0-based,
-    sorted, merged: calling.targets minus calling.exclude) are kept."""
+    sorted, merged: calling.targets minus calling.exclude) are kept. ``region`` None:
+    every record (a normalised fragment, whose records were owned before)."""
     kept = 0
     with open(vcf_path) as src, pysam.BGZFile(out_path, "wb") as out:  # type: ignore[call-arg]
         for line in src:
@@ -247,7 +284,8 @@ def keep_owned(vcf_path: str, region: Span, out_path: str, volatile: tuple[str, 
                 if "END=" in f[7]:
                     f[7] = _END.sub(lambda m: f"{m[1]}END={int(m[2]) + shift}", f[7])
                 line = "\t".join(f)
-            if region.owns(f[0], int(f[1])) and (targets is None or contains(targets, int(f[1]) - 1)):
+            if ((region is None or region.owns(f[0], int(f[1])))
+                    and (targets is None or contains(targets, int(f[1]) - 1))):
                 kept += 1
                 out.write(line.encode())
     return kept

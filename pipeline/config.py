@@ -380,6 +380,9 @@ def load_settings(config: dict[str, Any]) -> Settings:
                     read_bed(str(calling[what]), what)
                 except TargetError as exc:
                     raise ConfigError(f"config: calling: {exc}") from exc
+    if calling.get("normalize") and calling["engine"] != "bcftools":
+        raise ConfigError(f"config: calling: normalize applies to the bcftools engine, not to "
+                          f"{calling['engine']} (unset it, or use engine: bcftools)")
     lithops = load_lithops_config(raw["lithops_config"])
     return Settings(raw=raw, samples=samples, lithops=lithops)
 
@@ -443,7 +446,9 @@ def step_settings(settings: Settings, step: str, sample: str | None = None) -> S
     calling = settings.calling
     if "calling" in wanted:
         engine = calling["engine"]
-        out["calling"] = {"engine": engine, engine: calling[engine], "cohort": settings.cohort,
+        # calling.normalize travels as a parameter of the engine (it enters the fragment keys).
+        params = {**calling[engine], **({"normalize": True} if calling.get("normalize") else {})}
+        out["calling"] = {"engine": engine, engine: params, "cohort": settings.cohort,
                           "primers": calling.get("primers"),
                           **{k: calling[k] for k in ("targets", "exclude") if calling.get(k) is not None}}
     executor = settings.executor

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import heapq
 import logging
 import os
 import re
@@ -32,6 +33,7 @@ from typing import Any
 import pysam
 import pysam.bcftools
 
+from functions.bcftools_engine import NORM_MARGIN
 from functions.core.atomic import atomic_outputs
 from functions.core.bgzf import EOF_BLOCK, BgzfError, block_at, deflate_blocks, inflate, inflate_block
 from functions.core.errors import SvcError
@@ -171,6 +173,51 @@ def check_owned(body: str, span: Span, sample: str, rerun: str) -> int:
     )
 
 
+def _pos(line: str) -> int:
+    return int(line.split("\t", 2)[1])
+
+
+def check_normalized(lines: list[str], span: Span, sample: str, rerun: str) -> None:
+    """A normalised fragment's records lie on its contig, none after its region and none
+    :data:`NORM_MARGIN` bases or more before it (left-alignment moves records left)."""
+    for line in lines:
+        c, p = line.split("\t", 2)[:2]
+        if not (c == span.chrom and p.isdigit() and span.start - NORM_MARGIN < int(p) <= span.end):
+            raise MergeError(
+                f"sample {sample}: normalised fragment of {span.name} holds a record at {c}:{p} "
+                f"outside its region and the {NORM_MARGIN} bases before it; rerun with `snakemake --forcerun {rerun}`"
+            )
+
+
+class NormalizedOrder:
+    """Sorts the normalised records of consecutive regions while they stream through.
+
+    Left-alignment moves a record at most :data:`NORM_MARGIN` bases before its region,
+    so a record of a later region can only go before the records of this contig within
+    that many bases of the regions' end so far: those wait (``pending``), the rest are
+    written. Records at the same position keep the order of their regions (those of an
+    earlier region first), as one whole-genome `bcftools norm` keeps its input's.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+        self.chrom = ""
+
+    def add(self, lines: list[str], span: Span) -> list[str]:
+        """The records ready to write once the region ``span``'s ``lines`` are in."""
+        out: list[str] = []
+        if span.chrom != self.chrom:
+            out, self.pending, self.chrom = self.pending, [], span.chrom
+        merged = list(heapq.merge(self.pending, lines, key=_pos))  # stable: pending first on ties
+        keep = next((i for i, line in enumerate(merged) if _pos(line) > span.end - NORM_MARGIN), len(merged))
+        self.pending = merged[keep:]
+        return out + merged[:keep]
+
+    def flush(self) -> list[str]:
+        out, self.pending = self.pending, []
+        return out
+
+
 def unusable_reads(manifest: CallResults) -> list[str]:
     """A warning for each sample of a call manifest whose regions held reads of which the
     caller could use none (every one flagged duplicate, secondary, QC-fail or unmapped):
@@ -271,6 +318,7 @@ def merge_sample(
     # The VCF takes about the fragments' compressed bytes; its index and stats a little more.
     needed = sum(int(f.get("size", 0)) for f in frags) + (256 << 10)
     records = 0
+    order = NormalizedOrder() if manifest.params.get("normalize") else None
     with atomic_outputs(out_stats, out_vcf + ".tbi", out_vcf, needed=needed) as (tmp_stats, tmp_tbi, tmp_vcf):
         # One fragment in memory at a time: the merge's memory does not grow with the
         # record count. A bad fragment further on raises, and atomic_outputs removes what
@@ -279,7 +327,7 @@ def merge_sample(
         with open(tmp_vcf, "wb") as out:
             last: Span | None = None
             for frag in frags:
-                f = _fragment(store, frag, sample, rerun, text=model is not None)
+                f = _fragment(store, frag, sample, rerun, text=model is not None or order is not None)
                 if last is None:
                     header = merged_header(f.header, manifest, reference, contig_md5)
                     if model is not None and getattr(model, "min_qual", None) is not None:
@@ -289,6 +337,12 @@ def merge_sample(
                 if last and last.chrom == span.chrom and last.end > span.start:
                     raise MergeError(f"sample {sample}: region {span.name} overlaps the previous region; re-plan")
                 last = span
+                if order is not None:
+                    lines = f.body.splitlines(keepends=True)
+                    check_normalized(lines, span, sample, rerun)
+                    _write_bgzf(out, "".join(order.add(lines, span)).encode())
+                    records += len(lines)
+                    continue
                 if f.blocks is not None:
                     # The function's own blocks, copied: its first and last records are
                     # checked, and it wrote only records its region owns.
@@ -303,6 +357,8 @@ def merge_sample(
                     body, n = "".join(lines), len(lines)
                 _write_bgzf(out, body.encode())
                 records += n
+            if order is not None:
+                _write_bgzf(out, "".join(order.flush()).encode())
             out.write(EOF_BLOCK)
         indexed = forked(pysam.tabix_index, tmp_vcf, preset="vcf", force=True, index=tmp_tbi)  # beside the stats
         io = f"# svc merge: {len(frags)} fragments read from object storage in {store.counts.line()}\n"
