@@ -92,17 +92,31 @@ def _align(t: ChunkTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
     sam = os.path.join(tmp, "part.sam")
     t1 = time.monotonic()
     with open(sam, "w") as fh:
-        fh.write(t.header)
+        # For fixmate the records are grouped by name (a pair's together); sort makes
+        # the part coordinate-sorted again, under the task's header.
+        fh.write(t.header.replace("\tSO:coordinate", "\tSO:unsorted\tGO:query", 1)
+                 if params.get("fixmate") else t.header)
         counts = write_records(fh, aligner, pairs, t.read_group, params["max_insert"])
     t_map = time.monotonic() - t1
     del pairs
     part = os.path.join(tmp, "part.bam")
+    if params.get("fixmate"):  # mate scores for the merge's markdup; each pair's records are together
+        fixed = os.path.join(tmp, "fixed.bam")
+        _samtools("fixmate", ["--no-PG", "-m", "-u", sam, fixed], "fixmate")
+        os.remove(sam)
+        sam = fixed
     _sort(sam, part, tmp)
     return part, {"chunk": chunk["index"], "pairs": chunk["pairs"], **counts,
                   "index_seconds": round(t_index, 3), "map_seconds": round(t_map, 3)}
 
 
 def _sort(sam: str, out: str, tmp: str) -> None:
+    _samtools("sort", ["--no-PG", "-l", PART_LEVEL, "-m", SORT_MEMORY, "-T", os.path.join(tmp, "sort"), "-o", out, sam],
+              "sort")
+
+
+def _samtools(tool: str, args: list[str], what: str) -> None:
+    """``samtools <tool> <args>`` through pysam; a failure is a ChunkError with its stderr."""
     import pysam
 
     from functions.capture import stderr_into
@@ -110,12 +124,11 @@ def _sort(sam: str, out: str, tmp: str) -> None:
     with tempfile.TemporaryFile() as err:
         try:
             with stderr_into(err):
-                pysam.sort("--no-PG", "-l", PART_LEVEL, "-m", SORT_MEMORY, "-T", os.path.join(tmp, "sort"),
-                           "-o", out, sam)
+                getattr(pysam, tool)(*args)
         except pysam.utils.SamtoolsError as exc:
             err.seek(0)
             said = " ".join(err.read().decode(errors="replace").split())
-            raise ChunkError(f"samtools sort failed on the chunk's records: {said or exc}") from exc
+            raise ChunkError(f"samtools {what} failed on the chunk's records: {said or exc}") from exc
 
 
 # -- the index -----------------------------------------------------------------------

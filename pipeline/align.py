@@ -91,9 +91,12 @@ class AlignParams:
 
     chunk_pairs: int = 50_000
     max_insert: int = 800
+    # align.mark_duplicates, resolved: parts go through `samtools fixmate -m` (mate
+    # scores, for the merge's `samtools markdup`).
+    mark_duplicates: bool = True
 
     def task_params(self) -> dict[str, Any]:
-        return {"preset": PRESET, "max_insert": self.max_insert}
+        return {"preset": PRESET, "max_insert": self.max_insert, "fixmate": self.mark_duplicates}
 
 
 def mappy_version() -> str:
@@ -299,8 +302,13 @@ def align_samples(
 
 # -- the merge -----------------------------------------------------------------------
 def merge_parts(store: ObjectStore, parts_manifest: str | Path, out_bam: str, stats_out: str,
-                threads: int = 2, level: int = 1) -> str:
-    """Merge a sample's BAM parts into ``out_bam`` (+ ``.bai``) and write its stats report; the report."""
+                threads: int = 2, level: int = 1, mark_duplicates: bool = False) -> str:
+    """Merge a sample's BAM parts into ``out_bam`` (+ ``.bai``) and write its stats report; the report.
+
+    ``mark_duplicates``: the merged BAM goes through ``samtools markdup`` (its parts
+    went through ``samtools fixmate -m`` in their functions, each chunk's pairs
+    together: the whole ``fixmate -m | sort | markdup``, chunked as the alignment is).
+    """
     manifest = AlignmentParts.read(parts_manifest)
     sample = manifest.sample
     fix = "`snakemake --cores 2 --forcerun align` aligns it again (and reuses the intact parts)"
@@ -328,8 +336,23 @@ def merge_parts(store: ObjectStore, parts_manifest: str | Path, out_bam: str, st
             paths.append(path)
         # Merged under names whose extensions tell samtools the formats (.bai, not .csi).
         bam = os.path.join(tmp, "merged.bam")
-        failed = run_samtools("merge", "--no-PG", "-c", "-p", "-@", str(threads), "-l", str(level), "--write-index",
-                              "-o", f"{bam}##idx##{bam}.bai", *paths)
+        duplicates = None
+        if mark_duplicates:
+            merged = os.path.join(tmp, "unmarked.bam")
+            failed = run_samtools("merge", "--no-PG", "-c", "-p", "-@", str(threads), "-u", "-o", merged, *paths)
+            for p in paths:
+                os.remove(p)
+            paths = []
+            stats = os.path.join(tmp, "markdup.txt")
+            if failed is None:
+                failed = run_samtools("markdup", "--no-PG", "-f", stats, "-T", os.path.join(tmp, "markdup"),
+                                      "-@", str(threads), "--output-fmt-option", f"level={level}", "--write-index",
+                                      merged, f"{bam}##idx##{bam}.bai")
+            if failed is None:
+                duplicates = markdup_counts(stats)
+        else:
+            failed = run_samtools("merge", "--no-PG", "-c", "-p", "-@", str(threads), "-l", str(level),
+                                  "--write-index", "-o", f"{bam}##idx##{bam}.bai", *paths)
         if failed is None:
             failed = quickcheck(bam)
         if failed is not None:
@@ -338,7 +361,7 @@ def merge_parts(store: ObjectStore, parts_manifest: str | Path, out_bam: str, st
             os.remove(p)
         os.replace(bam, tmp_bam)
         os.replace(f"{bam}.bai", tmp_bai)
-        report = merge_report(manifest, time.monotonic() - t0)
+        report = merge_report(manifest, time.monotonic() - t0, duplicates)
         Path(tmp_stats).write_text(report)
     logger.info("merged %d parts of %s into %s (%.1f MB) in %.1f s", len(manifest.parts), sample, out_bam,
                 os.path.getsize(out_bam) / 1e6, time.monotonic() - t0)
@@ -361,7 +384,17 @@ def quickcheck(bam: str) -> str | None:
         pysam.set_verbosity(level)
 
 
-def merge_report(manifest: AlignmentParts, merge_seconds: float) -> str:
+def markdup_counts(stats: str) -> dict[str, int]:
+    """The counts of a ``samtools markdup -f`` stats file ("DUPLICATE TOTAL: 7")."""
+    out = {}
+    for line in Path(stats).read_text().splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().isdigit():
+            out[key.strip()] = int(value)
+    return out
+
+
+def merge_report(manifest: AlignmentParts, merge_seconds: float, duplicates: dict[str, int] | None = None) -> str:
     parts = manifest.parts
     reads = sum(p["reads"] for p in parts)
 
@@ -383,4 +416,9 @@ def merge_report(manifest: AlignmentParts, merge_seconds: float) -> str:
         f"seconds_per_chunk\tmedian {statistics.median(secs):.2f}\tmax {max(secs):.2f} (chunk {slow['chunk']})",
         f"merge_seconds\t{merge_seconds:.1f}",
     ]
+    if duplicates is not None:  # samtools markdup's counts
+        dup = duplicates.get("DUPLICATE TOTAL", 0)
+        pairs, single = duplicates.get("DUPLICATE PAIR", 0), duplicates.get("DUPLICATE SINGLE", 0)
+        lines.insert(-3, f"duplicate_reads\t{dup}\t{pct(dup):.2f}%\t(samtools markdup: {pairs} of pairs, "
+                     f"{single} whose mate is unmapped)")
     return "\n".join(lines) + "\n"

@@ -95,7 +95,8 @@ def cmd_align(settings: StepSettings, args: argparse.Namespace) -> None:
     fastqs = [StagedFastq.read(p) for p in args.staged]
     groups = {fq.sample: ReadGroup.of(settings.sample(fq.sample)) for fq in fastqs}
     a = settings.align
-    params = AlignParams(chunk_pairs=a["chunk_pairs"], max_insert=a["max_insert"])
+    params = AlignParams(chunk_pairs=a["chunk_pairs"], max_insert=a["max_insert"],
+                         mark_duplicates=a["mark_duplicates"])
     outs = dict(zip([fq.sample for fq in fastqs], args.out, strict=True))
     runner = make_runner(settings.executor, settings.lithops)
     store = open_store(settings)
@@ -110,7 +111,8 @@ def cmd_align(settings: StepSettings, args: argparse.Namespace) -> None:
 def cmd_merge_alignments(settings: StepSettings, args: argparse.Namespace) -> None:
     from pipeline.align import merge_parts
 
-    merge_parts(open_store(settings), args.parts, args.out, args.stats, level=settings.align["compression_level"])
+    merge_parts(open_store(settings), args.parts, args.out, args.stats, level=settings.align["compression_level"],
+                mark_duplicates=settings.align["mark_duplicates"])
 
 
 def plan_settings(settings: StepSettings) -> PlanSettings:

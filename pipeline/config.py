@@ -421,6 +421,13 @@ def _pick(section: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: section[k] for k in keys if k in section}
 
 
+def marks_duplicates(settings: Settings) -> bool:
+    """align.mark_duplicates, null resolved: on for shotgun libraries, off with an amplicon
+    scheme (calling.primers), whose reads of one amplicon all start at its primers."""
+    chosen = settings.align.get("mark_duplicates")
+    return not settings.calling.get("primers") if chosen is None else bool(chosen)
+
+
 def step_settings(settings: Settings, step: str, sample: str | None = None) -> StepSettings:
     """What ``step`` uses of the validated ``settings``, and nothing more: so that, as a
     rule's param, a changed key reruns exactly the steps that read it. ``sample`` names
@@ -458,10 +465,11 @@ def step_settings(settings: Settings, step: str, sample: str | None = None) -> S
         out["samples"] = [settings.sample(str(sample)).to_dict("fastq")]
     elif step == "align":
         out["executor"] = _pick(executor, *_FANOUT_EXECUTOR)
-        out["align"] = _pick(settings.align, "chunk_pairs", "max_insert")
+        out["align"] = {**_pick(settings.align, "chunk_pairs", "max_insert"),
+                        "mark_duplicates": marks_duplicates(settings)}
         out["samples"] = [s.to_dict("read_group") for s in settings.samples if s.aligned]
     elif step == "merge-alignments":
-        out["align"] = _pick(settings.align, "compression_level")
+        out["align"] = {**_pick(settings.align, "compression_level"), "mark_duplicates": marks_duplicates(settings)}
     elif step == "stage-sample":
         out["samples"] = [settings.sample(str(sample)).to_dict("bam")]
     elif step == "call":

@@ -157,9 +157,10 @@ def test_records_and_mate_fields_match_the_simulation(runs: dict[str, Aligned]) 
         for tag in ("NM", "SA", "RG"):
             if (a.get_tag(tag) if a.has_tag(tag) else None) != (b.get_tag(tag) if b.has_tag(tag) else None):
                 differ.setdefault(tag, []).append(a.query_name)
-        # The generator leaves MC off unmapped reads; we give it wherever the mate is mapped.
-        if not a.is_unmapped and (a.get_tag("MC") if a.has_tag("MC") else None) != (
-                b.get_tag("MC") if b.has_tag("MC") else None):
+        # The generator leaves MC off unmapped reads; we give it wherever the mate is mapped,
+        # and samtools fixmate -m (the parts go through it) writes MC:Z:* where it is not.
+        mc = a.get_tag("MC") if a.has_tag("MC") else None
+        if not a.is_unmapped and (None if mc == "*" else mc) != (b.get_tag("MC") if b.has_tag("MC") else None):
             differ.setdefault("MC", []).append(a.query_name)
     assert not differ, {k: (len(v), v[:3]) for k, v in differ.items()}
 
@@ -249,10 +250,41 @@ def test_merge_refuses_a_missing_part_and_writes_nothing(tmp_path: Path) -> None
 
 # -- end to end: FASTQ -> VCF through the snakemake command line ----------------------
 @pytest.mark.e2e
+def _duplicate_flags(bam: str) -> list[tuple[str, int, int, int]]:
+    """(name, flag, contig, position) of every record flagged duplicate."""
+    with pysam.AlignmentFile(bam) as fh:
+        return sorted((r.query_name, r.flag, r.reference_id, r.reference_start) for r in fh if r.is_duplicate)
+
+
+def _unmarked(bam: str, out: Path) -> str:
+    """A copy of ``bam`` without duplicate flags, indexed."""
+    with pysam.AlignmentFile(bam) as src, pysam.AlignmentFile(str(out), "wb", template=src) as dst:
+        for r in src:
+            r.is_duplicate = False
+            dst.write(r)
+    pysam.index(str(out))
+    return str(out)
+
+
+def _samtools_markdup(bam: str, work: Path) -> str:
+    """The same alignments through `samtools collate | fixmate -m | sort | markdup`, the
+    duplicate flags cleared first (markdup -c)."""
+    work.mkdir()
+    steps = [("collate", ["-o", str(work / "c.bam"), bam]),
+             ("fixmate", ["-m", str(work / "c.bam"), str(work / "f.bam")]),
+             ("sort", ["-o", str(work / "s.bam"), str(work / "f.bam")]),
+             ("markdup", ["-c", str(work / "s.bam"), str(work / "d.bam")])]
+    for tool, args in steps:
+        getattr(pysam, tool)(*args, catch_stdout=False)
+    return str(work / "d.bam")
+
+
 def test_fastq_to_vcf_through_snakemake(tmp_path: Path) -> None:
     """config/fastq.yaml: the bundled FASTQs, aligned in 5 chunks per sample, then called.
-    The VCFs equal one whole-genome bcftools run on the simulation's own BAMs (so the
-    route loses nothing), and are scored against the truth with the BAM route's floors."""
+    The BAMs' duplicate flags are those of `samtools collate | fixmate -m | sort |
+    markdup` on the same alignments; the VCFs equal one whole-genome bcftools run on the
+    simulation's own BAMs with their duplicates marked so (so the route loses nothing),
+    and are scored against the truth with the BAM route's floors."""
     from helpers import whole_genome
     from test_accuracy import FLOORS
     from test_e2e import make_workdir, snakemake
@@ -266,18 +298,33 @@ def test_fastq_to_vcf_through_snakemake(tmp_path: Path) -> None:
     assert re.search(r"^aligning chunks: 10 of 10 \S+ done \(100 %\)", res.stderr, re.M), res.stderr[-3000:]
     assert "aligned 2 sample(s): 41,334 pairs (82,668 reads) in 10 chunks (10 functions run, 0 parts reused)" \
         in res.stderr
+    changed = []  # per sample: did marking duplicates change a call?
     for sample in ("sampleA", "sampleB"):
         bam = wd / "results" / f"{sample}.bam"
         pysam.quickcheck(str(bam))
         stat = pysam.flagstat(str(bam))
         proper = re.search(r"^\d+ \+ 0 properly paired \(([\d.]+)%", stat, re.M)
         assert proper and float(proper.group(1)) >= 99.5, stat
-        assert "properly_paired_reads\t" in (wd / "results" / f"{sample}.align.txt").read_text()
+        report = (wd / "results" / f"{sample}.align.txt").read_text()
+        assert "properly_paired_reads\t" in report
+        marked = _duplicate_flags(str(bam))
+        assert len(marked) >= 3 and f"duplicate_reads\t{len(marked)}\t" in report, report
+        assert marked == _duplicate_flags(_samtools_markdup(str(bam), tmp_path / sample))
         vcf = str(wd / "results" / f"{sample}.vcf.gz")
-        assert vcf_body(vcf) == vcf_body(whole_genome(sample, tmp_path))
+        # Called as one whole-genome run on the BAM would; the duplicates make a difference.
+        (tmp_path / f"{sample}-ours").mkdir()
+        (tmp_path / f"{sample}-unmarked").mkdir()
+        ours = vcf_body(whole_genome(sample, tmp_path / f"{sample}-ours", bam=bam))
+        assert vcf_body(vcf) == ours
+        # Without the duplicate flags, the alignments call as the simulation's own BAM does.
+        unmarked = _unmarked(str(bam), tmp_path / f"{sample}-unmarked.bam")
+        plain = vcf_body(whole_genome(sample, tmp_path / f"{sample}-unmarked", bam=Path(unmarked)))
+        assert plain == vcf_body(whole_genome(sample, tmp_path))
+        changed.append(plain != ours)
         scores = accuracy(vcf, str(DATA / "truth" / f"{sample}.vcf.gz"), str(DATA / "ref.fa"))
         for kind, (p_min, r_min) in FLOORS.items():
             assert scores[kind].precision >= p_min and scores[kind].recall >= r_min, str(scores[kind])
+    assert any(changed), "marking duplicates changes some call of the bundled samples"
     # The run report's timeline has the 10 alignment functions and the 16 calling functions.
     page = (wd / "results" / "report.html").read_text()
     assert len(re.findall(r"<title>align sample[AB] chunk \d+: ", page)) == 10

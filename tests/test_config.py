@@ -121,3 +121,21 @@ def test_schema_defaults_are_the_engines_own(engine: str) -> None:
     cfg["calling"] = {"engine": engine}
     filled = load_settings(cfg).calling[engine]
     assert cls.from_dict(filled) == cls()
+
+
+def test_duplicates_are_marked_for_shotgun_reads_and_left_alone_for_amplicons() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.config import marks_duplicates, step_settings
+
+    s = load_settings(default_config())
+    assert s.align["mark_duplicates"] is None and marks_duplicates(s)
+    assert step_settings(s, "align").align["mark_duplicates"] is True
+    assert step_settings(s, "merge-alignments").align["mark_duplicates"] is True
+
+    def settings(chosen: bool | None, primers: str | None) -> SimpleNamespace:
+        return SimpleNamespace(align={"mark_duplicates": chosen}, calling={"primers": primers})
+
+    assert not marks_duplicates(settings(None, "scheme.bed"))  # type: ignore[arg-type]
+    assert marks_duplicates(settings(True, "scheme.bed"))  # type: ignore[arg-type]
+    assert not marks_duplicates(settings(False, None))  # type: ignore[arg-type]
