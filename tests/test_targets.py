@@ -99,3 +99,23 @@ def test_a_bed_naming_another_contig_stops_the_run_before_any_function(tmp_path:
     lowfreq = make_workdir(tmp_path / "lf", calling__engine="lowfreq", calling__targets=bed)
     res = snakemake(lowfreq, "-n")
     assert res.returncode != 0 and "targets and exclude restrict the bcftools engine" in res.stderr
+
+
+@pytest.mark.e2e
+def test_targets_in_joint_mode_equal_a_filtered_whole_genome_joint_run(tmp_path: Path) -> None:
+    """Joint mode plans the samples' shared regions by the bytes near the targets: the
+    cohort VCF equals one whole-genome joint run filtered the same way."""
+    from helpers import DATA
+    from test_cohort import whole_joint
+
+    bed = _bed(tmp_path / "genes.bed", [("chr1", 10_000, 40_000), ("chr1", 100_000, 100_500), ("chr3", 0, 62_000)])
+    ex = _bed(tmp_path / "blacklist.bed", [("chr1", 30_000, 31_000), ("chr3", 20_000, 30_000)])
+    wd = make_workdir(tmp_path / "run", plan__n_regions=11, calling__mode="joint", calling__cohort="cohort",
+                      calling__targets=bed, calling__exclude=ex)
+    res = snakemake(wd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    body = whole_joint([DATA / "sampleA.bam", DATA / "sampleB.bam"], tmp_path)
+    raw = tmp_path / "whole.sampleA+sampleB.vcf"  # the joint run whole_joint wrote
+    want = vcf_body(_filtered(_filtered(str(raw), bed, tmp_path / "t.vcf"), ex, tmp_path / "tx.vcf", exclude=True))
+    got = vcf_body(str(wd / "results" / "cohort.vcf.gz"))
+    assert got == want and 20 < len(got) < len(body)
