@@ -338,8 +338,10 @@ def merge_parts(store: ObjectStore, parts_manifest: str | Path, out_bam: str, st
         bam = os.path.join(tmp, "merged.bam")
         duplicates = None
         if mark_duplicates:
+            # Compressed (level 1: read once), so that the parts, then the unmarked BAM
+            # beside the marked one, stay within the twice the parts' bytes checked above.
             merged = os.path.join(tmp, "unmarked.bam")
-            failed = run_samtools("merge", "--no-PG", "-c", "-p", "-@", str(threads), "-u", "-o", merged, *paths)
+            failed = run_samtools("merge", "--no-PG", "-c", "-p", "-@", str(threads), "-l", "1", "-o", merged, *paths)
             for p in paths:
                 os.remove(p)
             paths = []
