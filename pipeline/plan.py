@@ -607,10 +607,10 @@ def write_plan(plan: SamplePlan, path: str | Path, io: IoCounts | None = None) -
                     r.fetch_bytes,
                     ",".join(str(b) for b in r.ranges),
                     ",".join(
-                        f"{coffset(c.beg)}:{uoffset(c.beg)}-{coffset(c.end)}:{uoffset(c.end)}"
+                        f"{_voffset_text(c.beg)}-{_voffset_text(c.end)}"
                         for c in r.chunks
                     ),
-                    f"{coffset(r.scan[0])}:{uoffset(r.scan[0])}+{r.scan[1]}" if r.scan else "",
+                    f"{_voffset_text(r.scan[0])}+{r.scan[1]}" if r.scan else "",
                 )
             )
         )
@@ -668,19 +668,26 @@ def read_plan(path: str | Path) -> SamplePlan:
     return plan
 
 
+def _voffset_text(voffset: int) -> str:
+    """A virtual offset as the plan writes it: ``block:offset``."""
+    return f"{coffset(voffset)}:{uoffset(voffset)}"
+
+
+def _parse_voffset(text: str) -> int:
+    c, u = map(int, text.split(":"))
+    return (c << 16) | u
+
+
 def _parse_scan(text: str) -> tuple[int, int] | None:
     if not text:
         return None
     at, guess = text.split("+")
-    c, u = map(int, at.split(":"))
-    return (c << 16) | u, int(guess)
+    return _parse_voffset(at), int(guess)
 
 
 def _parse_chunk(text: str) -> Chunk:
     a, b = text.split("-")
-    ac, au = map(int, a.split(":"))
-    bc, bu = map(int, b.split(":"))
-    return Chunk((ac << 16) | au, (bc << 16) | bu)
+    return Chunk(_parse_voffset(a), _parse_voffset(b))
 
 
 def plan_input(
