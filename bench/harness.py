@@ -99,8 +99,8 @@ SAMPLE = "sampleA"
 VIRAL_SAMPLE = "mixture"
 CEPH_PORTS = (7480, 3300, 6789)  # the gateway, the monitor (v2, v1): fixed in tests/services/ceph.sh
 VIRAL_BCFTOOLS = BcftoolsParams(ploidy=1, max_depth=100_000)  # as bench_lowfreq's bcftools run
-GERMLINE_TOOLS = ("pipeline", "pipeline-ceph", "bcftools", "bcftools-pysam", "bcftools-scatter", "freebayes",
-                  "freebayes-parallel")
+GERMLINE_TOOLS = ("pipeline", "pipeline-ceph", "pipeline-cram", "bcftools", "bcftools-pysam", "bcftools-scatter",
+                  "freebayes", "freebayes-parallel")
 VIRAL_TOOLS = ("viral-pipeline", "viral-bcftools", "viral-ivar")
 BASELINE = {"germline": "bcftools", "viral": "viral-bcftools"}
 
@@ -515,18 +515,19 @@ def run_germline_tool(ctx: Context, row: Row, cmd: str | list[str], vcf: Path, m
     return t
 
 
-def _run_pipeline_germline(ctx: Context, row: Row, out: Path, ceph: dict[str, str] | None = None) -> Timing:
+def _run_pipeline_germline(ctx: Context, row: Row, out: Path, ceph: dict[str, str] | None = None,
+                           bam: Path | None = None) -> Timing:
     assert ctx.germline is not None
     overrides: dict[str, Any] = {"plan": {"n_regions": ctx.args.regions},
                                  "storage": {"prefix": f"bench-{out.name}"}}
     if ceph:
         overrides["lithops_config"] = str(ceph_lithops_config(ceph, out.parent / f"{out.name}-lithops.yaml"))
         overrides["storage"]["bucket"] = ceph["bucket"]
-    t, ph, row.command = run_workflow(out, {SAMPLE: ctx.germline / f"{SAMPLE}.bam"}, ctx.germline / "ref.fa",
-                                      overrides)
+    t, ph, row.command = run_workflow(out, {SAMPLE: bam or ctx.germline / f"{SAMPLE}.bam"},
+                                      ctx.germline / "ref.fa", overrides)
     vcf = out / "results" / f"{SAMPLE}.vcf.gz"
     ctx.vcfs[row.key] = vcf
-    if not ceph:
+    if not ceph and bam is None:
         ctx.pipeline_run = {"dir": out, "phases": ph}
     ctx.breakdowns[row.key] = ph["breakdown"]
     row.notes = [f"phases: {ph['before_call']:.1f} s start+stage+plan, {ph['call']:.1f} s call step, "
@@ -538,6 +539,25 @@ def _run_pipeline_germline(ctx: Context, row: Row, out: Path, ceph: dict[str, st
 
 def tool_pipeline(ctx: Context, row: Row, out: Path) -> Timing:
     return _run_pipeline_germline(ctx, row, out)
+
+
+def tool_pipeline_cram(ctx: Context, row: Row, out: Path) -> Timing:
+    """The workflow on the germline BAM as a CRAM (``samtools view -C`` with samtools'
+    defaults, made once beside the dataset and not timed)."""
+    import pysam
+
+    assert ctx.germline is not None
+    cram = ctx.germline / f"{SAMPLE}.cram"
+    if not (cram.exists() and Path(f"{cram}.crai").exists()):
+        tmp = cram.with_suffix(".tmp.cram")
+        pysam.view("-C", "-T", str(ctx.germline / "ref.fa"), "-o", str(tmp), str(ctx.germline / f"{SAMPLE}.bam"),
+                   catch_stdout=False)
+        pysam.index(str(tmp), str(f"{cram}.crai"))
+        os.replace(tmp, cram)
+    bam_size = (ctx.germline / f"{SAMPLE}.bam").stat().st_size
+    t = _run_pipeline_germline(ctx, row, out, bam=cram)
+    row.notes.append(f"the CRAM is {cram.stat().st_size / 1e6:.1f} MB, the BAM {bam_size / 1e6:.1f} MB")
+    return t
 
 
 def tool_pipeline_ceph(ctx: Context, row: Row, out: Path) -> Timing:
@@ -666,6 +686,8 @@ def tools(args: argparse.Namespace, n: int) -> list[Tool]:
         Tool("pipeline", "germline", f"pipeline: snakemake, Lithops localhost, local store ({args.regions} regions, "
                                      "2 workers)", tool_pipeline),
         Tool("pipeline-ceph", "germline", "pipeline: the same, Ceph RADOS Gateway as S3 store", tool_pipeline_ceph),
+        Tool("pipeline-cram", "germline", "pipeline: the same, the sample as a CRAM (samtools view -C)",
+             tool_pipeline_cram),
         Tool("bcftools", "germline", "bcftools mpileup | call -m, one process (Debian)", tool_bcftools),
         Tool("bcftools-pysam", "germline", "bcftools via pysam (the pipeline's engine), one process",
              tool_bcftools_pysam),
@@ -698,6 +720,8 @@ def checks(ctx: Context) -> dict[str, str]:
 
     return {"pipeline VCF records identical to one pysam bcftools run": same("pipeline", "bcftools-pysam"),
             "Ceph-store pipeline VCF records identical to the local-store one": same("pipeline-ceph", "pipeline"),
+            "CRAM pipeline VCF records identical to one pysam bcftools run (on the BAM the CRAM holds)":
+                same("pipeline-cram", "bcftools-pysam"),
             "sites (CHROM, POS, REF, ALT) called by only one of Debian's and pysam's bcftools":
                 site_diff("bcftools", "bcftools-pysam")}
 

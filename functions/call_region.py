@@ -50,7 +50,7 @@ from functions.core.targets import contains
 from functions.core.tasks import RegionTask, Span
 from functions.engines import keeps_depth, loads_whole_contig, make_params, run_engine, scores_at_merge
 from functions.pileup import Evidence
-from functions.slice import fetch_bam_slice, fetch_reference_window, shift_slice
+from functions.slice import CramSlice, fetch_bam_slice, fetch_cram_slice, fetch_reference_window, shift_slice
 from functions.worker import Phases, run_task
 
 # Bases of reference kept beyond the outermost read piled up: BAQ and the indel
@@ -93,19 +93,32 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
     clock = Phases()
     slices: list[str] = []
     scans: list[ReadScan] = []
+    decoded: list[CramSlice] = []
     for i, bam in enumerate(t.bams):
-        slices.append(fetch_bam_slice(store, bam, os.path.join(tmp, f"slice{i}.bam"), stop=context.end))
-        clock.lap("fetch_bam")
+        if bam.cram:
+            decoded.append(fetch_cram_slice(store, bam, t.reference, t.fai, context, os.path.join(tmp, f"slice{i}"),
+                                            REFERENCE_MARGIN))
+            slices.append(decoded[-1].bam)
+            clock.lap("decode_cram")
+        else:
+            slices.append(fetch_bam_slice(store, bam, os.path.join(tmp, f"slice{i}.bam"), stop=context.end))
+            clock.lap("fetch_bam")
         scans.append(scan_reads(slices[-1], region, context))
         clock.lap("scan")
-    bam_gets, bam_bytes = store.counts.gets, store.counts.get_bytes
+    bam_gets = store.counts.gets - sum(d.gets for d in decoded)
+    bam_bytes = store.counts.get_bytes - sum(d.get_bytes for d in decoded)
     lo, hi, gaps = reference_window(scans, context, tight=loads_whole_contig(t.engine))
     normalize = bool(getattr(params, "normalize", False))
     if normalize:  # bases to left-align into, before the region, and its reference as it is
         lo, gaps = norm_window(lo, gaps, region)
     shift = lo if worth_shifting(t.engine, lo, sum(s.reads for s in scans)) and not normalize else 0
-    ref_path = fetch_reference_window(store, t.reference.key, t.fai, lo, hi,
-                                      os.path.join(tmp, "ref.fa"), t.reference.bucket, shifted=bool(shift), gaps=gaps)
+    # A CRAM's decoding window, when it holds every base the engine needs (true bases
+    # where this window would have had N: the same calls), saves fetching them again.
+    ref_path = next((d.reference for d in decoded if not shift and d.window[0] <= max(0, lo)
+                     and min(hi, t.fai.length) <= d.window[1]), None)
+    if ref_path is None:
+        ref_path = fetch_reference_window(store, t.reference.key, t.fai, lo, hi, os.path.join(tmp, "ref.fa"),
+                                          t.reference.bucket, shifted=bool(shift), gaps=gaps)
     clock.lap("fetch_reference")
     run_on = context
     if shift:

@@ -16,6 +16,11 @@ Contract:
   positions before ``start`` are ``N`` (compressed to about 1/600 of their number of
   bytes, without compression work) and the contig ends at ``end``. Callers choose a window that covers every read
   they pile up, so no read ever sees an ``N`` that the real reference does not have.
+* :func:`fetch_cram_slice` does the same for a CRAM: it fetches the header and the
+  region's whole containers into a compact local CRAM, the reference over the
+  containers' spans on the region's contig (which decoding needs, and whose MD5 it
+  checks), and decodes the reads overlapping the context into a local BAM, so that
+  every engine reads a BAM whatever the input.
 * :func:`shift_slice` moves a region's reads (and, with ``shifted``, the reference
   window) to the start of their contig, for engines whose cost grows with the
   position on the contig (bcftools loads every contig from its first base).
@@ -27,12 +32,18 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
+import mmap
+import os
 import struct
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import pysam
 
+from functions.capture import stderr_into
 from functions.core.bai import Chunk, write_bai
 from functions.core.bgzf import (
     BGZF_HEADER,
@@ -43,9 +54,11 @@ from functions.core.bgzf import (
     deflate_blocks,
     inflate_block,
 )
+from functions.core.crai import EOF_CONTAINER, CraiEntry, parse_crai, slice_header
+from functions.core.errors import SvcError
 from functions.core.fai import FaiEntry
 from functions.core.storage import ObjectStore
-from functions.core.tasks import SCAN_SLACK, BamSlice, Span
+from functions.core.tasks import SCAN_SLACK, BamSlice, ObjectRef, Span, region_name
 
 
 def fetch_bam_slice(store: ObjectStore, bam: BamSlice, path: str, stop: int | None = None) -> str:
@@ -163,9 +176,99 @@ def _scan_to(store: ObjectStore, bam: BamSlice, out: BinaryIO, scan: tuple[int, 
         block = need
 
 
+class CramSliceError(SvcError, ValueError):
+    """A CRAM slice cannot be decoded; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class CramSlice:
+    """A CRAM slice decoded by :func:`fetch_cram_slice`: the local BAM, the reference
+    window it was decoded with (``window``: its bases [start, end), ``N`` before) and
+    the GETs and bytes that window took."""
+
+    bam: str
+    reference: str
+    window: tuple[int, int]
+    gets: int
+    get_bytes: int
+
+
+def fetch_cram_slice(store: ObjectStore, cram: BamSlice, reference: ObjectRef, entry: FaiEntry, context: Span,
+                     stem: str, margin: int) -> CramSlice:
+    """Write ``<stem>.bam`` (+ ``.bai``): the reads of a CRAM overlapping ``context``,
+    as htslib's region query returns them.
+
+    The header range and the containers (the slice's byte ranges: whole containers)
+    go one after another into ``<stem>.cram``, ended by the CRAM EOF container, and
+    ``samtools index`` lists them there. The reference goes to ``<stem>.ref.fa``
+    (:func:`fetch_reference_window`): the bases the containers' slices span on the
+    region's contig (each slice's MD5 is checked over its span: :func:`_check_md5s`)
+    and the context, ``margin`` more on each side, the rest ``N``; the caller may give
+    it to its engine when it covers what the engine needs. ``REF_PATH`` is pointed at
+    nothing, so htslib never looks a reference up by MD5 elsewhere (its default is a
+    server on the internet).
+    """
+    os.environ["REF_PATH"] = os.path.join(os.path.dirname(stem), "no-reference-lookup", "%s")
+    local, bam = stem + ".cram", stem + ".bam"
+    key, bucket = cram.obj.key, cram.obj.bucket
+    with open(local, "wb") as out:
+        for start, end, _ in [(*cram.header, False), *cram.ranges]:
+            store.get_range_into(key, start, end, out, bucket)
+        out.write(EOF_CONTAINER)
+    pysam.index(local)
+    with open(local + ".crai", "rb") as fh:
+        entries = [e for e in parse_crai(fh.read()) if e.tid == cram.tid]
+    spans = [(e.start, e.end) for e in entries]
+    lo = max(0, min([context.start, *(a for a, _ in spans)]) - margin)
+    hi = min(entry.length, max([context.end, *(b for _, b in spans)]) + margin)
+    gets, got = store.counts.gets, store.counts.get_bytes
+    ref = fetch_reference_window(store, reference.key, entry, lo, hi, stem + ".ref.fa", reference.bucket)
+    fetched = (store.counts.gets - gets, store.counts.get_bytes - got)
+    _check_md5s(local, entries, ref, entry, key, reference.key)
+    with tempfile.TemporaryFile() as err:
+        try:
+            with stderr_into(err), pysam.AlignmentFile(local, "rc", reference_filename=ref) as src, \
+                    pysam.AlignmentFile(bam, "wb0", template=src) as dst:
+                for read in src.fetch(contig=context.chrom, start=context.start, stop=context.end):
+                    dst.write(read)
+        except (OSError, ValueError) as exc:
+            err.seek(0)
+            said = err.read().decode(errors="replace")
+            raise CramSliceError(f"CRAM {key} cannot be decoded over {context.name} ({exc}: "
+                                 f"{said.strip().splitlines()[-1] if said.strip() else 'htslib said nothing'})"
+                                 ) from exc
+    pysam.index(bam)
+    return CramSlice(bam, ref, (lo, hi), *fetched)
+
+
+def _check_md5s(cram: str, entries: list[CraiEntry], fasta: str, entry: FaiEntry, key: str, ref_key: str) -> None:
+    """Each slice of ``entries`` (a local CRAM's, on ``entry``'s contig) that gives the
+    MD5 of its reference bases has it from ``fasta`` too, else a :class:`CramSliceError`.
+
+    htslib checks those MD5s only when it decodes a whole file, not a region, and
+    would silently decode a region's reads against other bases. (A slice holding
+    several contigs' reads gives no MD5: there, only the header's ``@SQ M5``, checked
+    at planning, tells the reference.)
+    """
+    with open(cram, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data, \
+            pysam.FastaFile(fasta) as ref:
+        for e in entries:
+            head = slice_header(data, e.container, e.slice_offset)
+            if head.tid < 0 or not any(head.md5):
+                continue
+            start = head.start - 1
+            bases = ref.fetch(entry.name, start, min(entry.length, start + head.span)).upper().encode()
+            if hashlib.md5(bases).digest() != head.md5:
+                raise CramSliceError(
+                    f"CRAM {key} was not written against reference {ref_key}: the MD5 of "
+                    f"{region_name(entry.name, start, start + head.span)} is not the one the CRAM holds; give the "
+                    "reference the CRAM was written against in the config")
+
+
 def fetch_reference_window(
     store: ObjectStore, fasta_key: str, entry: FaiEntry, start: int, end: int, path: str,
     bucket: str | None = None, shifted: bool = False, gaps: Sequence[tuple[int, int]] = (),
+    full_length: bool = False,
 ) -> str:
     """Write a local FASTA (+ ``.fai``, ``.gzi``) holding ``entry``'s bases [start, end).
 
@@ -177,9 +280,13 @@ def fetch_reference_window(
     base ``start`` at position 0 (for reads moved by :func:`shift_slice`). ``gaps``:
     spans inside the window, sorted and apart, whose bases are neither fetched nor
     written but ``N`` like those before it (stretches without reads): each piece
-    between them is one ranged GET.
+    between them is one ranged GET. ``full_length``: the contig keeps its length, ``N``
+    after ``end`` too (htslib's CRAM decoder warns of a contig shorter than the CRAM
+    header says).
     """
     start, end = max(0, start), min(entry.length, end)
+    if full_length and shifted:
+        raise ValueError("a shifted window cannot keep the contig's length")
     pieces, at = [], start
     for g_start, g_end in gaps:
         if not at < g_start < g_end < end:
@@ -223,12 +330,14 @@ def fetch_reference_window(
                     f"{p_start}, got {len(seq)}; the .fai does not match the FASTA"
                 )
             put_bases(seq)
+        if full_length:
+            put_n(entry.length - end)
         put_bases(b"\n")
         out.write(EOF_BLOCK)
     with open(path + ".gzi", "wb") as out:  # htslib's BGZF index: every block but the first
         out.write(struct.pack("<Q", len(starts) - 1))
         out.write(b"".join(struct.pack("<QQ", co, uo) for co, uo in starts[1:]))
-    length = end - start if shifted else end
+    length = end - start if shifted else entry.length if full_length else end
     with open(path + ".fai", "w") as fai:
         fai.write(f"{entry.name}\t{length}\t{len(head)}\t{length}\t{length + 1}\n")
     return path

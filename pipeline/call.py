@@ -40,6 +40,7 @@ from typing import Any
 import pipeline
 from functions.bcftools_engine import bcftools_version
 from functions.call_region import call_region
+from functions.core.crai import is_cram
 from functions.core.errors import SvcError
 from functions.core.fai import parse_fai
 from functions.core.primers import PrimerScheme
@@ -118,7 +119,7 @@ def _slice(plan: SamplePlan, r: Region, bam: StoredFile) -> BamSlice:
     """What a function fetches of one BAM for region ``r``."""
     return BamSlice(bam.ref, bam.size, plan.n_ref,
                     (plan.header.start, plan.header.end), r.tid, tuple((c.beg, c.end) for c in r.chunks),
-                    tuple((b.start, b.end, b.tail) for b in r.ranges), r.scan)
+                    tuple((b.start, b.end, b.tail) for b in r.ranges), r.scan, is_cram(bam.key))
 
 
 def _task(store: ObjectStore, name: str, plans: list[SamplePlan], manifests: list[StagedSample],

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from functions.core.atomic import folder_error
+from functions.core.crai import is_cram
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectStore
 from pipeline.config import ConfigError, StepSettings, read_step_settings
@@ -142,8 +143,9 @@ def cmd_plan(settings: StepSettings, args: argparse.Namespace) -> None:
     write_plan(plan, tmp, store.counts)
     os.replace(tmp, args.out)
     logger.info(
-        "planned %s: %d regions, %.2f MB to fetch of a %.2f MB BAM, in %.2f s; read %s",
+        "planned %s: %d regions, %.2f MB to fetch of a %.2f MB %s, in %.2f s; read %s",
         args.sample, len(plan.regions), plan.fetch_bytes / 1e6, plan.bam_size / 1e6,
+        "CRAM" if is_cram(plan.bam_key) else "BAM",
         time.monotonic() - t0, store.counts.line(),
     )
 

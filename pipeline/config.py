@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from functions.core.crai import is_cram
 from functions.core.errors import SvcError
 from functions.core.storage import is_object_url
 
@@ -95,12 +96,14 @@ class Sample:
 
     @property
     def bai(self) -> str:
+        """The index of the sample's BAM (its ``.bai``), or of its CRAM (``.crai``)."""
+        suffix = ".crai" if is_cram(self.bam) else ".bai"
         if self.remote:
-            return self.bam + ".bai"
-        for cand in (self.bam + ".bai", os.path.splitext(self.bam)[0] + ".bai"):
+            return self.bam + suffix
+        for cand in (self.bam + suffix, os.path.splitext(self.bam)[0] + suffix):
             if os.path.exists(cand):
                 return cand
-        return self.bam + ".bai"
+        return self.bam + suffix
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,7 @@ def read_sample_sheet(path: str) -> tuple[Sample, ...]:
             "(or its two FASTQs), separated by tabs"
         )
     for s in samples:
-        files = [("FASTQ", f) for f in s.fastq] if s.fastq else [("BAM", s.bam)]
+        files = [("FASTQ", f) for f in s.fastq] if s.fastq else [("CRAM" if is_cram(s.bam) else "BAM", s.bam)]
         for kind, f in files:
             if not is_object_url(f) and not os.path.exists(f):
                 raise ConfigError(

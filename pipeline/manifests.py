@@ -60,7 +60,8 @@ class FunctionStats(TypedDict, total=False):
     disk_bytes: int  # local disk the function's files took
     peak_rss_bytes: int | None  # the worker's peak RSS during the function (None: unknown)
     versions: dict[str, str]  # what the function ran on (functions.worker.worker_versions)
-    phases: dict[str, float]  # seconds by phase: setup, fetch_bam, scan, fetch_reference, shift, engine, write, put
+    # seconds by phase: setup, fetch_bam (or decode_cram), scan, fetch_reference, shift, engine, write, put
+    phases: dict[str, float]
     reused: bool  # from an earlier run
     attempts: int
     submitted: float

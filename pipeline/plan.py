@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from functions.core.bai import MAX_BGZF_BLOCK, BamIndex, Chunk, coffset, uoffset
+from functions.core.crai import CramIndex, is_cram
 from functions.core.errors import SvcError
 from functions.core.targets import Intervals, TargetError, overlapping, targets
 from functions.core.tasks import SCAN_SLACK, region_name
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
     from pipeline.manifests import StagedReference, StagedSample
 
 logger = logging.getLogger(__name__)
+
+# What planning reads: a BAM's BAI (or fine CSI), or a CRAM's .crai.
+Index = BamIndex | CramIndex
 
 # What a region costs a function beside its bytes (engine start, reference window, a
 # few GETs), as BAM bytes: about 0.1 s at the 0.42 s per MB measured (README "Benchmarks").
@@ -177,7 +181,7 @@ class SamplePlan:
 
 def plan_sample(
     sample: str,
-    index: BamIndex,
+    index: Index,
     contigs: tuple[tuple[str, int], ...],
     bam_key: str,
     bam_size: int,
@@ -259,7 +263,7 @@ class PlanInput:
     """What planning reads of one sample: its index and its BAM's contigs, key and size."""
 
     sample: str
-    index: BamIndex
+    index: Index
     contigs: tuple[tuple[str, int], ...]
     bam_key: str
     bam_size: int
@@ -314,7 +318,7 @@ def plan_joint(inputs: list[PlanInput], settings: PlanSettings) -> list[SamplePl
     return plans
 
 
-def _check_index(index: BamIndex, contigs: tuple[tuple[str, int], ...]) -> None:
+def _check_index(index: Index, contigs: tuple[tuple[str, int], ...]) -> None:
     if len(index.refs) != len(contigs):
         raise PlanError(
             f"index lists {len(index.refs)} contigs but the BAM header {len(contigs)}: "
@@ -322,7 +326,7 @@ def _check_index(index: BamIndex, contigs: tuple[tuple[str, int], ...]) -> None:
         )
 
 
-def _weights(index: BamIndex, contigs: tuple[tuple[str, int], ...]) -> dict[int, np.ndarray]:
+def _weights(index: Index, contigs: tuple[tuple[str, int], ...]) -> dict[int, np.ndarray]:
     """Estimated bytes per window of the index (16 kb for a BAI), of each contig holding reads."""
     return {
         tid: index.window_bytes(tid, length)
@@ -368,14 +372,14 @@ def _bounds(weights: dict[int, np.ndarray], contigs: tuple[tuple[str, int], ...]
             for tid, n in counts.items()}, asked
 
 
-def _empty_plan(sample: str, index: BamIndex, contigs: tuple[tuple[str, int], ...],
+def _empty_plan(sample: str, index: Index, contigs: tuple[tuple[str, int], ...],
                 bam_key: str, bam_size: int) -> SamplePlan:
     first = first_record(index, sample, bam_key)
     return SamplePlan(sample, bam_key, bam_size, contigs, ByteRange(0, _range_end(index, first, bam_size)),
                       index=f"{index.fmt}, {index.window} bp windows")
 
 
-def _region(i: int, index: BamIndex, contigs: tuple[tuple[str, int], ...], tid: int, start: int, end: int,
+def _region(i: int, index: Index, contigs: tuple[tuple[str, int], ...], tid: int, start: int, end: int,
             cum: tuple[np.ndarray, np.ndarray], padding: int) -> Region:
     """Region ``i``: [start, end) of contig ``tid`` with the chunks of its padded context;
     ``cum``: the contig's cumulative bytes (:func:`_cumulative`), for the estimate."""
@@ -390,7 +394,7 @@ def _region(i: int, index: BamIndex, contigs: tuple[tuple[str, int], ...], tid: 
                   scan=scan)
 
 
-def _scan(index: BamIndex, tid: int, chunks: tuple[Chunk, ...], ctx_end: int,
+def _scan(index: Index, tid: int, chunks: tuple[Chunk, ...], ctx_end: int,
           cum: tuple[np.ndarray, np.ndarray]) -> tuple[int, int] | None:
     """Where a function reads on by itself rather than to the chunks' end, and its first
     guess of the bytes (:attr:`Region.scan`); None when that would save nothing.
@@ -422,7 +426,7 @@ def _before(chunks: tuple[Chunk, ...], voffset: int) -> tuple[Chunk, ...]:
     return tuple(Chunk(c.beg, min(c.end, block)) for c in chunks if c.beg < block)
 
 
-def first_record(index: BamIndex, sample: str, bam: str) -> int:
+def first_record(index: Index, sample: str, bam: str) -> int:
     """Virtual offset of the BAM's first record; a BAM without aligned reads is refused."""
     first = index.first_record
     if first is None:
@@ -431,7 +435,7 @@ def first_record(index: BamIndex, sample: str, bam: str) -> int:
     return first
 
 
-def _range_end(index: BamIndex, voffset: int, bam_size: int) -> int:
+def _range_end(index: Index, voffset: int, bam_size: int) -> int:
     """End of the bytes to fetch so that reading stops at ``voffset``."""
     if uoffset(voffset) == 0:
         return coffset(voffset)
@@ -714,6 +718,8 @@ def plan_input(
     from pipeline.validate import check_contigs, check_one_sample, check_sort_order, sq_tags
 
     bam = manifest.bam
+    if is_cram(bam.key):
+        return _cram_input(store, sample, manifest, reference, one_sample)
     if manifest.csi is not None:
         index = parse_csi(store.get(manifest.csi.key, manifest.csi.bucket))
         logger.info("sample %s: planning from its fine index (%d bp windows)", sample, index.window)
@@ -728,6 +734,37 @@ def plan_input(
     if reference is not None:
         check_contigs(sample, header.contigs, sq_tags(header.text, "M5"), reference.fasta.path, reference.contigs)
     return PlanInput(sample, index, header.contigs, bam.key, bam.size)
+
+
+def _cram_input(store: ObjectStore, sample: str, manifest: StagedSample, reference: StagedReference | None,
+                one_sample: bool) -> PlanInput:
+    """:func:`plan_input` for a CRAM: its ``.crai`` and header container, checked the same way."""
+    from functions.core.bai import IndexFormatError
+    from functions.core.crai import EOF_CONTAINER, cram_header, parse_crai
+    from pipeline.validate import check_contigs, check_one_sample, check_sort_order, sq_tags
+
+    cram, crai = manifest.bam, manifest.bai
+    fix = f"rebuild it with `samtools index {cram.path}`"
+    try:
+        entries = parse_crai(store.get(crai.key, crai.bucket))
+        if not entries:
+            raise IndexFormatError("it lists no container")
+        header = cram_header(store.get_range(cram.key, 0, min(e.container for e in entries), cram.bucket))
+        index = CramIndex(entries, len(header.contigs), cram.size - len(EOF_CONTAINER))
+    except IndexFormatError as exc:
+        raise PlanError(f"index {crai.path} of CRAM {cram.path} of sample {sample} cannot be used ({exc}): "
+                        f"{fix}") from exc
+    if index.first_record is None:
+        raise PlanError(f"CRAM {cram.path} of sample {sample} has no aligned reads, so there is nothing to call: "
+                        "point the sample sheet at the CRAM with the aligned reads, or remove the sample")
+    logger.info("sample %s: planning from its CRAM index (%d containers)", sample, index.n_containers)
+    check_sort_order(header.sort_order, sample, cram.path)
+    if one_sample:
+        check_one_sample(header.text, sample, cram.path)
+    if reference is not None:
+        check_contigs(sample, header.contigs, sq_tags(header.text, "M5"), reference.fasta.path, reference.contigs,
+                      what="CRAM")
+    return PlanInput(sample, index, header.contigs, cram.key, cram.size)
 
 
 def plan_from_store(

@@ -45,6 +45,7 @@ from functions.capture import stderr_into
 from functions.core.bai import BamIndex, IndexFormatError, parse_bai
 from functions.core.bamheader import BamHeader, BamHeaderError, parse_header
 from functions.core.bgzf import EOF_BLOCK, inflate
+from functions.core.crai import EOF_CONTAINER, CramFormatError, cram_header, is_cram
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore, split_url
 from pipeline.manifests import Contig, StagedReference, StagedSample, StoredFile
@@ -52,6 +53,7 @@ from pipeline.validate import (
     HEAD_BYTES,
     InputError,
     check_bam_start,
+    check_cram_start,
     check_eof,
     check_index_age,
     check_reference_start,
@@ -175,6 +177,35 @@ def check_local_bam(sample: str, bam: str) -> None:
     check_sort_order(_local_header(sample, bam).sort_order, sample, bam)
 
 
+def check_local_cram(sample: str, cram: str) -> None:
+    """A local CRAM is a CRAM 3, complete (EOF container at the end) and not declared unsorted."""
+    size = 1 << 20
+    with open(cram, "rb") as fh:
+        head = fh.read(size)
+        check_cram_start(head, sample, cram)
+        fh.seek(max(0, os.fstat(fh.fileno()).st_size - len(EOF_CONTAINER)))
+        check_eof(fh.read(), sample, cram)
+    while True:
+        try:
+            header = cram_header(head)
+            break
+        except CramFormatError as exc:
+            if len(head) < size or size >= MAX_HEADER_READ:
+                raise InputError(f"the header of CRAM {cram} of sample {sample} cannot be read ({exc}): "
+                                 "copy it again from its source, or write it again with samtools") from exc
+            size *= 4
+            with open(cram, "rb") as fh:
+                head = fh.read(size)
+    check_sort_order(header.sort_order, sample, cram)
+
+
+def check_remote_cram(store: ObjectStore, sample: str, url: str, obj: StoredFile) -> None:
+    """A CRAM in object storage is a CRAM 3 ending with the EOF container: two ranged GETs."""
+    check_cram_start(store.get_range(obj.key, 0, min(obj.size, 6), obj.bucket), sample, url)
+    check_eof(store.get_range(obj.key, max(0, obj.size - len(EOF_CONTAINER)), obj.size, obj.bucket),
+                   sample, url)
+
+
 def _local_header(sample: str, bam: str) -> BamHeader:
     """The header of a local BAM, read with our parser (htslib would also open, and judge, the index).
 
@@ -212,25 +243,32 @@ def _existing_index(sample: str, bam: str, bai: str, index_dir: str | Path) -> s
     not older than the BAM, else None."""
     if os.path.exists(bai):
         return bai
-    ours = os.path.join(index_dir, f"{sample}.bam.bai")
+    ours = os.path.join(index_dir, _our_index_name(sample, bam))
     if os.path.exists(ours) and int(os.path.getmtime(ours)) >= int(os.path.getmtime(bam)):
         return ours
     return None
 
 
+def _our_index_name(sample: str, bam: str) -> str:
+    """The name of the index staging builds for a BAM (or CRAM) that has none."""
+    return f"{sample}.cram.crai" if is_cram(bam) else f"{sample}.bam.bai"
+
+
 def local_index(sample: str, bam: str, bai: str, index_dir: str | Path) -> str:
-    """The index of a local BAM: ``bai`` if it exists and is not older than the BAM,
-    else one built now (beside the BAM if its folder is writable, else in ``index_dir``)."""
+    """The index of a local BAM (or CRAM): ``bai`` (its ``.bai``, or ``.crai``) if it
+    exists and is not older than the file, else one built now (beside the file if its
+    folder is writable, else in ``index_dir``)."""
+    kind, suffix = ("CRAM", ".crai") if is_cram(bam) else ("BAM", ".bai")
     found = _existing_index(sample, bam, bai, index_dir)
     if found == bai:
-        check_index_age(bai, bam, "BAM", f"samtools index {bam}")
+        check_index_age(bai, bam, kind, f"samtools index {bam}")
         return bai
     if found is not None:
-        logger.info("BAM %s has no index beside it: using the one built by an earlier run, %s", bam, found)
+        logger.info("%s %s has no index beside it: using the one built by an earlier run, %s", kind, bam, found)
         return found
-    ours = os.path.join(index_dir, f"{sample}.bam.bai")
+    ours = os.path.join(index_dir, _our_index_name(sample, bam))
     writable = os.access(os.path.dirname(os.path.abspath(bam)), os.W_OK)
-    target = bam + ".bai" if writable else ours
+    target = bam + suffix if writable else ours
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     tmp = f"{target}.tmp{os.getpid()}"
     t0 = time.monotonic()
@@ -243,11 +281,11 @@ def local_index(sample: str, bam: str, bai: str, index_dir: str | Path) -> str:
             os.remove(tmp)
     if failed is not None:
         if "unsorted" in failed.lower():
-            raise InputError(f"BAM {bam} of sample {sample} has no index and cannot be indexed: it is not "
+            raise InputError(f"{kind} {bam} of sample {sample} has no index and cannot be indexed: it is not "
                              f"sorted by coordinate ({failed}): {sort_fix(bam)}")
-        raise InputError(f"BAM {bam} of sample {sample} has no index and `samtools index` failed on it "
+        raise InputError(f"{kind} {bam} of sample {sample} has no index and `samtools index` failed on it "
                          f"({failed}): check the file, then index it with `samtools index {bam}`")
-    logger.info("BAM %s had no index: built %s in %.1f s%s", bam, target, time.monotonic() - t0,
+    logger.info("%s %s had no index: built %s in %.1f s%s", kind, bam, target, time.monotonic() - t0,
                 "" if writable else " (the BAM's folder is not writable)")
     return target
 
@@ -350,7 +388,9 @@ def stage_sample(
     """Check and stage one sample's BAM and index; a missing index of a local BAM is built
     (in ``index_dir``, by default the manifest's folder, when the BAM's folder is not writable),
     and a deep local BAM's fine index (:func:`fine_index`, in ``index_dir``) is staged too."""
-    if split_url(bam):
+    if is_cram(bam):
+        manifest = _stage_cram(store, sample, bam, bai, Path(out).parent if index_dir is None else Path(index_dir))
+    elif split_url(bam):
         fix_bai = f"index it with `samtools index` and upload the .bai beside {bam}"
         bam_obj = _in_place(store, bam, "BAM", "fix the path in the sample sheet")
         check_remote_bam(store, sample, bam, bam_obj)
@@ -372,6 +412,23 @@ def stage_sample(
                                 None if csi is None else stage_file(store, csi, bam_key + ".csi", _file_md5(csi)))
     manifest.write(out, indent=2)
     return manifest
+
+
+def _stage_cram(store: ObjectStore, sample: str, cram: str, crai: str, index_dir: Path) -> StagedSample:
+    """:func:`stage_sample` for a CRAM and its ``.crai`` (a local one gets a ``.crai``
+    built when it has none); planning cuts by the ``.crai``'s containers, so there is no fine index."""
+    if split_url(cram):
+        fix = f"index it with `samtools index` and upload the .crai beside {cram}"
+        obj = _in_place(store, cram, "CRAM", "fix the path in the sample sheet")
+        check_remote_cram(store, sample, cram, obj)
+        return StagedSample(sample, obj, _in_place(store, cram + ".crai", "index of CRAM", fix))
+    if not os.path.exists(cram):
+        raise StageError(f"CRAM {cram} of sample {sample} not found; fix the path in the sample sheet")
+    check_local_cram(sample, cram)
+    crai = local_index(sample, cram, crai, index_dir)
+    key = store.key("inputs", sample, os.path.basename(cram))
+    return StagedSample(sample, stage_file(store, cram, key, content_fingerprint(cram, crai)),
+                        stage_file(store, crai, key + ".crai"))
 
 
 def stage_reference(store: ObjectStore, fasta: str, out: str | Path) -> StagedReference:

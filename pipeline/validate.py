@@ -22,6 +22,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from functions.core.bgzf import EOF_BLOCK, inflate
+from functions.core.crai import EOF_CONTAINER, cram_version, is_cram
 from functions.core.errors import SvcError
 from pipeline.manifests import Contig
 
@@ -37,12 +38,16 @@ class InputError(SvcError, ValueError):
 
 
 def bam_name(sample: str, path: str) -> str:
-    return f"BAM {path} of sample {sample}"
+    return f"{'CRAM' if is_cram(path) else 'BAM'} {path} of sample {sample}"
 
 
 def sort_fix(path: str) -> str:
     """The commands that make a coordinate-sorted, indexed copy of ``path``."""
     base = os.path.basename(path)
+    if is_cram(path):
+        out = base[:-5] + ".sorted.cram"
+        return (f"sort and index it with `samtools sort -O cram --reference <reference> -o {out} {path} && "
+                f"samtools index {out}` and put {out} in the sample sheet")
     out = (base[:-4] if base.endswith(".bam") else base) + ".sorted.bam"
     return (f"sort and index it with `samtools sort -o {out} {path} && samtools index {out}` "
             f"and put {out} in the sample sheet")
@@ -82,6 +87,9 @@ def _text_kind(text: bytes) -> str | None:
 def check_bam_start(head: bytes, sample: str, path: str) -> None:
     """``head``: the first bytes (up to :data:`HEAD_BYTES`) of the sample's BAM."""
     kind = sniff(head)
+    if kind == "it is a CRAM file":
+        raise InputError(f"{bam_name(sample, path)} is not a BAM file ({kind}): name it .cram in the sample sheet, "
+                         "with its .crai beside it")
     if kind is not None:
         raise InputError(
             f"{bam_name(sample, path)} is not a BAM file ({kind}): fix its path in the sample sheet "
@@ -90,11 +98,29 @@ def check_bam_start(head: bytes, sample: str, path: str) -> None:
 
 
 def check_eof(tail: bytes, sample: str, path: str) -> None:
-    """``tail``: the last 28 bytes of the sample's BAM, which must be the BGZF EOF block."""
-    if tail != EOF_BLOCK:
+    """``tail``: the last bytes of the sample's BAM (28: the BGZF EOF block) or CRAM
+    (38: the CRAM 3 EOF container), which must be that end-of-file marker."""
+    cram = is_cram(path)
+    eof, what = (EOF_CONTAINER, "CRAM end-of-file container") if cram else (EOF_BLOCK, "BGZF end-of-file block")
+    if tail != eof:
         raise InputError(
-            f"{bam_name(sample, path)} is truncated (it does not end with the BGZF end-of-file block): "
+            f"{bam_name(sample, path)} is truncated (it does not end with the {what}): "
             "copy it again from its source, or write it again with samtools"
+        )
+
+
+def check_cram_start(head: bytes, sample: str, path: str) -> None:
+    """``head``: the first bytes of the sample's ``.cram``, which must start a CRAM 3.x."""
+    version = cram_version(head)
+    if version is None:
+        kind = sniff(head)
+        if kind is None:
+            kind = "it is a BAM file"
+        raise InputError(f"{bam_name(sample, path)} is not a CRAM file ({kind}): fix its path in the sample sheet")
+    if version[0] != 3:
+        raise InputError(
+            f"{bam_name(sample, path)} is CRAM version {version[0]}.{version[1]}, which is not read (only 3.0 and "
+            "3.1): write it again with `samtools view -C --output-fmt-option version=3.0 --reference <reference>`"
         )
 
 
@@ -174,29 +200,31 @@ def check_contigs(
     bam_md5: Mapping[str, str],
     reference: str,
     ref_contigs: Sequence[Contig],
+    what: str = "BAM",
 ) -> None:
     """Every contig of the BAM header is in the reference, with the same length and,
     where both sides know it (a contig's ``md5`` may be None), the same MD5."""
     ref = {c.name: c for c in ref_contigs}
-    fix = "use the reference the reads were aligned to"
+    fix = ("use the reference the CRAM was written against" if what == "CRAM"
+           else "use the reference the reads were aligned to")
     for name, length in bam_contigs:
         entry = ref.get(name)
         if entry is None:
             names = [c.name for c in ref_contigs]
             shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
             raise InputError(
-                f"contig {name!r} of sample {sample}'s BAM is not in reference {reference} "
+                f"contig {name!r} of sample {sample}'s {what} is not in reference {reference} "
                 f"(its contigs: {shown}): {fix}"
             )
         if entry.length != length:
             raise InputError(
-                f"contig {name!r} is {length:,} bp in sample {sample}'s BAM but {entry.length:,} bp "
+                f"contig {name!r} is {length:,} bp in sample {sample}'s {what} but {entry.length:,} bp "
                 f"in reference {reference}: {fix}"
             )
         m5, md5 = bam_md5.get(name), entry.md5
         if m5 and md5 and m5.lower() != md5.lower():
             raise InputError(
-                f"contig {name!r} has MD5 {m5.lower()} in sample {sample}'s BAM header (@SQ M5) but "
+                f"contig {name!r} has MD5 {m5.lower()} in sample {sample}'s {what} header (@SQ M5) but "
                 f"{md5} in reference {reference}: {fix}"
             )
 

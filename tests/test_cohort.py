@@ -16,6 +16,7 @@ from test_e2e import make_workdir, snakemake
 
 from bench.evaluation.vcfcompare import vcf_body
 from functions.bcftools_engine import BcftoolsParams
+from functions.core.crai import is_cram
 from functions.core.storage import ObjectStore
 from functions.engines import run_engine
 from pipeline.call import CallError, CallInputs, call_samples, share
@@ -40,7 +41,8 @@ def whole_joint(bams: list[Path], out: Path) -> list[str]:
 def staged_inputs(store: ObjectStore, bams: dict[str, Path], work: Path) -> tuple[dict, dict, list[PlanInput]]:
     work.mkdir(parents=True, exist_ok=True)
     ref = stage_reference(store, str(REF), work / "ref.json")
-    mans = {s: stage_sample(store, s, str(b), f"{b}.bai", work / f"{s}.json") for s, b in bams.items()}
+    mans = {s: stage_sample(store, s, str(b), f"{b}.crai" if is_cram(str(b)) else f"{b}.bai", work / f"{s}.json")
+            for s, b in bams.items()}
     return ref, mans, [plan_input(store, s, m, ref) for s, m in mans.items()]
 
 

@@ -75,7 +75,11 @@ class BamSlice:
     starting before the region's context end stop, closer than its window (16 kb for a
     BAI): the ranges end at ``voffset``'s block, and the function reads on from
     ``voffset`` only as far as those reads go, asking first for ``guess`` bytes
-    (:func:`functions.slice.fetch_bam_slice`)."""
+    (:func:`functions.slice.fetch_bam_slice`).
+
+    ``cram``: the object is a CRAM; the header range is its file definition and header
+    container, the ranges are whole containers and there are no chunks or scan
+    (:func:`functions.slice.fetch_cram_slice`)."""
 
     obj: ObjectRef
     size: int
@@ -85,18 +89,20 @@ class BamSlice:
     chunks: tuple[tuple[int, int], ...]
     ranges: tuple[tuple[int, int, bool], ...]
     scan: tuple[int, int] | None = None
+    cram: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"bucket": self.obj.bucket, "key": self.obj.key, "size": self.size, "n_ref": self.n_ref,
                 "header": list(self.header), "tid": self.tid, "chunks": [list(c) for c in self.chunks],
-                "ranges": [list(r) for r in self.ranges], "scan": list(self.scan) if self.scan else None}
+                "ranges": [list(r) for r in self.ranges], "scan": list(self.scan) if self.scan else None,
+                **({"cram": True} if self.cram else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BamSlice:
         return cls(ObjectRef(d["key"], d.get("bucket")), d["size"], d["n_ref"], (d["header"][0], d["header"][1]),
                    d["tid"], tuple((b, e) for b, e in d["chunks"]),
                    tuple((s, e, bool(t)) for s, e, t in d["ranges"]),
-                   (d["scan"][0], d["scan"][1]) if d.get("scan") else None)
+                   (d["scan"][0], d["scan"][1]) if d.get("scan") else None, bool(d.get("cram", False)))
 
 
 @dataclass(frozen=True)
