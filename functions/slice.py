@@ -54,7 +54,8 @@ from functions.core.bgzf import (
     deflate_blocks,
     inflate_block,
 )
-from functions.core.crai import EOF_CONTAINER, CraiEntry, parse_crai, slice_header
+from functions.core.crai import CraiEntry, parse_crai
+from functions.core.cram import EOF_CONTAINER, slice_header
 from functions.core.errors import SvcError
 from functions.core.fai import FaiEntry
 from functions.core.storage import ObjectStore

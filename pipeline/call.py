@@ -40,7 +40,7 @@ from typing import Any
 import pipeline
 from functions.bcftools_engine import bcftools_version
 from functions.call_region import call_region
-from functions.core.crai import is_cram
+from functions.core.cram import is_cram
 from functions.core.errors import SvcError
 from functions.core.fai import parse_fai
 from functions.core.primers import PrimerScheme

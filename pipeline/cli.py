@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from functions.core.atomic import folder_error
-from functions.core.crai import is_cram
+from functions.core.cram import is_cram
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectStore
 from pipeline.config import ConfigError, StepSettings, read_step_settings

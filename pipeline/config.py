@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from functions.core.crai import is_cram
+from functions.core.cram import is_cram
 from functions.core.errors import SvcError
 from functions.core.storage import is_object_url
 

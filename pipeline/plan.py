@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from functions.core.bai import MAX_BGZF_BLOCK, BamIndex, Chunk, coffset, uoffset
-from functions.core.crai import CramIndex, is_cram
+from functions.core.crai import CramIndex
+from functions.core.cram import is_cram
 from functions.core.errors import SvcError
 from functions.core.targets import Intervals, TargetError, overlapping, targets
 from functions.core.tasks import SCAN_SLACK, region_name
@@ -740,7 +741,8 @@ def _cram_input(store: ObjectStore, sample: str, manifest: StagedSample, referen
                 one_sample: bool) -> PlanInput:
     """:func:`plan_input` for a CRAM: its ``.crai`` and header container, checked the same way."""
     from functions.core.bai import IndexFormatError
-    from functions.core.crai import EOF_CONTAINER, cram_header, parse_crai
+    from functions.core.crai import parse_crai
+    from functions.core.cram import EOF_CONTAINER, CramFormatError, cram_header
     from pipeline.validate import check_contigs, check_one_sample, check_sort_order, sq_tags
 
     cram, crai = manifest.bam, manifest.bai
@@ -751,7 +753,7 @@ def _cram_input(store: ObjectStore, sample: str, manifest: StagedSample, referen
             raise IndexFormatError("it lists no container")
         header = cram_header(store.get_range(cram.key, 0, min(e.container for e in entries), cram.bucket))
         index = CramIndex(entries, len(header.contigs), cram.size - len(EOF_CONTAINER))
-    except IndexFormatError as exc:
+    except (IndexFormatError, CramFormatError) as exc:
         raise PlanError(f"index {crai.path} of CRAM {cram.path} of sample {sample} cannot be used ({exc}): "
                         f"{fix}") from exc
     if index.first_record is None:

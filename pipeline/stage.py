@@ -45,7 +45,7 @@ from functions.capture import stderr_into
 from functions.core.bai import BamIndex, IndexFormatError, parse_bai
 from functions.core.bamheader import BamHeader, BamHeaderError, parse_header
 from functions.core.bgzf import EOF_BLOCK, inflate
-from functions.core.crai import EOF_CONTAINER, CramFormatError, cram_header, is_cram
+from functions.core.cram import EOF_CONTAINER, CramFormatError, cram_header, is_cram
 from functions.core.errors import SvcError
 from functions.core.storage import ObjectMissingError, ObjectStore, split_url
 from pipeline.manifests import Contig, StagedReference, StagedSample, StoredFile

@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from functions.core.bgzf import EOF_BLOCK, inflate
-from functions.core.crai import EOF_CONTAINER, cram_version, is_cram
+from functions.core.cram import EOF_CONTAINER, cram_version, is_cram
 from functions.core.errors import SvcError
 from pipeline.manifests import Contig
 

@@ -16,7 +16,7 @@ from test_e2e import make_workdir, snakemake
 
 from bench.evaluation.vcfcompare import vcf_body
 from functions.bcftools_engine import BcftoolsParams
-from functions.core.crai import is_cram
+from functions.core.cram import is_cram
 from functions.core.storage import ObjectStore
 from functions.engines import run_engine
 from pipeline.call import CallError, CallInputs, call_samples, share

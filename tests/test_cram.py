@@ -23,7 +23,8 @@ from helpers import DATA, assert_same, run_core, serial, tricky_cuts, whole_geno
 
 from bench.evaluation.vcfcompare import vcf_body
 from functions.core.bai import coffset
-from functions.core.crai import EOF_CONTAINER, CramIndex, cram_header, is_cram, parse_crai
+from functions.core.crai import CramIndex, parse_crai
+from functions.core.cram import EOF_CONTAINER, cram_header, is_cram
 from functions.core.fai import parse_fai
 from functions.core.storage import ObjectStore
 from functions.core.tasks import BamSlice, ObjectRef, Span
