@@ -52,3 +52,14 @@ def test_worker_modules_load_without_the_local_sides_libraries() -> None:
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]", res.stdout
+
+
+def test_loading_the_workflow_and_starting_a_step_import_no_heavy_library() -> None:
+    """The Snakefile loads pipeline.config, and each step starts in pipeline.cli: neither
+    imports numpy, pysam or Lithops (0.1-0.4 s each, paid at every Snakemake start and
+    every step's start; a step imports what its work needs when it runs)."""
+    code = ("import sys, pipeline.config, pipeline.cli\n"
+            "print(sorted(n for n in sys.modules if n.split('.')[0] in ('numpy', 'pysam', 'lithops')))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout
