@@ -20,6 +20,7 @@ from helpers import DATA, whole_genome
 from test_e2e import make_workdir, snakemake
 
 from bench.evaluation.vcfcompare import vcf_body
+from functions.core.crai import parse_crai
 from functions.core.tasks import Span, region_name
 from functions.lowfreq import LowfreqParams
 
@@ -129,11 +130,19 @@ def many_contigs_copy(out: Path, n_small: int = 150) -> tuple[Path, Path]:
     return ref, bam
 
 
-def test_small_contigs_share_functions_and_the_vcf_is_unchanged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["bam", "cram"])
+def test_small_contigs_share_functions_and_the_vcf_is_unchanged(tmp_path: Path, fmt: str) -> None:
     """150 small contigs carrying reads beside three large ones: the plan has a region per
     contig, but the functions follow plan.n_regions (light regions packed into a function
-    no heavier than the heaviest region), and the VCF equals a whole-genome run."""
+    no heavier than the heaviest region), and the VCF equals a whole-genome run. Also as
+    a CRAM, where htslib puts the small contigs' reads in slices of several contigs."""
     ref, bam = many_contigs_copy(tmp_path)
+    if fmt == "cram":
+        from test_cram import to_cram
+
+        bam = to_cram(bam, tmp_path / "sampleA.cram", ref)
+        multi = [e.container for e in parse_crai(Path(f"{bam}.crai").read_bytes())]
+        assert len(multi) > len(set(multi)), "no CRAM container holds several contigs' reads"
     wd = make_workdir(tmp_path / "wd", plan__n_regions=12, reference=str(ref))
     (wd / "config" / "samples.tsv").write_text(f"sample\tbam\nsampleA\t{bam}\n")
     res = snakemake(wd)
