@@ -76,6 +76,24 @@ def test_cli_run_equals_whole_genome_run(cli_run: Path, whole: str) -> None:
     assert re.search(rf"<tr><td>{SAMPLE}</td><td>{len(records):,}</td>.*?<td>{passed:,}</td></tr>", page), page[:3000]
 
 
+def test_a_cram_of_the_mixture_calls_the_same(mixture: Path, whole: str, tmp_path: Path) -> None:
+    """The 5000x mixture as a CRAM (samtools' defaults: containers of 10,000 reads, about
+    300 bp of this genome each), called with lowfreq through snakemake: planned by its
+    containers, the VCF equals the whole-genome run on the BAM it was written from."""
+    from test_cram import to_cram
+
+    cram = to_cram(mixture / "mixture.bam", tmp_path / "mixture.cram", mixture / "virus.fa")
+    wd = make_workdir(tmp_path / "wd", plan__n_regions=6, calling__engine="lowfreq",
+                      reference=str(mixture / "virus.fa"))
+    (wd / "config" / "samples.tsv").write_text(f"sample\tbam\n{SAMPLE}\t{cram}\n")
+    res = snakemake(wd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_same(str(wd / "results" / f"{SAMPLE}.vcf.gz"), whole)
+    assert "#index=CRAI" in (wd / "work" / "plans" / f"{SAMPLE}.tsv").read_text()
+    calls = json.loads((wd / "work" / "calls" / f"{SAMPLE}.json").read_text())
+    assert sum(f["bam_get_bytes"] for f in calls["fragments"]) <= 1.2 * cram.stat().st_size
+
+
 def test_accuracy_against_truth(cli_run: Path, mixture: Path, capsys: pytest.CaptureFixture[str]) -> None:
     vcf = str(cli_run / "results" / f"{SAMPLE}.vcf.gz")
     truth = afeval.read_truth(str(mixture / "truth.vcf.gz"))
