@@ -280,7 +280,7 @@ def local_index(sample: str, bam: str, bai: str, index_dir: str | Path) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     if failed is not None:
-        if "unsorted" in failed.lower():
+        if "unsorted" in failed.lower() or "not sorted" in failed.lower():
             raise InputError(f"{kind} {bam} of sample {sample} has no index and cannot be indexed: it is not "
                              f"sorted by coordinate ({failed}): {sort_fix(bam)}")
         raise InputError(f"{kind} {bam} of sample {sample} has no index and `samtools index` failed on it "

@@ -228,12 +228,23 @@ def test_a_cram_in_the_bucket_is_called_in_place_through_the_gateway(crams: dict
     ("version2", "is CRAM version 2.1, which is not read (only 3.0 and 3.1)"),
     ("bam", "is not a CRAM file (it is a BAM file)"),
     ("named_bam", "is not a BAM file (it is a CRAM file): name it .cram in the sample sheet, with its .crai beside it"),
-], ids=["truncated", "version2", "bam", "named_bam"])
+    ("unsorted", "has no index and cannot be indexed: it is not sorted by coordinate (CRAM file is not sorted by "
+                 "chromosome / position): sort and index it with `samtools sort -O cram --reference <reference>"),
+], ids=["truncated", "version2", "bam", "named_bam", "unsorted"])
 def test_a_bad_cram_is_refused_at_staging_in_one_line(crams: dict[str, Path], store: ObjectStore, tmp_path: Path,
                                                        case: str, message: str) -> None:
     bad = tmp_path / ("bad.bam" if case == "named_bam" else "bad.cram")
     if case == "named_bam":
         shutil.copy(crams["sampleA"], bad)
+    elif case == "unsorted":  # reads out of order, and a header that does not say so
+        with pysam.AlignmentFile(str(DATA / "sampleA.bam")) as src:
+            header = src.header.to_dict()
+            header["HD"]["SO"] = "unknown"
+            reads = [r.to_dict() for r in src]
+        random.Random(1).shuffle(reads)
+        with pysam.AlignmentFile(str(bad), "wc", header=header, reference_filename=str(DATA / "ref.fa")) as out:
+            for read in reads:
+                out.write(pysam.AlignedSegment.from_dict(read, out.header))
     elif case == "truncated":
         bad.write_bytes(crams["sampleA"].read_bytes()[:-1000])
     elif case == "version2":
@@ -243,7 +254,7 @@ def test_a_bad_cram_is_refused_at_staging_in_one_line(crams: dict[str, Path], st
     with pytest.raises(InputError, match=re.escape(message)) as exc:
         stage_sample(store, "sampleA", str(bad), f"{bad}.crai", tmp_path / "m.json")
     assert "\n" not in str(exc.value) and str(bad) in str(exc.value)
-    assert not (tmp_path / "m.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]  # no manifest, no index left behind
 
 
 @pytest.mark.e2e
