@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,14 +29,21 @@ from typing import Any
 
 def process_start() -> float | None:
     """When this process was created (epoch seconds, to the kernel's clock tick), from
-    /proc; None where there is no /proc."""
+    /proc; None where there is no /proc.
+
+    The process' age is the time since boot (``/proc/uptime``, to 10 ms) less its start
+    in clock ticks since boot; the start is now less that age. (The boot time of
+    ``/proc/stat``, ``btime``, is in whole seconds: added to the ticks, it put every
+    process up to a second early, which the run's breakdown counted as start-up.)
+    """
     try:
         with open("/proc/self/stat") as fh:
             ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as fh:
-            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        now = time.time()
+        return now - max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
         return None
 
 

@@ -3,6 +3,8 @@ run, checked by hand; a real run's breakdown is checked in tests/test_e2e.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.phases import (
@@ -48,6 +50,23 @@ def test_this_process_knows_when_it_started() -> None:
 
     started = process_start()
     assert started is not None and time.time() - 3600 < started <= time.time()
+
+
+def test_a_new_process_knows_when_it_started_to_a_tenth_of_a_second() -> None:
+    """A process' start lies just before the first line it runs: the interpreter's own
+    start-up (about 20 ms) and the clock tick apart. (The boot time in whole seconds
+    put it up to a second early.)"""
+    import subprocess
+    import sys
+
+    code = ("import time; first = time.time()\n"
+            "from pipeline.phases import process_start\n"
+            "print(first - process_start())")
+    for _ in range(3):
+        res = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
+                             cwd=Path(__file__).resolve().parent.parent)
+        assert res.returncode == 0, res.stderr
+        assert -0.02 <= float(res.stdout) < 0.1, res.stdout
 
 
 @pytest.mark.parametrize("log, kind", [("merge_mixture", "merge"), ("stage_reference", "stage_reference"),
