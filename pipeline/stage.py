@@ -1,4 +1,4 @@
-"""Put a sample's BAM + BAI, and the reference FASTA + FAI, into object storage.
+"""Put a sample's BAM + BAI (or CRAM + CRAI), and the reference FASTA + FAI, into object storage.
 
 Contract: :func:`stage_sample` and :func:`stage_reference` copy (or, with the local
 store, link) local files into the store through :class:`functions.core.storage.ObjectStore`,
@@ -23,8 +23,9 @@ changed BAM is staged again.
 
 Staging is also where inputs are checked (:mod:`pipeline.validate`): a BAM must be a
 BAM, end with the BGZF EOF block, be sorted by coordinate and have an index no older
-than itself; the reference must be a plain (uncompressed) FASTA. The reference
-manifest lists each contig's name, length and (for a local FASTA) MD5, which
+than itself (a CRAM: be a CRAM 3, end with its EOF container, the same otherwise; it
+gets no fine index, as planning cuts it by its containers); the reference must be a
+plain (uncompressed) FASTA. The reference manifest lists each contig's name, length and (for a local FASTA) MD5, which
 planning compares with every BAM header.
 """
 
@@ -202,8 +203,7 @@ def check_local_cram(sample: str, cram: str) -> None:
 def check_remote_cram(store: ObjectStore, sample: str, url: str, obj: StoredFile) -> None:
     """A CRAM in object storage is a CRAM 3 ending with the EOF container: two ranged GETs."""
     check_cram_start(store.get_range(obj.key, 0, min(obj.size, 6), obj.bucket), sample, url)
-    check_eof(store.get_range(obj.key, max(0, obj.size - len(EOF_CONTAINER)), obj.size, obj.bucket),
-                   sample, url)
+    check_eof(store.get_range(obj.key, max(0, obj.size - len(EOF_CONTAINER)), obj.size, obj.bucket), sample, url)
 
 
 def _local_header(sample: str, bam: str) -> BamHeader:
