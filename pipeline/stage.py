@@ -25,8 +25,8 @@ Staging is also where inputs are checked (:mod:`pipeline.validate`): a BAM must 
 BAM, end with the BGZF EOF block, be sorted by coordinate and have an index no older
 than itself (a CRAM: be a CRAM 3, end with its EOF container, the same otherwise; it
 gets no fine index, as planning cuts it by its containers); the reference must be a
-plain (uncompressed) FASTA. The reference manifest lists each contig's name, length and (for a local FASTA) MD5, which
-planning compares with every BAM header.
+plain (uncompressed) FASTA. The reference manifest lists each contig's name, length
+and (for a local FASTA) MD5, which planning compares with every BAM (or CRAM) header.
 """
 
 from __future__ import annotations
