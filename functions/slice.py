@@ -269,7 +269,6 @@ def _check_md5s(cram: str, entries: list[CraiEntry], fasta: str, entry: FaiEntry
 def fetch_reference_window(
     store: ObjectStore, fasta_key: str, entry: FaiEntry, start: int, end: int, path: str,
     bucket: str | None = None, shifted: bool = False, gaps: Sequence[tuple[int, int]] = (),
-    full_length: bool = False,
 ) -> str:
     """Write a local FASTA (+ ``.fai``, ``.gzi``) holding ``entry``'s bases [start, end).
 
@@ -281,13 +280,9 @@ def fetch_reference_window(
     base ``start`` at position 0 (for reads moved by :func:`shift_slice`). ``gaps``:
     spans inside the window, sorted and apart, whose bases are neither fetched nor
     written but ``N`` like those before it (stretches without reads): each piece
-    between them is one ranged GET. ``full_length``: the contig keeps its length, ``N``
-    after ``end`` too (htslib's CRAM decoder warns of a contig shorter than the CRAM
-    header says).
+    between them is one ranged GET.
     """
     start, end = max(0, start), min(entry.length, end)
-    if full_length and shifted:
-        raise ValueError("a shifted window cannot keep the contig's length")
     pieces, at = [], start
     for g_start, g_end in gaps:
         if not at < g_start < g_end < end:
@@ -331,14 +326,12 @@ def fetch_reference_window(
                     f"{p_start}, got {len(seq)}; the .fai does not match the FASTA"
                 )
             put_bases(seq)
-        if full_length:
-            put_n(entry.length - end)
         put_bases(b"\n")
         out.write(EOF_BLOCK)
     with open(path + ".gzi", "wb") as out:  # htslib's BGZF index: every block but the first
         out.write(struct.pack("<Q", len(starts) - 1))
         out.write(b"".join(struct.pack("<QQ", co, uo) for co, uo in starts[1:]))
-    length = end - start if shifted else entry.length if full_length else end
+    length = end - start if shifted else end
     with open(path + ".fai", "w") as fai:
         fai.write(f"{entry.name}\t{length}\t{len(head)}\t{length}\t{length + 1}\n")
     return path
