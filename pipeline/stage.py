@@ -53,6 +53,7 @@ from pipeline.manifests import Contig, StagedReference, StagedSample, StoredFile
 from pipeline.validate import (
     HEAD_BYTES,
     InputError,
+    bam_name,
     check_bam_start,
     check_cram_start,
     check_eof,
@@ -170,34 +171,14 @@ def run_samtools(tool: str, *args: str) -> str | None:
 
 
 def check_local_bam(sample: str, bam: str) -> None:
-    """A local BAM is a BAM, complete (BGZF EOF block at the end) and not declared unsorted."""
+    """A local BAM is a BAM (a ``.cram``: a CRAM 3), complete (the BGZF EOF block, or
+    the CRAM EOF container, at the end) and not declared unsorted."""
+    cram = is_cram(bam)
     with open(bam, "rb") as fh:
-        check_bam_start(fh.read(HEAD_BYTES), sample, bam)
-        fh.seek(max(0, os.fstat(fh.fileno()).st_size - len(EOF_BLOCK)))
+        (check_cram_start if cram else check_bam_start)(fh.read(HEAD_BYTES), sample, bam)
+        fh.seek(max(0, os.fstat(fh.fileno()).st_size - len(EOF_CONTAINER if cram else EOF_BLOCK)))
         check_eof(fh.read(), sample, bam)
     check_sort_order(_local_header(sample, bam).sort_order, sample, bam)
-
-
-def check_local_cram(sample: str, cram: str) -> None:
-    """A local CRAM is a CRAM 3, complete (EOF container at the end) and not declared unsorted."""
-    size = 1 << 20
-    with open(cram, "rb") as fh:
-        head = fh.read(size)
-        check_cram_start(head, sample, cram)
-        fh.seek(max(0, os.fstat(fh.fileno()).st_size - len(EOF_CONTAINER)))
-        check_eof(fh.read(), sample, cram)
-    while True:
-        try:
-            header = cram_header(head)
-            break
-        except CramFormatError as exc:
-            if len(head) < size or size >= MAX_HEADER_READ:
-                raise InputError(f"the header of CRAM {cram} of sample {sample} cannot be read ({exc}): "
-                                 "copy it again from its source, or write it again with samtools") from exc
-            size *= 4
-            with open(cram, "rb") as fh:
-                head = fh.read(size)
-    check_sort_order(header.sort_order, sample, cram)
 
 
 def check_remote_cram(store: ObjectStore, sample: str, url: str, obj: StoredFile) -> None:
@@ -207,20 +188,22 @@ def check_remote_cram(store: ObjectStore, sample: str, url: str, obj: StoredFile
 
 
 def _local_header(sample: str, bam: str) -> BamHeader:
-    """The header of a local BAM, read with our parser (htslib would also open, and judge, the index).
+    """The header of a local BAM (or CRAM), read with our parser (htslib would also open,
+    and judge, the index).
 
     Reads the first MiB, then 4, 16 and 64 MiB while the header runs past what was read.
     """
+    cram = is_cram(bam)
     size = 1 << 20
     with open(bam, "rb") as fh:
         while True:
             fh.seek(0)
             data = fh.read(size)
             try:
-                return parse_header(inflate(data, allow_partial=True))
-            except BamHeaderError as exc:
+                return cram_header(data) if cram else parse_header(inflate(data, allow_partial=True))
+            except (BamHeaderError, CramFormatError) as exc:
                 if len(data) < size or size >= MAX_HEADER_READ:
-                    raise InputError(f"the header of BAM {bam} of sample {sample} cannot be read ({exc}): "
+                    raise InputError(f"the header of {bam_name(sample, bam)} cannot be read ({exc}): "
                                      "copy it again from its source, or write it again with samtools") from exc
             size *= 4
 
@@ -424,7 +407,7 @@ def _stage_cram(store: ObjectStore, sample: str, cram: str, crai: str, index_dir
         return StagedSample(sample, obj, _in_place(store, cram + ".crai", "index of CRAM", fix))
     if not os.path.exists(cram):
         raise StageError(f"CRAM {cram} of sample {sample} not found; fix the path in the sample sheet")
-    check_local_cram(sample, cram)
+    check_local_bam(sample, cram)
     crai = local_index(sample, cram, crai, index_dir)
     key = store.key("inputs", sample, os.path.basename(cram))
     return StagedSample(sample, stage_file(store, cram, key, content_fingerprint(cram, crai)),
