@@ -46,6 +46,7 @@ from functions.core.tasks import SCAN_SLACK, region_name
 from pipeline.validate import bam_name
 
 if TYPE_CHECKING:
+    from functions.core.bamheader import BamHeader
     from functions.core.storage import IoCounts, ObjectStore
     from pipeline.manifests import StagedReference, StagedSample
 
@@ -428,11 +429,12 @@ def _before(chunks: tuple[Chunk, ...], voffset: int) -> tuple[Chunk, ...]:
 
 
 def first_record(index: Index, sample: str, bam: str) -> int:
-    """Virtual offset of the BAM's first record; a BAM without aligned reads is refused."""
+    """Virtual offset of the BAM's first record; a BAM (or CRAM) without aligned reads is refused."""
     first = index.first_record
     if first is None:
-        raise PlanError(f"{bam_name(sample, bam)} has no aligned reads, so there is nothing to call: "
-                        "point the sample sheet at the BAM with the aligned reads, or remove the sample")
+        raise PlanError(f"{bam_name(sample, bam)} has no aligned reads, so there is nothing to call: point the "
+                        f"sample sheet at the {'CRAM' if is_cram(bam) else 'BAM'} with the aligned reads, or remove "
+                        "the sample")
     return first
 
 
@@ -719,34 +721,35 @@ def plan_input(
     from pipeline.validate import check_contigs, check_one_sample, check_sort_order, sq_tags
 
     bam = manifest.bam
+    index: Index
     if is_cram(bam.key):
-        return _cram_input(store, sample, manifest, reference, one_sample)
-    if manifest.csi is not None:
-        index = parse_csi(store.get(manifest.csi.key, manifest.csi.bucket))
-        logger.info("sample %s: planning from its fine index (%d bp windows)", sample, index.window)
+        index, header = _cram_index(store, sample, manifest)
     else:
-        index = parse_bai(store.get(manifest.bai.key, manifest.bai.bucket))
-    first = first_record(index, sample, bam.path)
-    raw = store.get_range(bam.key, 0, _range_end(index, first, bam.size), bam.bucket)
-    header = parse_header(inflate(raw, allow_partial=True))
+        if manifest.csi is not None:
+            index = parse_csi(store.get(manifest.csi.key, manifest.csi.bucket))
+            logger.info("sample %s: planning from its fine index (%d bp windows)", sample, index.window)
+        else:
+            index = parse_bai(store.get(manifest.bai.key, manifest.bai.bucket))
+        first = first_record(index, sample, bam.path)
+        raw = store.get_range(bam.key, 0, _range_end(index, first, bam.size), bam.bucket)
+        header = parse_header(inflate(raw, allow_partial=True))
     check_sort_order(header.sort_order, sample, bam.path)
     if one_sample:
         check_one_sample(header.text, sample, bam.path)
     if reference is not None:
-        check_contigs(sample, header.contigs, sq_tags(header.text, "M5"), reference.fasta.path, reference.contigs)
+        check_contigs(sample, header.contigs, sq_tags(header.text, "M5"), reference.fasta.path, reference.contigs,
+                      what="CRAM" if is_cram(bam.key) else "BAM")
     return PlanInput(sample, index, header.contigs, bam.key, bam.size)
 
 
-def _cram_input(store: ObjectStore, sample: str, manifest: StagedSample, reference: StagedReference | None,
-                one_sample: bool) -> PlanInput:
-    """:func:`plan_input` for a CRAM: its ``.crai`` and header container, checked the same way."""
+def _cram_index(store: ObjectStore, sample: str, manifest: StagedSample) -> tuple[CramIndex, BamHeader]:
+    """A staged CRAM's ``.crai`` and header, read for :func:`plan_input` (which checks the
+    header as a BAM's)."""
     from functions.core.bai import IndexFormatError
     from functions.core.crai import parse_crai
     from functions.core.cram import EOF_CONTAINER, CramFormatError, cram_header
-    from pipeline.validate import check_contigs, check_one_sample, check_sort_order, sq_tags
 
     cram, crai = manifest.bam, manifest.bai
-    fix = f"rebuild it with `samtools index {cram.path}`"
     try:
         entries = parse_crai(store.get(crai.key, crai.bucket))
         if not entries:
@@ -755,18 +758,10 @@ def _cram_input(store: ObjectStore, sample: str, manifest: StagedSample, referen
         index = CramIndex(entries, len(header.contigs), cram.size - len(EOF_CONTAINER))
     except (IndexFormatError, CramFormatError) as exc:
         raise PlanError(f"index {crai.path} of CRAM {cram.path} of sample {sample} cannot be used ({exc}): "
-                        f"{fix}") from exc
-    if index.first_record is None:
-        raise PlanError(f"CRAM {cram.path} of sample {sample} has no aligned reads, so there is nothing to call: "
-                        "point the sample sheet at the CRAM with the aligned reads, or remove the sample")
+                        f"rebuild it with `samtools index {cram.path}`") from exc
+    first_record(index, sample, cram.path)
     logger.info("sample %s: planning from its CRAM index (%d containers)", sample, index.n_containers)
-    check_sort_order(header.sort_order, sample, cram.path)
-    if one_sample:
-        check_one_sample(header.text, sample, cram.path)
-    if reference is not None:
-        check_contigs(sample, header.contigs, sq_tags(header.text, "M5"), reference.fasta.path, reference.contigs,
-                      what="CRAM")
-    return PlanInput(sample, index, header.contigs, cram.key, cram.size)
+    return index, header
 
 
 def plan_from_store(
