@@ -33,6 +33,12 @@ class BcftoolsParams:
     ENGINE: ClassVar[str] = "bcftools"
     JOINT: ClassVar[bool] = True  # mpileup takes several BAMs; call -m genotypes them together
     WHOLE_CONTIG: ClassVar[bool] = True  # mpileup loads each contig's reference from base 0 to its end
+    # mpileup's partial BAQ realigns a read at the first column it covers where the
+    # pileup shows indels or clips, judged from every read covering that column: a
+    # call depends on the columns of every read piled up there, so a region's calls
+    # equal a whole-genome run's only if every read overlapping the region lies inside
+    # its context (checked by each function: functions.call_region.check_reach).
+    READS_IN_CONTEXT: ClassVar[bool] = True
 
     min_mapq: int = 0
     min_baseq: int = 13
@@ -81,6 +87,12 @@ class BcftoolsParams:
                 fh.write(f"* * * * {self.ploidy}\n")
             args += ["--ploidy-file", ploidy_file]
         return args
+
+    def context_padding(self) -> int:
+        """Context a region needs on each side: the reference span of the longest read
+        (see ``READS_IN_CONTEXT``); 500 bp covers short reads (2 x 300 bp and their
+        deletions). Longer reads stop their region with the padding they need."""
+        return 500
 
     def describe(self) -> str:
         """The command lines, for VCF headers and logs."""

@@ -9,8 +9,9 @@ parameters (``engine`` names one of :data:`functions.engines.ENGINES`). It fetch
 only those bytes, runs the engine on a local view over the
 region's context (the region widened by the plan's padding, so that every read
 that can touch a call inside the region — mates whose overlap lowers base
-qualities, reads in the indel model's window — is piled up exactly as in a
-whole-genome run), keeps the records the region owns (:meth:`Span.owns`: POS in
+qualities, reads in the indel model's window, for bcftools every read covering a
+column of a read overlapping the region, checked by :func:`check_reach` — is piled
+up exactly as in a whole-genome run), keeps the records the region owns (:meth:`Span.owns`: POS in
 [start, end)), and through :func:`functions.worker.run_task` writes back to the store
 
 * ``<out_key>.vcf.gz`` — a bgzipped VCF (full header, owned records only), and
@@ -48,7 +49,14 @@ from functions.core.primers import PrimerScheme
 from functions.core.storage import ObjectStore
 from functions.core.targets import contains
 from functions.core.tasks import RegionTask, Span
-from functions.engines import keeps_depth, loads_whole_contig, make_params, run_engine, scores_at_merge
+from functions.engines import (
+    keeps_depth,
+    loads_whole_contig,
+    make_params,
+    needs_reads_in_context,
+    run_engine,
+    scores_at_merge,
+)
 from functions.pileup import Evidence
 from functions.slice import CramSlice, fetch_bam_slice, fetch_cram_slice, fetch_reference_window, shift_slice
 from functions.worker import Phases, run_task
@@ -105,6 +113,8 @@ def _call(t: RegionTask, store: ObjectStore, tmp: str) -> tuple[str, dict[str, A
             clock.lap("fetch_bam")
         scans.append(scan_reads(slices[-1], region, context))
         clock.lap("scan")
+    if needs_reads_in_context(t.engine):
+        check_reach(scans, region, context, t.fai.length)
     bam_gets = store.counts.gets - sum(d.gets for d in decoded)
     bam_bytes = store.counts.get_bytes - sum(d.get_bytes for d in decoded)
     lo, hi, gaps = reference_window(scans, context, tight=loads_whole_contig(t.engine))
@@ -192,6 +202,8 @@ class ReadScan:
 
     reads: int = 0  # reads overlapping the region itself
     usable: int = 0  # of those, reads the caller can use (not unmapped, secondary, QC-fail, duplicate)
+    # [start, end) spanned by the usable reads overlapping the region (None: there are none)
+    reach: tuple[int, int] | None = None
     # [start, end) stretches covered by reads, apart by more than REFERENCE_GAP, in order
     islands: list[list[int]] = field(default_factory=list)
 
@@ -208,8 +220,30 @@ def scan_reads(bam_path: str, region: Span, context: Span) -> ReadScan:
             _add_span(scan.islands, start, end)
             if start < region.end and end > region.start:
                 scan.reads += 1
-                scan.usable += not read.flag & _UNUSABLE
+                if not read.flag & _UNUSABLE:
+                    scan.usable += 1
+                    scan.reach = (start, end) if scan.reach is None else (scan.reach[0], max(scan.reach[1], end))
     return scan
+
+
+def check_reach(scans: list[ReadScan], region: Span, context: Span, length: int) -> None:
+    """Refuse a region some read overlapping it reaches out of its context from (but
+    not past the contig's ends), for an engine whose calls are exact only with every
+    such read inside (:func:`functions.engines.needs_reads_in_context`): the function
+    holds the reads overlapping the context, not the ones a whole-genome run would pile
+    up with that read beyond it."""
+    reaches = [s.reach for s in scans if s.reach is not None]
+    if not reaches:
+        return
+    lo, hi = min(r[0] for r in reaches), max(r[1] for r in reaches)
+    if (context.start > 0 and lo < context.start) or (context.end < length and hi > context.end):
+        padding = max(region.start - context.start, context.end - region.end)
+        need = max(region.start - lo, hi - region.end)
+        raise RegionError(
+            f"a read overlapping region {region.name} reaches {need:,} bp beyond it, past the {padding:,} bp "
+            f"of context each side, so its calls could differ from a whole-genome run's: set plan.padding to "
+            f"the reference span of the longest reads or more (at least {need:,})"
+        )
 
 
 def _add_span(islands: list[list[int]], start: int, end: int) -> None:

@@ -50,10 +50,17 @@ def joint_capable(engine: str) -> bool:
 def context_padding(engine: str, values: dict[str, Any]) -> int:
     """The bases of context a region needs on each side for the engine's calls in it to
     equal a whole-genome run's (``plan.padding: null``): the engine parameters'
-    ``context_padding()``, else 1000 (bcftools: BAQ and indel realignment)."""
+    ``context_padding()``, else 1000."""
     params = make_params(engine, values)
     own = getattr(params, "context_padding", None)
     return int(own()) if own is not None else 1000
+
+
+def needs_reads_in_context(engine: str) -> bool:
+    """Are the engine's calls in a region exact only when every read overlapping the
+    region lies inside its context (bcftools: see ``BcftoolsParams.READS_IN_CONTEXT``)?"""
+    cls, _ = ENGINES[engine]
+    return bool(getattr(cls, "READS_IN_CONTEXT", False))
 
 
 def keeps_depth(engine: str) -> bool:

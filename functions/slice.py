@@ -59,7 +59,7 @@ from functions.core.cram import EOF_CONTAINER, slice_header
 from functions.core.errors import SvcError
 from functions.core.fai import FaiEntry
 from functions.core.storage import ObjectStore
-from functions.core.tasks import SCAN_SLACK, BamSlice, ObjectRef, Span, region_name
+from functions.core.tasks import BamSlice, ObjectRef, Span, region_name
 
 
 def fetch_bam_slice(store: ObjectStore, bam: BamSlice, path: str, stop: int | None = None) -> str:
@@ -117,8 +117,13 @@ def _scan_to(store: ObjectStore, bam: BamSlice, out: BinaryIO, scan: tuple[int, 
     The first GET asks for the scan's guess of bytes past its block (from ``lead``,
     the start of a range ending there, when given: one GET for both). When that falls
     short, each next GET asks for the bytes the positions still to go would take at
-    the bytes per base read so far, a quarter more (twice the last GET while no two
-    positions are known). Only the blocks holding the records' first 12 bytes (size,
+    the bytes per base read so far, and the header of the block there (twice the last
+    GET while no two positions are known); or, when the block being read has its header
+    here and should hold the stop, for that block's bytes alone. So the last GET ends
+    on the end of the block holding the first record not needed, most often: on the
+    harness's 5 Mb genome at 200 regions, 1.10 times the BAM in 788 GETs, against 1.14
+    times in 779 asking a quarter more and :data:`~functions.core.tasks.SCAN_SLACK`
+    each time. Only the blocks holding the records' first 12 bytes (size,
     contig, position) are inflated, one after another.
     """
     voffset, guess = scan
@@ -157,7 +162,16 @@ def _scan_to(store: ObjectStore, bam: BamSlice, out: BinaryIO, scan: tuple[int, 
             ask = want
             if last > first:  # the bytes per base so far, for the positions still to go
                 per_base = (at - (voffset & 0xFFFF)) * (block - (voffset >> 16)) / (base + len(data)) / (last - first)
-                ask = int(1.25 * per_base * (stop - last)) + SCAN_SLACK
+                # To about the first record past the stop, with the header of its block
+                # (whose end the next GET then asks for exactly): an extra GET in
+                # some regions saves fetching half a block past the stop in most.
+                ask = int(per_base * (stop - last)) + BGZF_HEADER
+                # This block's size is known (its header is here) and, at the inflated
+                # bytes per base so far, four fifths of a full block reach the stop:
+                # fetch that block alone.
+                inflated_per_base = (at - (voffset & 0xFFFF)) / (last - first)
+                if head and last + 0.8 * (base + len(data) - at + MAX_BLOCK_DATA) / inflated_per_base >= stop:
+                    ask = 0
             end = min(bam.size, max(need, min(cap, max(fetched, block) + ask)))
             out.seek(fetched)
             store.get_range_into(bam.obj.key, fetched, end, out, bam.obj.bucket)

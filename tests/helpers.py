@@ -41,10 +41,12 @@ def run_core(
     params: EngineParams | None = None,
     bam: Path | None = None,
     reference: Path | None = None,
+    padding: int | None = None,
 ) -> tuple[str, SamplePlan, CallSummary]:
     """Stage, plan, call and merge one sample; returns (VCF path, plan, summary).
 
-    The sample's BAM and the reference are the bundled ones unless given.
+    The sample's BAM and the reference are the bundled ones unless given; ``padding``
+    is the engine's (a workflow run's with ``plan.padding: null``) unless given.
     """
     params = params or BcftoolsParams()
     bam = bam or DATA / f"{sample}.bam"
@@ -52,8 +54,9 @@ def run_core(
     workdir.mkdir(parents=True, exist_ok=True)
     ref = stage_reference(store, str(reference), workdir / "ref.json")
     man = stage_sample(store, sample, str(bam), f"{bam}.bai", workdir / f"{sample}.json")
-    # The padding a workflow run gives the engine (plan.padding: null).
-    settings = PlanSettings(n_regions=n_regions or 1, padding=context_padding(params.ENGINE, params.as_dict()))
+    if padding is None:
+        padding = context_padding(params.ENGINE, params.as_dict())
+    settings = PlanSettings(n_regions=n_regions or 1, padding=padding)
     plan = plan_from_store(store, sample, man, settings, cuts)
     write_plan(plan, workdir / f"{sample}.plan.tsv")
     calls = workdir / f"{sample}.calls.json"

@@ -59,9 +59,9 @@ class ObjectRef:
     bucket: str | None = None
 
 
-# Bytes added to each GET of a BAM slice's scan (:attr:`BamSlice.scan`) beyond its
-# estimate: the block holding the first record not needed is fetched whole, and BAM
-# blocks hold 10-25 kB.
+# Bytes added to the first GET of a BAM slice's scan (:attr:`BamSlice.scan`) beyond
+# the plan's estimate: the block holding the first record not needed is fetched
+# whole, and BAM blocks hold 10-25 kB.
 SCAN_SLACK = 8192
 
 
