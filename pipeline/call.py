@@ -74,6 +74,7 @@ class CallSummary:
     retried_regions: int = 0
     functions: int | None = None  # the functions run, when light regions were packed (else one per region)
     bam_read: int = 0  # of get_bytes, those of the BAMs (the rest: the reference)
+    inputs: str = "BAM"  # what the samples are: "BAM", "CRAM", or "BAM and CRAM"
 
     def line(self) -> str:
         ratio = self.bam_read / self.bam_bytes if self.bam_bytes else 0.0
@@ -84,7 +85,8 @@ class CallSummary:
             f"called {self.samples} sample(s) in {self.regions} regions: "
             f"{ran}, {self.reused} fragments reused; {retried}"
             f"read {self.get_bytes / 1e6:.2f} MB in {self.gets} GETs "
-            f"(BAM {ratio:.2f} x its size, and the reference) in {self.seconds:.1f} s"
+            f"({self.inputs} {ratio:.2f} x {'its size' if ' and ' not in self.inputs else 'their sizes'}, "
+            f"and the reference) in {self.seconds:.1f} s"
         )
 
 
@@ -256,6 +258,8 @@ class CallInputs:
             retries=sum(s["attempts"] - 1 for s in computed),
             retried_regions=sum(s["attempts"] > 1 for s in computed),
             functions=functions,
+            inputs=" and ".join(sorted({"CRAM" if is_cram(self.sample_manifests[p.sample].bam.key) else "BAM"
+                                        for p in self.plans})) or "BAM",
         )
 
 

@@ -258,6 +258,15 @@ def test_a_bad_cram_is_refused_at_staging_in_one_line(crams: dict[str, Path], st
 
 
 @pytest.mark.e2e
+def test_the_call_summary_names_what_it_read() -> None:
+    from pipeline.call import CallSummary
+
+    summary = CallSummary(samples=2, regions=4, computed=4, reused=0, get_bytes=3_000_000, gets=12,
+                          bam_bytes=2_000_000, seconds=1.0, bam_read=2_100_000, inputs="BAM and CRAM")
+    assert summary.line() == ("called 2 sample(s) in 4 regions: 4 functions run, 0 fragments reused; read 3.00 MB in "
+                              "12 GETs (BAM and CRAM 1.05 x their sizes, and the reference) in 1.0 s")
+
+
 def test_crams_through_snakemake_equal_whole_genome_runs_on_them(crams: dict[str, Path], tmp_path: Path) -> None:
     """From a lab's own folder: sampleA's CRAM with its .crai, sampleB's without one
     (staging builds it); each VCF equals bcftools on the CRAM."""
@@ -272,6 +281,8 @@ def test_crams_through_snakemake_equal_whole_genome_runs_on_them(crams: dict[str
     (lab / "config.yaml").write_text(f"samples: samples.tsv\nreference: {DATA / 'ref.fa'}\nplan:\n  n_regions: 6\n")
     res = _snakemake(lab, "-s", str(ROOT / "Snakefile"), "--configfile", "config.yaml")
     assert res.returncode == 0, res.stderr[-3000:]
+    # The call step's summary names what it read.
+    assert re.search(r"GETs \(CRAM \d+\.\d\d x its size, and the reference\)", res.stderr), res.stderr[-3000:]
     for s in SAMPLES:
         want = vcf_body(whole_genome(s, tmp_path, bam=lab / f"{s}.cram"))
         assert vcf_body(str(lab / "results" / f"{s}.vcf.gz")) == want
