@@ -10,6 +10,7 @@ Debian's openssh-server (`bash tests/install.sh`).
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -53,13 +54,16 @@ def namespaces() -> list[str]:
 
 
 @contextmanager
-def netns_host(state: Path, name: str, index: int, hide: Sequence[Path] = (),
-               start_timeout: float = 60, stop_timeout: float = 30) -> Iterator[Host]:
+def netns_host(state: Path, name: str, index: int, hide: Sequence[Path] = (), shared_tmp: bool = False,
+               private: Sequence[Path] = (), start_timeout: float = 60, stop_timeout: float = 30) -> Iterator[Host]:
     """A running host ``name`` on 10.211.``index``.2 (the driver is .1 on its link),
-    its keys and logs in ``state``, with the folders ``hide`` hidden from it."""
+    its keys and logs in ``state``, with the folders ``hide`` hidden from it. A cluster
+    node: ``shared_tmp`` (this machine's /tmp, not a fresh one) and ``private``
+    (folders that are the host's own, empty at start)."""
+    env = dict(os.environ, HOST_TMP="shared" if shared_tmp else "own", HOST_PRIVATE=" ".join(map(str, private)))
     try:
         res = subprocess.run(["bash", str(SCRIPT), "start", str(state), name, str(index), *map(str, hide)],
-                             capture_output=True, text=True, timeout=start_timeout)
+                             capture_output=True, text=True, timeout=start_timeout, env=env)
         if res.returncode != 0:
             raise HostError(res.stderr.strip()[-2000:])
         address, key = res.stdout.split()[-2:]

@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from netns_host import Host
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "services" / "slurm.sh"
@@ -71,3 +73,42 @@ def start(state: Path) -> SlurmCluster:
     conf = Path(res.stdout.strip().splitlines()[-1])
     env = dict(os.environ, SLURM_CONF=str(conf))
     return SlurmCluster(dir=state, conf=conf, env=env)
+
+
+def start_on_hosts(state: Path, hosts: list[Host], port: int = 6917, timeout: float = 60) -> SlurmCluster:
+    """A cluster whose compute nodes are ``hosts`` (tests/netns_host.py, started with a
+    shared /tmp and /run/slurm and ``state``/scratch their own): munged and slurmctld
+    here (on ``port``, apart from a one-node cluster's), one slurmd on each host, named
+    as the host. Returns once every node is idle and a first job ran; fails the test
+    otherwise. Stop it with :func:`stop`, then the hosts."""
+    nodes = " ".join(f"{h.name}={h.address}" for h in hosts)
+    env = dict(os.environ, SLURM_NODES=nodes, SLURM_CTLD_ADDR=hosts[0].gateway, SLURM_CTLD_PORT=str(port))
+    res = subprocess.run(["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True, timeout=90,
+                         env=env, check=False)
+    if res.returncode != 0:
+        stop(state)
+        pytest.fail(f"could not start the SLURM controller for {nodes}: {res.stderr[-3000:]}")
+    conf = Path(res.stdout.strip().splitlines()[-1])
+    for host in hosts:
+        # srun inside a job finds the cluster by /run/slurm/conf (the plugin strips SLURM_CONF there).
+        out = host.run(f"ln -sfn {conf.parent} /run/slurm/conf && SLURM_CONF={conf} timeout 10 slurmd -c -f {conf} "
+                       f"-N {host.name} </dev/null >>{state}/log/start.log 2>&1", timeout=30)
+        if out.returncode != 0:
+            stop(state)
+            pytest.fail(f"slurmd did not start on {host.name}: {out.stderr}; {state / 'log'}")
+    cluster = SlurmCluster(dir=state, conf=conf, env=dict(os.environ, SLURM_CONF=str(conf)))
+    deadline = time.monotonic() + timeout
+    while True:
+        states = cluster.run("sinfo", "-h", "-N", "-o", "%N %T", timeout=10).stdout.split()
+        if states and all(s == "idle" for s in states[1::2]) and len(states) == 2 * len(hosts):
+            break
+        if time.monotonic() > deadline:
+            stop(state)
+            pytest.fail(f"the nodes were not idle after {timeout} s (sinfo: {states}); logs in {state / 'log'}")
+        time.sleep(0.2)
+    warmup = cluster.run("sbatch", "--wait", "--parsable", "--chdir", str(state), "--output", "/dev/null",
+                         "--wrap", "true", timeout=timeout)
+    if warmup.returncode != 0:
+        stop(state)
+        pytest.fail(f"the first job did not complete: {warmup.stderr}; logs in {state / 'log'}")
+    return cluster

@@ -24,12 +24,14 @@ pytestmark = pytest.mark.e2e
 JOBS = 3
 
 
-def snakemake_on_slurm(cluster: SlurmCluster, workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def snakemake_on_slurm(cluster: SlurmCluster, workdir: Path, *args: str,
+                       tmpdir: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``snakemake --profile profiles/slurm`` as a lab user runs it, plus what this test
     cluster needs: status by squeue (no accounting database here, and sacct would hang:
     shared/notes/slurm.md), quick status polls, and the job logs kept. Bounded by
-    ``timeout``: a hung executor must fail the test, not stall the suite."""
-    env = dict(cluster.env, TMPDIR=str(workdir / "tmp"))
+    ``timeout``: a hung executor must fail the test, not stall the suite. ``tmpdir``:
+    snakemake's TMPDIR (``workdir``/tmp unless given)."""
+    env = dict(cluster.env, TMPDIR=str(tmpdir or workdir / "tmp"))
     cmd = ["timeout", "-k", "5", "420", sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(workdir), "--profile", str(ROOT / "profiles" / "slurm"),
            "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",

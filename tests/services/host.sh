@@ -11,7 +11,11 @@
 #   tests/services/host.sh stop DIR NAME
 #
 # NAME: the host's name (its hostname, and the namespace's: svc-NAME); N: 1-250, the
-# third byte of its subnet. Stop kills every process in the namespace and deletes it
+# third byte of its subnet; its default route goes to this machine. Two variables
+# make a cluster node instead (a shared filesystem, its own scratch):
+#   HOST_TMP=shared       keep this machine's /tmp (else a fresh tmpfs)
+#   HOST_PRIVATE="D..."   an empty writable tmpfs over each folder D, the host's own
+# Stop kills every process in the namespace and deletes it
 # (the veth pair goes with it, the mounts with their last process). Needs iproute2,
 # util-linux's unshare and Debian's openssh-server (tests/install.sh); run as root.
 set -euo pipefail
@@ -39,6 +43,16 @@ stop() {
             [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
         fi
         ip netns del "$ns"
+    fi
+    # The kernel frees a namespace, and the veth pair in it, a little after its last
+    # process ends: wait for that (the other end is named in DIR/veth), or delete it.
+    if [ -s "$dir/veth" ]; then
+        for _ in $(seq 1 50); do
+            ip link show "$(cat "$dir/veth")" >/dev/null 2>&1 || break
+            sleep 0.1
+        done
+        ip link del "$(cat "$dir/veth")" 2>/dev/null || true
+        rm -f "$dir/veth"
     fi
 }
 
@@ -103,7 +117,12 @@ cp "$dir/sshd_config" "$dir/host_key" "$dir/authorized_keys" /mnt/svc-host/
 for hide in "\$@"; do
     mount -t tmpfs -o ro,mode=755 svc-hidden "\$hide"
 done
-mount -t tmpfs -o mode=1777 svc-tmp /tmp
+for own in ${HOST_PRIVATE:-}; do
+    mount -t tmpfs -o mode=755 svc-private "\$own"
+done
+if [ "${HOST_TMP:-own}" != shared ]; then
+    mount -t tmpfs -o mode=1777 svc-tmp /tmp
+fi
 hostname "$name"
 exec /usr/sbin/sshd -D -e -f /mnt/svc-host/sshd_config
 EOF
@@ -111,16 +130,20 @@ EOF
 trap 'stop' ERR
 ip netns add "$ns"
 ip link add "${veth}a" type veth peer name "${veth}b"
+echo "${veth}a" >"$dir/veth"
 ip link set "${veth}b" netns "$ns"
 ip addr add "$here/30" dev "${veth}a"
 ip link set "${veth}a" up
 ip -n "$ns" addr add "$there/30" dev "${veth}b"
 ip -n "$ns" link set "${veth}b" up
 ip -n "$ns" link set lo up
-for hide in "$@"; do
+ip -n "$ns" route add default via "$here"
+for hide in "$@" ${HOST_PRIVATE:-}; do
     [ -d "$hide" ] || { echo "host.sh: cannot hide $hide: not a folder" >&2; false; }
 done
-setsid ip netns exec "$ns" unshare --mount --uts --propagation private \
+# nsenter rather than `ip netns exec`, which mounts a sysfs of its own over /sys and
+# so hides /sys/fs/cgroup (slurmd needs it).
+setsid nsenter --net="/run/netns/$ns" unshare --mount --uts --propagation private \
     bash "$dir/launch.sh" "$@" </dev/null >"$dir/sshd.log" 2>&1 &
 
 for _ in $(seq 1 $((wait_seconds * 10))); do

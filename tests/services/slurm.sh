@@ -11,6 +11,13 @@
 # /run/slurm/conf/slurm.conf: start links /run/slurm/conf to DIR/etc, stop removes the
 # link. A machine with /etc/slurm/slurm.conf (a real cluster) is refused, as is a
 # /run/slurm/conf that belongs to another running cluster.
+#
+# Several nodes, each another host (tests/services/host.sh): SLURM_NODES="NAME=ADDRESS
+# ..." and SLURM_CTLD_ADDR, the address they reach this machine at (SLURM_CTLD_PORT,
+# 6817 by default, keeps it apart from a one-node cluster). Then start runs munged
+# and slurmctld only, and makes no link: whoever starts each node's slurmd (`slurmd
+# -f CONF -N NAME`, on the node) links /run/slurm/conf there. Each job's tasks get
+# TMPDIR=DIR/scratch (a TaskProlog), which a node should make its own.
 set -euo pipefail
 
 usage="usage: slurm.sh start|stop DIR"
@@ -18,6 +25,7 @@ cmd=${1:?$usage}
 dir=$(realpath -m "${2:?$usage}")
 conf=$dir/etc/slurm.conf
 link=/run/slurm/conf
+nodes=${SLURM_NODES:-}
 wait_seconds=30
 
 # Whether a process runs (a zombie does not: pid 1 here may reap them late).
@@ -115,11 +123,11 @@ if [ -e /etc/slurm/slurm.conf ]; then
     exit 1
 fi
 # A dangling link is a stale one (its cluster's folder is gone): replace it.
-if [ -L "$link" ] && [ -e "$link" ] && [ "$(readlink "$link")" != "$dir/etc" ]; then
+if [ -z "$nodes" ] && [ -L "$link" ] && [ -e "$link" ] && [ "$(readlink "$link")" != "$dir/etc" ]; then
     echo "slurm.sh: $link points to $(readlink "$link") (another test cluster running?); stop that one first" >&2
     exit 1
 fi
-if [ -e "$link" ] && [ ! -L "$link" ]; then
+if [ -z "$nodes" ] && [ -e "$link" ] && [ ! -L "$link" ]; then
     echo "slurm.sh: $link exists and is not a link to a test cluster; refusing to replace it" >&2
     exit 1
 fi
@@ -142,21 +150,37 @@ chmod 400 "$dir/munge/munge.key"
 socket=$dir/munge/munge.socket
 
 mem_mb=$(awk '/^MemTotal:/ { printf "%d", $2 / 1024 * 0.85 }' /proc/meminfo)
+ctld_host=localhost
+node_lines="NodeName=localhost CPUs=$(nproc) RealMemory=$mem_mb State=UNKNOWN"
+if [ -n "$nodes" ]; then
+    ctld_host="localhost(${SLURM_CTLD_ADDR:?SLURM_NODES needs SLURM_CTLD_ADDR})"
+    count=$(echo "$nodes" | wc -w)
+    node_lines=""
+    for node in $nodes; do
+        node_lines+="NodeName=${node%%=*} NodeAddr=${node#*=} CPUs=1 RealMemory=$((mem_mb / count)) State=UNKNOWN"$'\n'
+        mkdir -p "$dir/spool/${node%%=*}"
+    done
+    mkdir -p "$dir/scratch"
+    printf '#!/bin/sh\necho "export TMPDIR=%s"\n' "$dir/scratch" >"$dir/etc/task_prolog.sh"
+    chmod 755 "$dir/etc/task_prolog.sh"
+fi
 cat >"$conf" <<CONF
 # Written by tests/services/slurm.sh: a one-node test cluster, state in $dir.
 ClusterName=svctest
-SlurmctldHost=localhost
+SlurmctldHost=$ctld_host
+SlurmctldPort=${SLURM_CTLD_PORT:-6817}
+${nodes:+TaskProlog=$dir/etc/task_prolog.sh}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$socket
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
+SlurmdSpoolDir=$dir/spool${nodes:+/%n}
 SlurmctldPidFile=$dir/run/slurmctld.pid
-SlurmdPidFile=$dir/run/slurmd.pid
+SlurmdPidFile=$dir/run/slurmd${nodes:+-%n}.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
+SlurmdLogFile=$dir/log/slurmd${nodes:+-%n}.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -169,7 +193,7 @@ MailProg=/bin/true
 ReturnToService=2
 MinJobAge=300
 SchedulerParameters=batch_sched_delay=0
-NodeName=localhost CPUs=$(nproc) RealMemory=$mem_mb State=UNKNOWN
+$node_lines
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 # Same folder as slurm.conf, where the daemons look for it (Debian's
@@ -196,6 +220,12 @@ timeout 10 munged --force --key-file="$dir/munge/munge.key" --socket="$socket" \
     --seed-file="$dir/munge/munge.seed" </dev/null >>"$dir/log/start.log" 2>&1 ||
     fail "munged did not start"
 
+if [ -n "$nodes" ]; then
+    export SLURM_CONF=$conf
+    timeout 10 slurmctld -c -f "$conf" </dev/null >>"$dir/log/start.log" 2>&1 || fail "slurmctld did not start"
+    echo "$conf"
+    exit 0
+fi
 mkdir -p /run/slurm
 ln -sfn "$dir/etc" "$link"
 
