@@ -48,8 +48,11 @@ on the first run):
 
 4. Prints one table (wall, CPU, peak RSS, ratio, precision, recall, F1), the scaling
    model (10, 100, 1000 functions for a 30x human genome, every assumption stated),
-   and writes the same as JSON (``--json``) and Markdown (``--markdown``,
-   ``bench/RESULTS.md``) with the machine, the tool versions and the command.
+   and writes the same as JSON (``--json``) and Markdown (``--markdown``) with the
+   machine, the tool versions and the command. The full run (every tool, the default
+   datasets) writes ``bench/results.json`` and ``bench/RESULTS.md`` unless told
+   otherwise; any other run writes only the files it is given, so that it never
+   replaces the committed results of the full run.
 
 Prints figures; asserts nothing. Exit status 0 when every selected tool ran, 1 when
 one failed (its row says why), 2 when the harness could not start.
@@ -885,8 +888,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="dataset cache folder (one subfolder per dataset and parameters; reused when complete)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (every tool's output)")
-    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json", help="results as JSON")
-    ap.add_argument("--markdown", type=Path, default=ROOT / "bench" / "RESULTS.md", help="results as Markdown")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="results as JSON (the full run: bench/results.json unless given)")
+    ap.add_argument("--markdown", type=Path, default=None,
+                    help="results as Markdown (the full run: bench/RESULTS.md unless given)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each tool; medians are reported")
     ap.add_argument("--tools", default=",".join(GERMLINE_TOOLS + VIRAL_TOOLS),
                     help="comma-separated subset of: " + ", ".join(GERMLINE_TOOLS + VIRAL_TOOLS))
@@ -919,7 +924,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ap.error(f"unknown tools: {', '.join(sorted(unknown))}")
     if args.no_ceph and "pipeline-ceph" in args.tools:
         args.tools.remove("pipeline-ceph")
+    if is_full_run(ap, args):
+        args.json = args.json or ROOT / "bench" / "results.json"
+        args.markdown = args.markdown or ROOT / "bench" / "RESULTS.md"
     return args
+
+
+# What makes a run the one bench/RESULTS.md records: every tool, on the default datasets.
+FULL_RUN_DEFAULTS = ("genome_size", "coverage", "seed", "regions", "scatter_regions", "freebayes_min_qual",
+                     "viral_length", "viral_depth", "viral_seed", "viral_regions", "repeats")
+
+
+def is_full_run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Does this run select every tool on the default datasets and settings?"""
+    return (sorted(args.tools) == sorted(GERMLINE_TOOLS + VIRAL_TOOLS)
+            and all(getattr(args, name) == ap.get_default(name) for name in FULL_RUN_DEFAULTS))
 
 
 def prepare_data(ctx: Context) -> float:
@@ -1024,10 +1043,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     print_report(report, rows, model)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(to_json(report), indent=1) + "\n")
-    write_markdown(args.markdown, report, rows, model)
-    print(f"\nresults: {args.json}, {args.markdown}; the whole run took {report['total_wall_s'] / 60:.1f} min")
+    written = []
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(to_json(report), indent=1) + "\n")
+        written.append(str(args.json))
+    if args.markdown:
+        write_markdown(args.markdown, report, rows, model)
+        written.append(str(args.markdown))
+    where = ", ".join(written) if written else "not written (not the full run: give --json or --markdown)"
+    print(f"\nresults: {where}; the whole run took {report['total_wall_s'] / 60:.1f} min")
     return 1 if any(r.failed for r in rows) else 0
 
 

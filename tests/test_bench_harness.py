@@ -26,6 +26,16 @@ PRICES = {**scaling.DEFAULT_PRICES, "function_memory_mb": 1024, "per_gb_second":
 
 
 # -- harness helpers ---------------------------------------------------------------------
+def test_only_the_full_run_writes_the_committed_results_by_default(tmp_path: Path) -> None:
+    full = harness.parse_args([])
+    assert (full.json, full.markdown) == (ROOT / "bench" / "results.json", ROOT / "bench" / "RESULTS.md")
+    for partial in (["--tools", "pipeline"], ["--no-ceph"], ["--regions", "200"], ["--genome-size", "20000000"]):
+        args = harness.parse_args(partial)
+        assert (args.json, args.markdown) == (None, None), partial
+    args = harness.parse_args(["--tools", "pipeline", "--json", str(tmp_path / "r.json")])
+    assert (args.json, args.markdown) == (tmp_path / "r.json", None)
+
+
 def test_deep_merge_merges_nested_dicts_and_leaves_inputs_alone() -> None:
     base = {"plan": {"n_regions": 8, "padding": 1000}, "calling": {"engine": "bcftools"}, "x": 1}
     over = {"plan": {"n_regions": 4}, "calling": "replaced", "y": 2}
