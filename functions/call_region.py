@@ -213,6 +213,7 @@ def scan_reads(bam_path: str, region: Span, context: Span) -> ReadScan:
     and how many overlap ``region`` (as htslib counts them: a read without reference
     bases covers one)."""
     scan = ReadScan()
+    lo = hi = -1  # the span of the usable reads overlapping the region (none yet)
     with pysam.AlignmentFile(bam_path, "rb") as bam:
         for read in bam.fetch(contig=context.chrom, start=context.start, stop=context.end):
             start = read.reference_start
@@ -222,7 +223,9 @@ def scan_reads(bam_path: str, region: Span, context: Span) -> ReadScan:
                 scan.reads += 1
                 if not read.flag & _UNUSABLE:
                     scan.usable += 1
-                    scan.reach = (start, end) if scan.reach is None else (scan.reach[0], max(scan.reach[1], end))
+                    lo, hi = (start if lo < 0 else lo), max(hi, end)
+    if lo >= 0:
+        scan.reach = (lo, hi)
     return scan
 
 

@@ -28,6 +28,8 @@ class EngineParams(Protocol):
 
     def describe(self) -> str: ...
 
+    def context_padding(self) -> int: ...
+
 
 ENGINES: dict[str, tuple[Any, Any]] = {
     "bcftools": (BcftoolsParams, run_bcftools),
@@ -50,10 +52,8 @@ def joint_capable(engine: str) -> bool:
 def context_padding(engine: str, values: dict[str, Any]) -> int:
     """The bases of context a region needs on each side for the engine's calls in it to
     equal a whole-genome run's (``plan.padding: null``): the engine parameters'
-    ``context_padding()``, else 1000."""
-    params = make_params(engine, values)
-    own = getattr(params, "context_padding", None)
-    return int(own()) if own is not None else 1000
+    ``context_padding()``."""
+    return make_params(engine, values).context_padding()
 
 
 def needs_reads_in_context(engine: str) -> bool:

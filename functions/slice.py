@@ -161,7 +161,9 @@ def _scan_to(store: ObjectStore, bam: BamSlice, out: BinaryIO, scan: tuple[int, 
                 return limit  # the file ended first: nothing to cut
             ask = want
             if last > first:  # the bytes per base so far, for the positions still to go
-                per_base = (at - (voffset & 0xFFFF)) * (block - (voffset >> 16)) / (base + len(data)) / (last - first)
+                read = at - (voffset & 0xFFFF)  # inflated bytes of the records read so far
+                per_base = read * (block - (voffset >> 16)) / (base + len(data)) / (last - first)
+                inflated_per_base = read / (last - first)
                 # To about the first record past the stop, with the header of its block
                 # (whose end the next GET then asks for exactly): an extra GET in
                 # some regions saves fetching half a block past the stop in most.
@@ -169,7 +171,6 @@ def _scan_to(store: ObjectStore, bam: BamSlice, out: BinaryIO, scan: tuple[int, 
                 # This block's size is known (its header is here) and, at the inflated
                 # bytes per base so far, four fifths of a full block reach the stop:
                 # fetch that block alone.
-                inflated_per_base = (at - (voffset & 0xFFFF)) / (last - first)
                 if head and last + 0.8 * (base + len(data) - at + MAX_BLOCK_DATA) / inflated_per_base >= stop:
                     ask = 0
             end = min(bam.size, max(need, min(cap, max(fetched, block) + ask)))
