@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,19 +95,9 @@ def start_on_hosts(state: Path, hosts: list[Host], port: int = 6917, timeout: fl
         if out.returncode != 0:
             stop(state)
             pytest.fail(f"slurmd did not start on {host.name}: {out.stderr}; {state / 'log'}")
-    cluster = SlurmCluster(dir=state, conf=conf, env=dict(os.environ, SLURM_CONF=str(conf)))
-    deadline = time.monotonic() + timeout
-    while True:
-        states = cluster.run("sinfo", "-h", "-N", "-o", "%N %T", timeout=10).stdout.split()
-        if states and all(s == "idle" for s in states[1::2]) and len(states) == 2 * len(hosts):
-            break
-        if time.monotonic() > deadline:
-            stop(state)
-            pytest.fail(f"the nodes were not idle after {timeout} s (sinfo: {states}); logs in {state / 'log'}")
-        time.sleep(0.2)
-    warmup = cluster.run("sbatch", "--wait", "--parsable", "--chdir", str(state), "--output", "/dev/null",
-                         "--wrap", "true", timeout=timeout)
-    if warmup.returncode != 0:
-        stop(state)
-        pytest.fail(f"the first job did not complete: {warmup.stderr}; logs in {state / 'log'}")
-    return cluster
+    # Every node idle and a first job run, as slurm.sh waits for a one-node cluster.
+    ready = subprocess.run(["bash", str(SCRIPT), "ready", str(state)], capture_output=True, text=True,
+                           timeout=timeout, check=False)
+    if ready.returncode != 0:
+        pytest.fail(f"the cluster on {nodes} is not ready: {ready.stderr[-3000:]}")
+    return SlurmCluster(dir=state, conf=conf, env=dict(os.environ, SLURM_CONF=str(conf)))

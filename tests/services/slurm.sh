@@ -16,11 +16,12 @@
 # ..." and SLURM_CTLD_ADDR, the address they reach this machine at (SLURM_CTLD_PORT,
 # 6817 by default, keeps it apart from a one-node cluster). Then start runs munged
 # and slurmctld only, and makes no link: whoever starts each node's slurmd (`slurmd
-# -f CONF -N NAME`, on the node) links /run/slurm/conf there. Each job's tasks get
+# -f CONF -N NAME`, on the node) links /run/slurm/conf there, then `slurm.sh ready DIR`
+# waits until every node is idle and a first job ran. Each job's tasks get
 # TMPDIR=DIR/scratch (a TaskProlog), which a node should make its own.
 set -euo pipefail
 
-usage="usage: slurm.sh start|stop DIR"
+usage="usage: slurm.sh start|ready|stop DIR"
 cmd=${1:?$usage}
 dir=$(realpath -m "${2:?$usage}")
 conf=$dir/etc/slurm.conf
@@ -100,9 +101,56 @@ stop() {
     fi
 }
 
+fail() {
+    echo "slurm.sh: $1; logs in $dir/log:" >&2
+    for log in "$dir"/log/*.log; do
+        [ -e "$log" ] || continue
+        echo "== $log" >&2
+        tail -n 20 "$log" >&2
+    done
+    stop
+    exit 1
+}
+
+# Wait until every node is idle and a first job has run (or fail).
+ready() {
+    export SLURM_CONF=$conf
+    deadline=$((SECONDS + wait_seconds))
+    until [ "$(timeout 5 sinfo -h -o %T 2>/dev/null || true)" = idle ]; do
+        for name in slurmctld slurmd; do
+            pid=$(cat "$dir/run/$name.pid" 2>/dev/null || true)
+            if [ -n "$pid" ] && ! alive "$pid"; then
+                fail "$name exited (another SLURM cluster on ports 6817/6818?)"
+            fi
+        done
+        [ "$SECONDS" -lt "$deadline" ] || fail "not every node was idle after ${wait_seconds} s (sinfo: $(timeout 5 sinfo -h -o %T 2>&1 || true))"
+        sleep 0.1
+    done
+    # One job through, and the cluster really runs jobs. It also waits out slurmctld's
+    # first scheduling pass, which comes 3 s after it starts whatever batch_sched_delay
+    # says (the setting is read in that pass): a job submitted before then waits for it,
+    # and `sbatch --wait`, which polls with growing gaps, saw the end of such a job 7 s late.
+    warmup=$(timeout 10 sbatch --parsable --chdir "$dir" --job-name slurm.sh-warmup --output /dev/null \
+        --wrap true 2>&1) || fail "sbatch failed: $warmup"
+    while :; do
+        state=$(timeout 5 scontrol show -o job "$warmup" 2>/dev/null | grep -o 'JobState=[A-Z_]*' || true)
+        case "${state#JobState=}" in
+        COMPLETED) break ;;
+        "" | PENDING | CONFIGURING | RUNNING | COMPLETING) ;;
+        *) fail "the first job ($warmup) did not complete: $state" ;;
+        esac
+        [ "$SECONDS" -lt "$deadline" ] || fail "the first job ($warmup) did not complete within ${wait_seconds} s (${state:-no state})"
+        sleep 0.1
+    done
+}
+
 case "$cmd" in
 stop)
     stop
+    exit 0
+    ;;
+ready)
+    ready
     exit 0
     ;;
 start) ;;
@@ -200,16 +248,6 @@ CONF
 # /etc/slurm/plugstack.conf would pull in the packages' SPANK plugins).
 : >"$dir/etc/plugstack.conf"
 
-fail() {
-    echo "slurm.sh: $1; logs in $dir/log:" >&2
-    for log in "$dir"/log/*.log; do
-        [ -e "$log" ] || continue
-        echo "== $log" >&2
-        tail -n 20 "$log" >&2
-    done
-    stop
-    exit 1
-}
 
 # The daemons fork and detach; their own output goes to the log folder, never to
 # the caller's pipes. munged wants every folder above its socket open to all (o+x)
@@ -220,44 +258,18 @@ timeout 10 munged --force --key-file="$dir/munge/munge.key" --socket="$socket" \
     --seed-file="$dir/munge/munge.seed" </dev/null >>"$dir/log/start.log" 2>&1 ||
     fail "munged did not start"
 
-if [ -n "$nodes" ]; then
-    export SLURM_CONF=$conf
-    timeout 10 slurmctld -c -f "$conf" </dev/null >>"$dir/log/start.log" 2>&1 || fail "slurmctld did not start"
-    echo "$conf"
-    exit 0
+if [ -z "$nodes" ]; then
+    mkdir -p /run/slurm
+    ln -sfn "$dir/etc" "$link"
 fi
-mkdir -p /run/slurm
-ln -sfn "$dir/etc" "$link"
 
 export SLURM_CONF=$conf
 timeout 10 slurmctld -c -f "$conf" </dev/null >>"$dir/log/start.log" 2>&1 || fail "slurmctld did not start"
+if [ -n "$nodes" ]; then
+    echo "$conf"
+    exit 0
+fi
 timeout 10 slurmd -c -f "$conf" -N localhost </dev/null >>"$dir/log/start.log" 2>&1 || fail "slurmd did not start"
 
-deadline=$((SECONDS + wait_seconds))
-until [ "$(timeout 5 sinfo -h -o %T 2>/dev/null || true)" = idle ]; do
-    for name in slurmctld slurmd; do
-        pid=$(cat "$dir/run/$name.pid" 2>/dev/null || true)
-        if [ -n "$pid" ] && ! alive "$pid"; then
-            fail "$name exited (another SLURM cluster on ports 6817/6818?)"
-        fi
-    done
-    [ "$SECONDS" -lt "$deadline" ] || fail "the node was not idle after ${wait_seconds} s (sinfo: $(timeout 5 sinfo -h -o %T 2>&1 || true))"
-    sleep 0.1
-done
-# One job through, and the cluster really runs jobs. It also waits out slurmctld's
-# first scheduling pass, which comes 3 s after it starts whatever batch_sched_delay
-# says (the setting is read in that pass): a job submitted before then waits for it,
-# and `sbatch --wait`, which polls with growing gaps, saw the end of such a job 7 s late.
-warmup=$(timeout 10 sbatch --parsable --chdir "$dir" --job-name slurm.sh-warmup --output /dev/null \
-    --wrap true 2>&1) || fail "sbatch failed: $warmup"
-while :; do
-    state=$(timeout 5 scontrol show -o job "$warmup" 2>/dev/null | grep -o 'JobState=[A-Z_]*' || true)
-    case "${state#JobState=}" in
-    COMPLETED) break ;;
-    "" | PENDING | CONFIGURING | RUNNING | COMPLETING) ;;
-    *) fail "the first job ($warmup) did not complete: $state" ;;
-    esac
-    [ "$SECONDS" -lt "$deadline" ] || fail "the first job ($warmup) did not complete within ${wait_seconds} s (${state:-no state})"
-    sleep 0.1
-done
+ready
 echo "$conf"
